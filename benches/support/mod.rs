@@ -1,0 +1,206 @@
+//! Workloads and allocators shared by the criterion bench (`overhead.rs`)
+//! and the stand-alone runner (`examples/bench_pairs.rs`, used with
+//! `roundrobin.py` and callgrind). Every allocator is called through
+//! `GlobalAlloc` directly, so they all run in the same process.
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use allocscope::AllocScope;
+
+/// The naive wrapper peers resemble: one global relaxed atomic per counter.
+pub struct Naive<A>(pub A);
+
+static N_ALLOCS: AtomicU64 = AtomicU64::new(0);
+static N_FREES: AtomicU64 = AtomicU64::new(0);
+static N_ABYTES: AtomicU64 = AtomicU64::new(0);
+static N_FBYTES: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Naive<A> {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { self.0.alloc(l) };
+        if !p.is_null() {
+            N_ALLOCS.fetch_add(1, Relaxed);
+            N_ABYTES.fetch_add(l.size() as u64, Relaxed);
+        }
+        p
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        N_FREES.fetch_add(1, Relaxed);
+        N_FBYTES.fetch_add(l.size() as u64, Relaxed);
+        unsafe { self.0.dealloc(p, l) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let q = unsafe { self.0.realloc(p, l, n) };
+        if !q.is_null() {
+            N_ALLOCS.fetch_add(1, Relaxed);
+            N_FREES.fetch_add(1, Relaxed);
+            N_ABYTES.fetch_add(n as u64, Relaxed);
+            N_FBYTES.fetch_add(l.size() as u64, Relaxed);
+        }
+        q
+    }
+}
+
+/// A tracker for tracking-allocator that counts like the others do.
+pub struct CountingTracker;
+impl tracking_allocator::AllocationTracker for CountingTracker {
+    fn allocated(&self, _a: usize, size: usize, _w: usize, _g: tracking_allocator::AllocationGroupId) {
+        N_ALLOCS.fetch_add(1, Relaxed);
+        N_ABYTES.fetch_add(size as u64, Relaxed);
+    }
+    fn deallocated(
+        &self,
+        _a: usize,
+        size: usize,
+        _w: usize,
+        _s: tracking_allocator::AllocationGroupId,
+        _c: tracking_allocator::AllocationGroupId,
+    ) {
+        N_FREES.fetch_add(1, Relaxed);
+        N_FBYTES.fetch_add(size as u64, Relaxed);
+    }
+}
+
+pub static SYSTEM: System = System;
+pub static SCOPE: AllocScope = AllocScope::system();
+pub static NAIVE: Naive<System> = Naive(System);
+pub static STATS_ALLOC: stats_alloc::StatsAlloc<System> = stats_alloc::StatsAlloc::system();
+pub static CAP: cap::Cap<System> = cap::Cap::new(System, usize::MAX);
+pub static TRACKING: tracking_allocator::Allocator<System> = tracking_allocator::Allocator::system();
+pub static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub static SCOPE_MIMALLOC: AllocScope<mimalloc::MiMalloc> = AllocScope::new(mimalloc::MiMalloc);
+
+/// Installs the tracking-allocator tracker (once) and enables it.
+pub fn setup_tracking() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracking_allocator::AllocationRegistry::set_global_tracker(CountingTracker);
+        tracking_allocator::AllocationRegistry::enable_tracking();
+    });
+}
+
+/// Every allocator under test, by name.
+pub fn allocators() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
+    setup_tracking();
+    vec![
+        ("system", &SYSTEM),
+        ("allocscope", &SCOPE),
+        ("naive_atomic", &NAIVE),
+        ("stats_alloc", &STATS_ALLOC),
+        ("cap", &CAP),
+        ("tracking_allocator", &TRACKING),
+        ("mimalloc", &MIMALLOC),
+        ("allocscope_mimalloc", &SCOPE_MIMALLOC),
+    ]
+}
+
+pub fn by_name(name: &str) -> Option<&'static (dyn GlobalAlloc + Sync)> {
+    allocators().into_iter().find(|(n, _)| *n == name).map(|(_, a)| a)
+}
+
+const RING: usize = 64;
+
+/// `iters` alloc+free pairs of small blocks: sizes cycle through 8..=256 in
+/// 8-byte steps, and each allocation frees the block allocated 64 pairs
+/// earlier (a ring of 64 live blocks, so frees are not LIFO).
+#[inline(never)]
+pub fn small_pairs<A: GlobalAlloc + ?Sized>(a: &A, iters: u64) {
+    let mut ring = [(std::ptr::null_mut::<u8>(), Layout::new::<u8>()); RING];
+    for (i, slot) in ring.iter_mut().enumerate() {
+        let l = Layout::from_size_align(8 * (1 + i % 32), 8).unwrap();
+        // SAFETY: non-zero size.
+        *slot = (unsafe { a.alloc(l) }, l);
+    }
+    let mut size_step = 0usize;
+    for i in 0..iters as usize {
+        let slot = &mut ring[i % RING];
+        // SAFETY: the slot holds a live block with its layout.
+        unsafe { a.dealloc(slot.0, slot.1) };
+        size_step = if size_step == 31 { 0 } else { size_step + 1 };
+        // SAFETY: 8..=256 bytes, align 8: a valid layout.
+        let l = unsafe { Layout::from_size_align_unchecked(8 + 8 * size_step, 8) };
+        let p = unsafe { a.alloc(l) };
+        if p.is_null() {
+            std::process::abort();
+        }
+        // SAFETY: at least 8 bytes.
+        unsafe { p.write(i as u8) };
+        *slot = (p, l);
+    }
+    for slot in ring {
+        // SAFETY: live blocks.
+        unsafe { a.dealloc(slot.0, slot.1) };
+    }
+}
+
+/// `iters` times: grow a vector of u64 by push to 1,000 elements the way
+/// `Vec` does (capacity 4, doubling through `realloc`), then free it.
+#[inline(never)]
+pub fn vec_growth<A: GlobalAlloc + ?Sized>(a: &A, iters: u64) {
+    for _ in 0..iters {
+        let mut cap = 0usize;
+        let mut ptr: *mut u64 = std::ptr::null_mut();
+        for i in 0..1000usize {
+            if i == cap {
+                let new_cap = if cap == 0 { 4 } else { cap * 2 };
+                let nl = Layout::array::<u64>(new_cap).unwrap();
+                // SAFETY: valid layouts; `ptr` is live with the old layout.
+                ptr = unsafe {
+                    if cap == 0 {
+                        a.alloc(nl)
+                    } else {
+                        a.realloc(ptr.cast(), Layout::array::<u64>(cap).unwrap(), nl.size())
+                    }
+                }
+                .cast();
+                if ptr.is_null() {
+                    std::process::abort();
+                }
+                cap = new_cap;
+            }
+            // SAFETY: i < cap.
+            unsafe { ptr.add(i).write(i as u64) };
+        }
+        std::hint::black_box(ptr);
+        // SAFETY: live with this layout.
+        unsafe { a.dealloc(ptr.cast(), Layout::array::<u64>(cap).unwrap()) };
+    }
+}
+
+/// Runs `f(iters)` on `threads` threads at once; returns the wall time.
+pub fn on_threads(threads: usize, iters: u64, f: fn(&'static (dyn GlobalAlloc + Sync), u64), a: &'static (dyn GlobalAlloc + Sync)) -> std::time::Duration {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                // warm the thread (allocscope attaches its block on first use)
+                f(a, 1);
+                b.wait();
+                f(a, iters);
+                b.wait();
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = std::time::Instant::now();
+    barrier.wait();
+    let e = t.elapsed();
+    for h in hs {
+        h.join().unwrap();
+    }
+    e
+}
+
+pub fn small_pairs_dyn(a: &'static (dyn GlobalAlloc + Sync), iters: u64) {
+    small_pairs(a, iters)
+}
+
+pub fn vec_growth_dyn(a: &'static (dyn GlobalAlloc + Sync), iters: u64) {
+    vec_growth(a, iters)
+}

@@ -1,0 +1,68 @@
+//! Stand-alone overhead runner for `roundrobin.py` and callgrind.
+//!
+//! `bench_pairs ALLOCATOR [WORKLOAD] [ITERS]` runs the bench workloads with one
+//! allocator and prints `NAME=NUMBER` lines (nanoseconds per alloc+free pair,
+//! or per 1,000-element vector build), the median of 5 repetitions:
+//!
+//! ```text
+//! cargo build --release --example bench_pairs
+//! python3 ../shared/tools/roundrobin.py -n 15 -- \
+//!   'target/release/examples/bench_pairs system' \
+//!   'target/release/examples/bench_pairs allocscope' ...
+//! valgrind --tool=callgrind target/release/examples/bench_pairs allocscope small1 1000000
+//! ```
+//! WORKLOAD is `all` (default), `small1` (small pairs, one thread, one run:
+//! for instruction counts) or `vec1`.
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use std::time::Instant;
+use support::*;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args.get(1).map(String::as_str).unwrap_or("system");
+    let workload = args.get(2).map(String::as_str).unwrap_or("all");
+    let Some(a) = by_name(name) else {
+        let names: Vec<_> = allocators().into_iter().map(|(n, _)| n).collect();
+        eprintln!("unknown allocator {name:?}; one of {names:?}");
+        std::process::exit(2);
+    };
+    let iters: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+    match workload {
+        "small1" => small_pairs(a, iters.max(1)),
+        "vec1" => vec_growth(a, iters.max(1)),
+        "all" => {
+            let small = if iters > 0 { iters } else { 2_000_000 };
+            let vecs = (small / 200).max(1);
+            let reps = 5;
+            let one = |f: fn(&'static (dyn std::alloc::GlobalAlloc + Sync), u64), n: u64| {
+                median(
+                    (0..reps)
+                        .map(|_| {
+                            let t = Instant::now();
+                            f(a, n);
+                            t.elapsed().as_nanos() as f64 / n as f64
+                        })
+                        .collect(),
+                )
+            };
+            let two = |f, n: u64| {
+                median((0..reps).map(|_| on_threads(2, n, f, a).as_nanos() as f64 / n as f64).collect())
+            };
+            println!("small_1t_ns={:.3}", one(small_pairs_dyn, small));
+            println!("small_2t_ns={:.3}", two(small_pairs_dyn, small));
+            println!("vec_1t_ns={:.1}", one(vec_growth_dyn, vecs));
+            println!("vec_2t_ns={:.1}", two(vec_growth_dyn, vecs));
+        }
+        other => {
+            eprintln!("unknown workload {other:?}: all, small1 or vec1");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! Per-thread counter blocks: the contention-free half of the hot path.
+//!
+//! Owns the [`Block`]s that every allocation event is counted in, the registry
+//! that lets a snapshot find them, and the thread-local pointer the hot path
+//! reads.
+//!
+//! Rules this module keeps (it runs inside the global allocator):
+//! - **never allocate, lock, block or panic** on a counting path. Blocks come
+//!   from `mmap` (not from the allocator being wrapped), the registry is a
+//!   lock-free, append-only list, and ownership is a single compare-and-swap;
+//! - **no shared written cache line per event**: each thread writes only its
+//!   own block, with a plain relaxed load + store (no `lock` prefix); other
+//!   threads only read it (snapshots);
+//! - **nothing is lost**: blocks are never freed. When a thread exits, a
+//!   `pthread` key destructor (not a Rust TLS destructor) hands its block back
+//!   for reuse with all its counts in it, so sums over all blocks stay exact.
+//!   Events that happen on a thread after that (other keys' destructors) and
+//!   while a thread is acquiring its block go to one shared [`ORPHAN`] block
+//!   with atomic read-modify-writes: rare, and still exact.
+//! - the thread-locals are `const`-initialised `Cell`s of `Copy` types: no
+//!   lazy initialisation and no destructor registration, so they are safe to
+//!   touch before `main`, in threads not started by Rust and during
+//!   thread-local destruction.
+
+use std::cell::Cell;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+
+use crate::size_class::{large_slot, LARGE_SLOTS, SMALL_MAX, SMALL_SLOTS};
+
+/// Count and byte sums of one large size class slot.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct LargeSlot {
+    pub(crate) allocs: AtomicU64,
+    pub(crate) frees: AtomicU64,
+    pub(crate) alloc_bytes: AtomicU64,
+    pub(crate) freed_bytes: AtomicU64,
+}
+
+/// Totals of one block (or of all blocks), derived from its slots.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub(crate) allocations: u64,
+    pub(crate) deallocations: u64,
+    pub(crate) reallocations: u64,
+    pub(crate) allocated_bytes: u64,
+    pub(crate) freed_bytes: u64,
+    pub(crate) alloc_failures: u64,
+}
+
+/// One thread's counters. Written by its owner thread only (or, for
+/// [`ORPHAN`], with atomic RMWs by anyone); read by snapshots.
+#[repr(C, align(128))]
+pub(crate) struct Block {
+    /// Allocations of exactly `size` bytes, `size <= SMALL_MAX`.
+    pub(crate) small_allocs: [AtomicU64; SMALL_SLOTS],
+    /// Deallocations of exactly `size` bytes, `size <= SMALL_MAX`.
+    pub(crate) small_frees: [AtomicU64; SMALL_SLOTS],
+    pub(crate) large: [LargeSlot; LARGE_SLOTS],
+    pub(crate) reallocs: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    /// Size of the allocation in flight on the fast path, counted before the
+    /// inner call: lets a failed call be un-counted (owner only).
+    pub(crate) in_flight: AtomicU64,
+    // --- cold: ownership and per-owner baseline ---
+    in_use: AtomicBool,
+    next: AtomicPtr<Block>,
+    /// The block's totals when its current owner acquired it, so that
+    /// `thread_stats()` reports the owner's own cumulative counts.
+    base: [AtomicU64; 6],
+}
+
+/// Where the hot path's counting goes: a plain owner-only update, or an
+/// atomic RMW on a block shared by several threads.
+#[inline(always)]
+fn bump<const SHARED: bool>(c: &AtomicU64, v: u64) {
+    if SHARED {
+        c.fetch_add(v, Relaxed);
+    } else {
+        // Only the owner thread writes this counter: a load and a store (no
+        // `lock` prefix, no cache line shared with other writers).
+        c.store(c.load(Relaxed).wrapping_add(v), Relaxed);
+    }
+}
+
+impl Block {
+    /// Counts an allocation of `size <= SMALL_MAX` bytes by the owner before
+    /// the inner allocator is called, remembering the size in case it fails.
+    #[inline(always)]
+    pub(crate) fn on_small_alloc_in_flight(&self, size: usize) {
+        self.in_flight.store(size as u64, Relaxed);
+        bump::<false>(&self.small_allocs[size], 1);
+    }
+
+    /// Takes back the fast path's early count of an allocation the inner
+    /// allocator then refused, and counts the failure instead.
+    fn undo_small_alloc(&self) {
+        let size = self.in_flight.load(Relaxed) as usize;
+        if let Some(c) = self.small_allocs.get(size) {
+            c.store(c.load(Relaxed).wrapping_sub(1), Relaxed);
+        }
+        bump::<false>(&self.failures, 1);
+    }
+
+    /// Counts a deallocation of `size <= SMALL_MAX` bytes by the owner.
+    #[inline(always)]
+    pub(crate) fn on_small_dealloc(&self, size: usize) {
+        bump::<false>(&self.small_frees[size], 1);
+    }
+
+    /// Counts a successful allocation of `size` bytes.
+    #[inline(always)]
+    pub(crate) fn on_alloc<const SHARED: bool>(&self, size: usize) {
+        if size <= SMALL_MAX {
+            bump::<SHARED>(&self.small_allocs[size], 1);
+        } else {
+            self.on_large_alloc::<SHARED>(size);
+        }
+    }
+
+    /// Counts a deallocation of `size` bytes.
+    #[inline(always)]
+    pub(crate) fn on_dealloc<const SHARED: bool>(&self, size: usize) {
+        if size <= SMALL_MAX {
+            bump::<SHARED>(&self.small_frees[size], 1);
+        } else {
+            self.on_large_dealloc::<SHARED>(size);
+        }
+    }
+
+    #[inline]
+    fn on_large_alloc<const SHARED: bool>(&self, size: usize) {
+        let slot = &self.large[large_slot(size)];
+        bump::<SHARED>(&slot.allocs, 1);
+        bump::<SHARED>(&slot.alloc_bytes, size as u64);
+    }
+
+    #[inline]
+    fn on_large_dealloc<const SHARED: bool>(&self, size: usize) {
+        let slot = &self.large[large_slot(size)];
+        bump::<SHARED>(&slot.frees, 1);
+        bump::<SHARED>(&slot.freed_bytes, size as u64);
+    }
+
+    /// Counts a successful reallocation from `old` to `new` bytes.
+    #[inline(always)]
+    pub(crate) fn on_realloc<const SHARED: bool>(&self, old: usize, new: usize) {
+        bump::<SHARED>(&self.reallocs, 1);
+        self.on_dealloc::<SHARED>(old);
+        self.on_alloc::<SHARED>(new);
+    }
+
+    /// Counts a failed allocation or reallocation.
+    #[inline]
+    pub(crate) fn on_failure<const SHARED: bool>(&self) {
+        bump::<SHARED>(&self.failures, 1);
+    }
+
+    /// Sums this block's slots (relaxed reads: exact once the writers are
+    /// joined, a close approximation while they run).
+    pub(crate) fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for (size, (a, f)) in self.small_allocs.iter().zip(&self.small_frees).enumerate() {
+            let (a, f) = (a.load(Relaxed), f.load(Relaxed));
+            t.allocations = t.allocations.wrapping_add(a);
+            t.deallocations = t.deallocations.wrapping_add(f);
+            t.allocated_bytes = t.allocated_bytes.wrapping_add(a.wrapping_mul(size as u64));
+            t.freed_bytes = t.freed_bytes.wrapping_add(f.wrapping_mul(size as u64));
+        }
+        for s in &self.large {
+            t.allocations = t.allocations.wrapping_add(s.allocs.load(Relaxed));
+            t.deallocations = t.deallocations.wrapping_add(s.frees.load(Relaxed));
+            t.allocated_bytes = t.allocated_bytes.wrapping_add(s.alloc_bytes.load(Relaxed));
+            t.freed_bytes = t.freed_bytes.wrapping_add(s.freed_bytes.load(Relaxed));
+        }
+        t.reallocations = self.reallocs.load(Relaxed);
+        t.alloc_failures = self.failures.load(Relaxed);
+        t
+    }
+
+    fn set_base(&self, t: Totals) {
+        let v = [
+            t.allocations,
+            t.deallocations,
+            t.reallocations,
+            t.allocated_bytes,
+            t.freed_bytes,
+            t.alloc_failures,
+        ];
+        for (b, v) in self.base.iter().zip(v) {
+            b.store(v, Relaxed);
+        }
+    }
+
+    /// This block's totals since its current owner acquired it.
+    pub(crate) fn totals_since_acquired(&self) -> Totals {
+        let t = self.totals();
+        let b: [u64; 6] = std::array::from_fn(|i| self.base[i].load(Relaxed));
+        Totals {
+            allocations: t.allocations.wrapping_sub(b[0]),
+            deallocations: t.deallocations.wrapping_sub(b[1]),
+            reallocations: t.reallocations.wrapping_sub(b[2]),
+            allocated_bytes: t.allocated_bytes.wrapping_sub(b[3]),
+            freed_bytes: t.freed_bytes.wrapping_sub(b[4]),
+            alloc_failures: t.alloc_failures.wrapping_sub(b[5]),
+        }
+    }
+
+    /// Is a thread currently attached to this block?
+    pub(crate) fn in_use(&self) -> bool {
+        self.in_use.load(Relaxed)
+    }
+}
+
+/// The shared block for events on threads that have no block of their own
+/// (exiting, or re-entering while acquiring one). Updated with atomic RMWs.
+pub(crate) static ORPHAN: Block = Block::new_const();
+
+impl Block {
+    const fn new_const() -> Block {
+        // `AtomicU64` is not `Copy`; build the arrays from a const item.
+        #[allow(clippy::declare_interior_mutable_const)]
+        const Z: AtomicU64 = AtomicU64::new(0);
+        #[allow(clippy::declare_interior_mutable_const)]
+        const L: LargeSlot = LargeSlot {
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            alloc_bytes: AtomicU64::new(0),
+            freed_bytes: AtomicU64::new(0),
+        };
+        Block {
+            small_allocs: [Z; SMALL_SLOTS],
+            small_frees: [Z; SMALL_SLOTS],
+            large: [L; LARGE_SLOTS],
+            reallocs: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            in_use: AtomicBool::new(true),
+            next: AtomicPtr::new(ptr::null_mut()),
+            base: [Z; 6],
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Registry: an append-only lock-free list of every block ever created.
+// ---------------------------------------------------------------------------
+
+static HEAD: AtomicPtr<Block> = AtomicPtr::new(ptr::null_mut());
+/// Number of blocks ever created.
+static BLOCKS: AtomicUsize = AtomicUsize::new(0);
+/// Number of blocks released by exited threads and not yet reused: lets a new
+/// thread skip the scan when there are none.
+static FREE_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Visits every block: all thread blocks (live or released) and [`ORPHAN`].
+pub(crate) fn for_each_block(mut f: impl FnMut(&Block)) {
+    f(&ORPHAN);
+    let mut p = HEAD.load(Acquire);
+    while !p.is_null() {
+        // SAFETY: blocks are published with a Release CAS after being fully
+        // initialised and are never freed or unpublished.
+        let b = unsafe { &*p };
+        f(b);
+        p = b.next.load(Acquire);
+    }
+}
+
+/// Number of blocks created and how many are attached to a live thread.
+pub(crate) fn block_counts() -> (usize, usize) {
+    let mut live = 0;
+    for_each_block(|b| live += usize::from(b.in_use()));
+    (BLOCKS.load(Relaxed), live.saturating_sub(1))
+}
+
+/// Bytes of memory used by counter blocks.
+pub(crate) fn blocks_memory() -> usize {
+    BLOCKS.load(Relaxed) * block_alloc_size()
+}
+
+const fn block_alloc_size() -> usize {
+    // whole pages, so that blocks never share a cache line
+    std::mem::size_of::<Block>().div_ceil(4096) * 4096
+}
+
+/// Creates a zeroed block outside the wrapped allocator. Null on failure.
+fn new_block() -> *mut Block {
+    let size = block_alloc_size();
+    #[cfg(unix)]
+    let p = {
+        // SAFETY: an anonymous private mapping; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return ptr::null_mut();
+        }
+        p.cast::<Block>()
+    };
+    #[cfg(not(unix))]
+    let p = {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        let layout = match Layout::from_size_align(size, 4096) {
+            Ok(l) => l,
+            Err(_) => return ptr::null_mut(),
+        };
+        // SAFETY: layout has a non-zero size.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if p.is_null() {
+            return ptr::null_mut();
+        }
+        p.cast::<Block>()
+    };
+    // Zeroed memory is a valid `Block` (atomics of 0, a null `next`), except
+    // for the fields initialised here.
+    // SAFETY: `p` is a fresh, exclusive, page-aligned mapping of at least
+    // `size_of::<Block>()` bytes.
+    let b = unsafe { &*p };
+    b.in_use.store(true, Relaxed);
+    BLOCKS.fetch_add(1, Relaxed);
+    let mut head = HEAD.load(Relaxed);
+    loop {
+        b.next.store(head, Relaxed);
+        match HEAD.compare_exchange_weak(head, p, Release, Relaxed) {
+            Ok(_) => return p,
+            Err(h) => head = h,
+        }
+    }
+}
+
+/// Takes a released block, or creates one. Null if memory is exhausted.
+fn acquire_block() -> *mut Block {
+    if FREE_BLOCKS.load(Relaxed) > 0 {
+        let mut p = HEAD.load(Acquire);
+        while !p.is_null() {
+            // SAFETY: see `for_each_block`.
+            let b = unsafe { &*p };
+            if !b.in_use.load(Relaxed)
+                && b.in_use.compare_exchange(false, true, Acquire, Relaxed).is_ok()
+            {
+                FREE_BLOCKS.fetch_sub(1, Relaxed);
+                return p;
+            }
+            p = b.next.load(Acquire);
+        }
+    }
+    new_block()
+}
+
+// ---------------------------------------------------------------------------
+// The current thread's block.
+// ---------------------------------------------------------------------------
+
+const FRESH: u8 = 0;
+const ACQUIRING: u8 = 1;
+const ACTIVE: u8 = 2;
+const EXITED: u8 = 3;
+
+/// What the hot path reads: the block and the exclusive size limit of its
+/// exact-size slots, side by side so one thread-local address serves both.
+/// `limit` is `SMALL_SLOTS` only while `block` is this thread's own block,
+/// and 0 otherwise, so `size < limit` alone proves the fast path is safe.
+struct Current {
+    block: Cell<*const Block>,
+    limit: Cell<usize>,
+}
+
+thread_local! {
+    /// This thread's block, or null (not acquired yet, or handed back at exit).
+    static CURRENT: Current = const {
+        Current { block: Cell::new(ptr::null()), limit: Cell::new(0) }
+    };
+    static STATE: Cell<u8> = const { Cell::new(FRESH) };
+}
+
+/// The current thread's block, or null. One thread-local load.
+#[inline(always)]
+pub(crate) fn current() -> *const Block {
+    CURRENT.with(|c| c.block.get())
+}
+
+/// Runs `fast` with the current thread's own block if an event of `size`
+/// bytes can be counted in its exact-size slots, `slow` otherwise: two loads
+/// from one thread-local address and one compare, no null test.
+#[inline(always)]
+pub(crate) fn with_fast_block<R>(
+    size: usize,
+    fast: impl FnOnce(&'static Block) -> R,
+    slow: impl FnOnce() -> R,
+) -> R {
+    let (block, limit) = CURRENT.with(|c| (c.block.get(), c.limit.get()));
+    if size < limit {
+        // SAFETY: `limit` is `SMALL_SLOTS` while `block` is this thread's own
+        // block and 0 otherwise (`attach` and `release_current` keep that),
+        // so the block is valid (never freed) and `size < SMALL_SLOTS`.
+        unsafe {
+            std::hint::assert_unchecked(size < SMALL_SLOTS);
+            fast(&*block)
+        }
+    } else {
+        slow()
+    }
+}
+
+/// Takes back the fast path's early count of the allocation in flight on
+/// this thread, which the inner allocator refused, and counts a failure.
+/// Reads the block again rather than keeping it live across the inner call.
+#[cold]
+#[inline(never)]
+pub(crate) fn undo_small_alloc() {
+    let p = current();
+    if !p.is_null() {
+        // SAFETY: this thread's own block; blocks are never freed.
+        unsafe { &*p }.undo_small_alloc();
+    }
+}
+
+/// The current thread's block, attaching one on a thread's first event, or
+/// [`ORPHAN`] when the thread has none (exiting, or re-entering while it
+/// attaches). Returns the block and whether it is shared (count with atomic
+/// RMWs).
+#[inline]
+pub(crate) fn current_or_attach() -> (&'static Block, bool) {
+    let p = current();
+    if !p.is_null() {
+        // SAFETY: blocks are never freed.
+        return (unsafe { &*p }, false);
+    }
+    attach()
+}
+
+#[cold]
+#[inline(never)]
+fn attach() -> (&'static Block, bool) {
+    if STATE.with(Cell::get) != FRESH {
+        return (&ORPHAN, true);
+    }
+    STATE.with(|s| s.set(ACQUIRING));
+    let b = acquire_block();
+    if b.is_null() {
+        STATE.with(|s| s.set(FRESH));
+        return (&ORPHAN, true);
+    }
+    // SAFETY: `b` is a valid block that this thread now owns.
+    let block = unsafe { &*b };
+    block.set_base(block.totals());
+    exit_hook::register(b);
+    CURRENT.with(|c| {
+        c.block.set(b);
+        c.limit.set(SMALL_SLOTS);
+    });
+    STATE.with(|s| s.set(ACTIVE));
+    (block, false)
+}
+
+/// Called once per thread at exit (after Rust's own thread-local
+/// destructors): detaches the block and hands it back for reuse.
+fn release_current() {
+    let p = current();
+    CURRENT.with(|c| {
+        c.limit.set(0);
+        c.block.set(ptr::null());
+    });
+    STATE.with(|s| s.set(EXITED));
+    if !p.is_null() {
+        // SAFETY: blocks are never freed.
+        let b = unsafe { &*p };
+        // Release: the next owner's Acquire CAS sees every count made here.
+        b.in_use.store(false, Release);
+        FREE_BLOCKS.fetch_add(1, Relaxed);
+    }
+}
+
+#[cfg(unix)]
+mod exit_hook {
+    //! Thread-exit notification through a `pthread` key destructor: it needs
+    //! no Rust TLS destructor, works for threads not started by Rust, and runs
+    //! after Rust's own thread-local destructors.
+    use std::sync::atomic::{AtomicUsize, Ordering::*};
+
+    const UNSET: usize = usize::MAX;
+    static KEY: AtomicUsize = AtomicUsize::new(UNSET);
+
+    unsafe extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
+        super::release_current();
+    }
+
+    fn key() -> Option<libc::pthread_key_t> {
+        let k = KEY.load(Acquire);
+        if k != UNSET {
+            return Some(k as libc::pthread_key_t);
+        }
+        let mut new: libc::pthread_key_t = 0;
+        // SAFETY: `new` is a valid out-pointer; the destructor is an
+        // `extern "C"` function that never unwinds.
+        if unsafe { libc::pthread_key_create(&mut new, Some(on_thread_exit)) } != 0 {
+            return None;
+        }
+        match KEY.compare_exchange(UNSET, new as usize, AcqRel, Acquire) {
+            Ok(_) => Some(new),
+            Err(winner) => {
+                // Another thread created the key first: use theirs.
+                // SAFETY: `new` was created above and never used.
+                unsafe { libc::pthread_key_delete(new) };
+                Some(winner as libc::pthread_key_t)
+            }
+        }
+    }
+
+    /// Arranges for the block to be handed back when this thread exits.
+    /// Without a key (exhausted), the block simply stays attached forever:
+    /// counts are still exact, only the block is not reused.
+    pub(super) fn register(block: *mut super::Block) {
+        if let Some(k) = key() {
+            // SAFETY: a valid key; the value only needs to be non-null for
+            // the destructor to run.
+            unsafe { libc::pthread_setspecific(k, block.cast()) };
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod exit_hook {
+    /// No portable thread-exit hook without a TLS destructor: the block stays
+    /// attached (counts remain exact; blocks of exited threads are not reused).
+    pub(super) fn register(_block: *mut super::Block) {}
+}
+
+/// Per public class: allocations, deallocations, allocated and freed bytes.
+pub(crate) type ClassCounts = [[u64; 4]; crate::size_class::NUM_CLASSES];
+
+/// Sums every block. Does not allocate, so a snapshot contains exactly the
+/// events that happened before it.
+pub(crate) fn fold_all() -> (Totals, ClassCounts) {
+    use crate::size_class::{class_of, class_of_large_slot, NUM_CLASSES};
+    let mut classes = [[0u64; 4]; NUM_CLASSES];
+    let mut reallocs = 0u64;
+    let mut failures = 0u64;
+    for_each_block(|b| {
+        for size in 0..SMALL_SLOTS {
+            let a = b.small_allocs[size].load(Relaxed);
+            let f = b.small_frees[size].load(Relaxed);
+            let c = &mut classes[class_of(size)];
+            c[0] = c[0].wrapping_add(a);
+            c[1] = c[1].wrapping_add(f);
+            c[2] = c[2].wrapping_add(a.wrapping_mul(size as u64));
+            c[3] = c[3].wrapping_add(f.wrapping_mul(size as u64));
+        }
+        for (slot, s) in b.large.iter().enumerate() {
+            let c = &mut classes[class_of_large_slot(slot)];
+            c[0] = c[0].wrapping_add(s.allocs.load(Relaxed));
+            c[1] = c[1].wrapping_add(s.frees.load(Relaxed));
+            c[2] = c[2].wrapping_add(s.alloc_bytes.load(Relaxed));
+            c[3] = c[3].wrapping_add(s.freed_bytes.load(Relaxed));
+        }
+        reallocs = reallocs.wrapping_add(b.reallocs.load(Relaxed));
+        failures = failures.wrapping_add(b.failures.load(Relaxed));
+    });
+    let mut t = Totals {
+        reallocations: reallocs,
+        alloc_failures: failures,
+        ..Totals::default()
+    };
+    for c in classes.iter() {
+        t.allocations = t.allocations.wrapping_add(c[0]);
+        t.deallocations = t.deallocations.wrapping_add(c[1]);
+        t.allocated_bytes = t.allocated_bytes.wrapping_add(c[2]);
+        t.freed_bytes = t.freed_bytes.wrapping_add(c[3]);
+    }
+    (t, classes)
+}
+
+/// The current thread's totals since it attached its block (attaching one
+/// if needed).
+pub(crate) fn thread_totals() -> Totals {
+    let (b, shared) = current_or_attach();
+    if shared {
+        Totals::default()
+    } else {
+        b.totals_since_acquired()
+    }
+}

@@ -1,0 +1,53 @@
+//! # allocscope
+//!
+//! A global allocator that makes a process's heap observable in production:
+//! exact, contention-free allocation statistics per size class, cheap enough
+//! to leave on forever.
+//!
+//! ```
+//! use allocscope::AllocScope;
+//!
+//! #[global_allocator]
+//! static ALLOC: AllocScope = AllocScope::system();
+//!
+//! let s = allocscope::stats();
+//! println!("{} live bytes in {} objects", s.live_bytes(), s.live_objects());
+//! ```
+//!
+//! ## Counting rules
+//! All counts are exact: once the threads that allocated are joined,
+//! [`stats()`] equals the sums of what happened, in every field and class,
+//! including blocks freed on another thread than the one that allocated them
+//! and everything done by threads that have exited.
+//! - A successful `alloc` or `alloc_zeroed`: +1 allocation and +size allocated
+//!   bytes, in the class of `layout.size()`. A null result counts only
+//!   `alloc_failures`.
+//! - `dealloc`: +1 deallocation and +size freed bytes, in that size's class.
+//! - A successful `realloc`: +1 reallocation, and also a deallocation of the
+//!   old size and an allocation of the new size (classes included), so
+//!   `live_objects` is unchanged and `live_bytes` moves by the difference. A
+//!   failed `realloc` counts one failure and leaves the old block live.
+//! - Sizes are the requested `layout.size()`, not what the allocator rounded
+//!   up to. `alloc_zeroed` and `realloc` forward to the inner allocator's own
+//!   `alloc_zeroed` and `realloc`.
+//! - Size classes: 8-byte steps up to 128 bytes, then four per power of two
+//!   (each at most 25% wider than the bound below it) up to 1 GiB, then one
+//!   class for everything larger. See [`size_class`].
+//!
+//! ## Architecture
+//! - [`alloc`](crate::AllocScope) — the hot path: forwarding and counting.
+//! - `counters` — per-thread counter blocks and their registry.
+//! - [`size_class`] — size to class mapping.
+//! - `stats` — snapshots ([`Stats`], [`ThreadStats`], [`measure`]).
+#![warn(unsafe_op_in_unsafe_fn)]
+#![warn(missing_debug_implementations)]
+
+mod alloc;
+mod counters;
+pub mod size_class;
+mod stats;
+
+pub use alloc::AllocScope;
+pub use stats::{
+    core_info, measure, stats, thread_stats, CoreInfo, SizeClassStats, Stats, ThreadStats,
+};

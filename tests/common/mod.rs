@@ -1,0 +1,120 @@
+//! Shared test helpers: `Truth`, an inner allocator that records the ground
+//! truth of every call it receives, with one shared atomic per counter (slow,
+//! but obviously right), so allocscope's lock-free counts can be compared
+//! with it exactly.
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+use allocscope::size_class::{class_of, NUM_CLASSES};
+
+/// Requests of exactly this size fail (the inner allocator returns null).
+pub const FAIL_SIZE: usize = 777_777;
+
+pub struct Truth<A = System> {
+    pub inner: A,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const Z: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::declare_interior_mutable_const)]
+const ROW: [AtomicU64; 4] = [Z; 4];
+static CLASSES: [[AtomicU64; 4]; NUM_CLASSES] = [ROW; NUM_CLASSES];
+static REALLOCS: AtomicU64 = Z;
+static FAILURES: AtomicU64 = Z;
+pub static ZEROED_CALLS: AtomicU64 = Z;
+pub static REALLOC_CALLS: AtomicU64 = Z;
+
+fn on_alloc(size: usize) {
+    let c = &CLASSES[class_of(size)];
+    c[0].fetch_add(1, SeqCst);
+    c[2].fetch_add(size as u64, SeqCst);
+}
+
+fn on_free(size: usize) {
+    let c = &CLASSES[class_of(size)];
+    c[1].fetch_add(1, SeqCst);
+    c[3].fetch_add(size as u64, SeqCst);
+}
+
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Truth<A> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() == FAIL_SIZE {
+            FAILURES.fetch_add(1, SeqCst);
+            return std::ptr::null_mut();
+        }
+        let p = unsafe { self.inner.alloc(layout) };
+        if p.is_null() {
+            FAILURES.fetch_add(1, SeqCst);
+        } else {
+            on_alloc(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ZEROED_CALLS.fetch_add(1, SeqCst);
+        if layout.size() == FAIL_SIZE {
+            FAILURES.fetch_add(1, SeqCst);
+            return std::ptr::null_mut();
+        }
+        let p = unsafe { self.inner.alloc_zeroed(layout) };
+        if p.is_null() {
+            FAILURES.fetch_add(1, SeqCst);
+        } else {
+            on_alloc(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        on_free(layout.size());
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        REALLOC_CALLS.fetch_add(1, SeqCst);
+        if new_size == FAIL_SIZE {
+            FAILURES.fetch_add(1, SeqCst);
+            return std::ptr::null_mut();
+        }
+        let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        if p.is_null() {
+            FAILURES.fetch_add(1, SeqCst);
+        } else {
+            REALLOCS.fetch_add(1, SeqCst);
+            on_free(layout.size());
+            on_alloc(new_size);
+        }
+        p
+    }
+}
+
+/// Compares allocscope's snapshot with the ground truth, field by field and
+/// class by class. Call it when no other thread allocates. Does not allocate
+/// before taking the snapshot.
+pub fn assert_exact(context: &str) {
+    let mut truth = [[0u64; 4]; NUM_CLASSES];
+    for (t, c) in truth.iter_mut().zip(CLASSES.iter()) {
+        for i in 0..4 {
+            t[i] = c[i].load(SeqCst);
+        }
+    }
+    let reallocs = REALLOCS.load(SeqCst);
+    let failures = FAILURES.load(SeqCst);
+    let s = allocscope::stats();
+    assert_eq!(s.size_classes.len(), NUM_CLASSES);
+    for (c, (t, sc)) in truth.iter().zip(&s.size_classes).enumerate() {
+        let got = [sc.allocations, sc.deallocations, sc.allocated_bytes, sc.freed_bytes];
+        assert_eq!(
+            &got, t,
+            "{context}: class {c} (..={}) [allocs, frees, alloc bytes, freed bytes]",
+            sc.max_size
+        );
+    }
+    let sum = |i: usize| truth.iter().map(|t| t[i]).sum::<u64>();
+    assert_eq!(s.allocations, sum(0), "{context}: allocations");
+    assert_eq!(s.deallocations, sum(1), "{context}: deallocations");
+    assert_eq!(s.allocated_bytes, sum(2), "{context}: allocated_bytes");
+    assert_eq!(s.freed_bytes, sum(3), "{context}: freed_bytes");
+    assert_eq!(s.reallocations, reallocs, "{context}: reallocations");
+    assert_eq!(s.alloc_failures, failures, "{context}: alloc_failures");
+}
