@@ -53,7 +53,11 @@ fn main() {
                 )
             };
             let two = |f, n: u64| {
-                median((0..reps).map(|_| on_threads(2, n, f, a).as_nanos() as f64 / n as f64).collect())
+                median(
+                    (0..reps)
+                        .map(|_| on_threads(2, n, f, a).as_nanos() as f64 / n as f64)
+                        .collect(),
+                )
             };
             println!("small_1t_ns={:.3}", one(small_pairs_dyn, small));
             println!("small_2t_ns={:.3}", two(small_pairs_dyn, small));

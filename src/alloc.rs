@@ -198,7 +198,6 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for AllocScope<A> {
         )
     }
 
-
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         counters::with_fast_block(

@@ -344,7 +344,9 @@ fn acquire_block() -> *mut Block {
             // SAFETY: see `for_each_block`.
             let b = unsafe { &*p };
             if !b.in_use.load(Relaxed)
-                && b.in_use.compare_exchange(false, true, Acquire, Relaxed).is_ok()
+                && b.in_use
+                    .compare_exchange(false, true, Acquire, Relaxed)
+                    .is_ok()
             {
                 FREE_BLOCKS.fetch_sub(1, Relaxed);
                 return p;

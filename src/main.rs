@@ -18,7 +18,13 @@ fn mib(b: u64) -> f64 {
 
 /// One request: parse, build a response, throw it all away.
 fn handle_request(i: u64) -> usize {
-    let body = format!("{{\"id\":{i},\"items\":[{}]}}", (0..i % 50).map(|x| x.to_string()).collect::<Vec<_>>().join(","));
+    let body = format!(
+        "{{\"id\":{i},\"items\":[{}]}}",
+        (0..i % 50)
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let words: Vec<&str> = body.split(',').collect();
     let mut resp = String::with_capacity(body.len() * 2);
     for w in &words {
@@ -29,7 +35,9 @@ fn handle_request(i: u64) -> usize {
 }
 
 fn main() {
-    let limit = std::env::var("ALLOCSCOPE_DEMO_SECONDS").ok().and_then(|s| s.parse::<u64>().ok());
+    let limit = std::env::var("ALLOCSCOPE_DEMO_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok());
     let start = Instant::now();
     let mut cache: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut leak: Vec<Box<[u8]>> = Vec::new();
@@ -40,7 +48,7 @@ fn main() {
                 loop {
                     std::hint::black_box(handle_request(i * 2 + w));
                     i += 1;
-                    if i % 1000 == 0 {
+                    if i.is_multiple_of(1000) {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }

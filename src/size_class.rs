@@ -87,7 +87,10 @@ pub(crate) const fn class_of_large_slot(slot: usize) -> usize {
 /// # Panics
 /// Panics if `class >= NUM_CLASSES` (an API misuse, never on the hot path).
 pub fn class_max_size(class: usize) -> usize {
-    assert!(class < NUM_CLASSES, "size class {class} out of range (0..{NUM_CLASSES})");
+    assert!(
+        class < NUM_CLASSES,
+        "size class {class} out of range (0..{NUM_CLASSES})"
+    );
     if class < LINEAR_CLASSES {
         (class + 1) * 8
     } else if class == NUM_CLASSES - 1 {
@@ -123,7 +126,7 @@ mod tests {
             if c > 0 {
                 assert_eq!(class_of(prev + 1), c, "min of class {c}");
                 // at most 25% wider than the bound below it (beyond the linear part)
-                if c >= LINEAR_CLASSES && c < NUM_CLASSES - 1 {
+                if (LINEAR_CLASSES..NUM_CLASSES - 1).contains(&c) {
                     assert!((max - prev) * 4 <= prev, "class {c} wider than 25%");
                 }
             }
@@ -149,7 +152,17 @@ mod tests {
 
     #[test]
     fn large_slots_match_classes() {
-        let mut sizes = vec![257usize, 300, 320, 321, 512, 513, 1 << 20, (1 << 30) - 1, 1 << 30];
+        let mut sizes = vec![
+            257usize,
+            300,
+            320,
+            321,
+            512,
+            513,
+            1 << 20,
+            (1 << 30) - 1,
+            1 << 30,
+        ];
         sizes.extend([(1 << 30) + 1, usize::MAX, usize::MAX / 2]);
         for s in 257..70_000 {
             sizes.push(s);

@@ -83,7 +83,12 @@ impl Stats {
             size_classes: self
                 .size_classes
                 .iter()
-                .zip(earlier.size_classes.iter().chain(std::iter::repeat(&SizeClassStats::default())))
+                .zip(
+                    earlier
+                        .size_classes
+                        .iter()
+                        .chain(std::iter::repeat(&SizeClassStats::default())),
+                )
                 .map(|(a, b)| SizeClassStats {
                     min_size: a.min_size,
                     max_size: a.max_size,

@@ -11,7 +11,9 @@ use allocscope::AllocScope;
 use common::{assert_exact, Truth, FAIL_SIZE};
 
 #[global_allocator]
-static ALLOC: AllocScope<Truth> = AllocScope::new(Truth { inner: std::alloc::System });
+static ALLOC: AllocScope<Truth> = AllocScope::new(Truth {
+    inner: std::alloc::System,
+});
 
 struct Block(*mut u8, Layout);
 // SAFETY: the block is owned by whoever holds the message.
@@ -76,10 +78,9 @@ fn worker(id: u64, tx: mpsc::Sender<Block>, rx: mpsc::Receiver<Block>) {
     }
     // leave some blocks live, free the rest
     for (i, b) in kept.into_iter().enumerate() {
+        // odd ones stay live (leaked) on purpose
         if i % 2 == 0 {
             unsafe { ALLOC.dealloc(b.0, b.1) };
-        } else {
-            std::mem::forget(b);
         }
     }
     drop(tx);
@@ -100,7 +101,9 @@ fn exact_with_cross_thread_frees_and_thread_exits() {
         for k in 0..n {
             let tx = txs[(k + 1) % n].clone();
             let rx = rxs[k].take().unwrap();
-            handles.push(std::thread::spawn(move || worker(wave * 100 + k as u64, tx, rx)));
+            handles.push(std::thread::spawn(move || {
+                worker(wave * 100 + k as u64, tx, rx)
+            }));
         }
         drop(txs);
         // short-lived threads that exit while the others run
@@ -128,5 +131,8 @@ fn exact_with_cross_thread_frees_and_thread_exits() {
     unsafe { ALLOC.dealloc(p, big) };
     assert_exact("at end");
     let info = allocscope::core_info();
-    assert!(info.blocks >= 1 && info.blocks <= 40, "blocks are reused: {info:?}");
+    assert!(
+        info.blocks >= 1 && info.blocks <= 40,
+        "blocks are reused: {info:?}"
+    );
 }

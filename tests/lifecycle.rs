@@ -11,7 +11,9 @@ use allocscope::AllocScope;
 use common::{assert_exact, Truth};
 
 #[global_allocator]
-static ALLOC: AllocScope<Truth> = AllocScope::new(Truth { inner: std::alloc::System });
+static ALLOC: AllocScope<Truth> = AllocScope::new(Truth {
+    inner: std::alloc::System,
+});
 
 static BEFORE_MAIN_ALLOCS: AtomicU64 = AtomicU64::new(0);
 
@@ -55,13 +57,17 @@ thread_local! {
 
 #[test]
 fn outside_ordinary_threads() {
-    assert!(BEFORE_MAIN_ALLOCS.load(SeqCst) >= 2, "allocations before main are counted");
+    assert!(
+        BEFORE_MAIN_ALLOCS.load(SeqCst) >= 2,
+        "allocations before main are counted"
+    );
     assert_exact("after main started");
 
     // a thread not started by Rust
     let mut t: libc::pthread_t = 0;
     // SAFETY: valid out-pointer and a C-ABI entry point that does not unwind.
-    let rc = unsafe { libc::pthread_create(&mut t, std::ptr::null(), c_thread, std::ptr::null_mut()) };
+    let rc =
+        unsafe { libc::pthread_create(&mut t, std::ptr::null(), c_thread, std::ptr::null_mut()) };
     assert_eq!(rc, 0);
     // SAFETY: `t` was created above and is joined once.
     assert_eq!(unsafe { libc::pthread_join(t, std::ptr::null_mut()) }, 0);
@@ -77,5 +83,8 @@ fn outside_ordinary_threads() {
     }
     assert_exact("after TLS destructors allocated at thread exit");
     let info = allocscope::core_info();
-    assert!(info.blocks < 10, "exited threads' blocks are reused: {info:?}");
+    assert!(
+        info.blocks < 10,
+        "exited threads' blocks are reused: {info:?}"
+    );
 }

@@ -71,7 +71,10 @@ fn thread_stats_of_a_new_thread_start_at_zero_and_accumulate() {
         assert_eq!(t1.delta(&t0).allocations, 1);
         assert_eq!(t1.delta(&t0).allocated_bytes, 1000);
         assert_eq!(t2.delta(&t1).freed_bytes, 1000);
-        assert!(t2.allocations >= 1 && t2.allocations < 20, "a new thread's own count: {t2:?}");
+        assert!(
+            t2.allocations >= 1 && t2.allocations < 20,
+            "a new thread's own count: {t2:?}"
+        );
     })
     .join()
     .unwrap();

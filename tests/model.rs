@@ -13,13 +13,24 @@ use common::{assert_exact, Truth, FAIL_SIZE};
 use proptest::prelude::*;
 
 #[global_allocator]
-static ALLOC: AllocScope<Truth> = AllocScope::new(Truth { inner: std::alloc::System });
+static ALLOC: AllocScope<Truth> = AllocScope::new(Truth {
+    inner: std::alloc::System,
+});
 
 #[derive(Debug, Clone)]
 enum Op {
-    Alloc { size: usize, align_log2: u32, zeroed: bool },
-    Realloc { idx: usize, new_size: usize },
-    Dealloc { idx: usize },
+    Alloc {
+        size: usize,
+        align_log2: u32,
+        zeroed: bool,
+    },
+    Realloc {
+        idx: usize,
+        new_size: usize,
+    },
+    Dealloc {
+        idx: usize,
+    },
 }
 
 fn size() -> impl Strategy<Value = usize> {
@@ -46,10 +57,20 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let (_, got) = allocscope::measure(|| {
         for op in ops {
             match *op {
-                Op::Alloc { size, align_log2, zeroed } => {
+                Op::Alloc {
+                    size,
+                    align_log2,
+                    zeroed,
+                } => {
                     let layout = Layout::from_size_align(size, 1 << align_log2).unwrap();
                     // SAFETY: valid layout (size 0 is accepted by System).
-                    let p = unsafe { if zeroed { ALLOC.alloc_zeroed(layout) } else { ALLOC.alloc(layout) } };
+                    let p = unsafe {
+                        if zeroed {
+                            ALLOC.alloc_zeroed(layout)
+                        } else {
+                            ALLOC.alloc(layout)
+                        }
+                    };
                     if p.is_null() {
                         model.alloc_failures += 1;
                     } else {
@@ -76,7 +97,10 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         model.deallocations += 1;
                         model.allocated_bytes += new_size as u64;
                         model.freed_bytes += layout.size() as u64;
-                        live[i] = (q, Layout::from_size_align(new_size, layout.align()).unwrap());
+                        live[i] = (
+                            q,
+                            Layout::from_size_align(new_size, layout.align()).unwrap(),
+                        );
                     }
                 }
                 Op::Dealloc { idx } if !live.is_empty() => {

@@ -49,7 +49,13 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Naive<A> {
 /// A tracker for tracking-allocator that counts like the others do.
 pub struct CountingTracker;
 impl tracking_allocator::AllocationTracker for CountingTracker {
-    fn allocated(&self, _a: usize, size: usize, _w: usize, _g: tracking_allocator::AllocationGroupId) {
+    fn allocated(
+        &self,
+        _a: usize,
+        size: usize,
+        _w: usize,
+        _g: tracking_allocator::AllocationGroupId,
+    ) {
         N_ALLOCS.fetch_add(1, Relaxed);
         N_ABYTES.fetch_add(size as u64, Relaxed);
     }
@@ -71,7 +77,8 @@ pub static SCOPE: AllocScope = AllocScope::system();
 pub static NAIVE: Naive<System> = Naive(System);
 pub static STATS_ALLOC: stats_alloc::StatsAlloc<System> = stats_alloc::StatsAlloc::system();
 pub static CAP: cap::Cap<System> = cap::Cap::new(System, usize::MAX);
-pub static TRACKING: tracking_allocator::Allocator<System> = tracking_allocator::Allocator::system();
+pub static TRACKING: tracking_allocator::Allocator<System> =
+    tracking_allocator::Allocator::system();
 pub static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub static SCOPE_MIMALLOC: AllocScope<mimalloc::MiMalloc> = AllocScope::new(mimalloc::MiMalloc);
 
@@ -100,7 +107,10 @@ pub fn allocators() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
 }
 
 pub fn by_name(name: &str) -> Option<&'static (dyn GlobalAlloc + Sync)> {
-    allocators().into_iter().find(|(n, _)| *n == name).map(|(_, a)| a)
+    allocators()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| a)
 }
 
 const RING: usize = 64;
@@ -173,7 +183,12 @@ pub fn vec_growth<A: GlobalAlloc + ?Sized>(a: &A, iters: u64) {
 }
 
 /// Runs `f(iters)` on `threads` threads at once; returns the wall time.
-pub fn on_threads(threads: usize, iters: u64, f: fn(&'static (dyn GlobalAlloc + Sync), u64), a: &'static (dyn GlobalAlloc + Sync)) -> std::time::Duration {
+pub fn on_threads(
+    threads: usize,
+    iters: u64,
+    f: fn(&'static (dyn GlobalAlloc + Sync), u64),
+    a: &'static (dyn GlobalAlloc + Sync),
+) -> std::time::Duration {
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
     let hs: Vec<_> = (0..threads)
         .map(|_| {

@@ -103,7 +103,12 @@ pub fn assert_exact(context: &str) {
     let s = allocscope::stats();
     assert_eq!(s.size_classes.len(), NUM_CLASSES);
     for (c, (t, sc)) in truth.iter().zip(&s.size_classes).enumerate() {
-        let got = [sc.allocations, sc.deallocations, sc.allocated_bytes, sc.freed_bytes];
+        let got = [
+            sc.allocations,
+            sc.deallocations,
+            sc.allocated_bytes,
+            sc.freed_bytes,
+        ];
         assert_eq!(
             &got, t,
             "{context}: class {c} (..={}) [allocs, frees, alloc bytes, freed bytes]",
