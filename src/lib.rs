@@ -44,10 +44,13 @@
 
 mod alloc;
 mod counters;
+mod error;
+mod sampler;
 pub mod size_class;
 mod stats;
 
 pub use alloc::AllocScope;
+pub use error::Error;
 pub use stats::{
     core_info, measure, stats, thread_stats, CoreInfo, SizeClassStats, Stats, ThreadStats,
 };

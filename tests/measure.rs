@@ -64,7 +64,7 @@ fn other_threads_are_not_included() {
 fn thread_stats_of_a_new_thread_start_at_zero_and_accumulate() {
     std::thread::spawn(|| {
         let t0 = allocscope::thread_stats();
-        let b = Box::new([0u8; 1000]);
+        let b = std::hint::black_box(Box::new([0u8; 1000]));
         let t1 = allocscope::thread_stats();
         drop(b);
         let t2 = allocscope::thread_stats();

@@ -1,0 +1,27 @@
+//! allocscope's error type. Every message says what was wrong and what is
+//! accepted, so that a user can fix it without reading the source.
+
+/// Errors of allocscope's fallible operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument or configuration value outside what is accepted.
+    #[error("invalid {what} {value:?}: expected {expected}")]
+    InvalidArgument {
+        /// What was being set (a key, a parameter).
+        what: &'static str,
+        /// The value that was given.
+        value: String,
+        /// What is accepted instead.
+        expected: &'static str,
+    },
+    /// An I/O error while writing a profile or starting a service.
+    #[error("{context}: {source}")]
+    Io {
+        /// What allocscope was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
