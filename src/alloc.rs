@@ -1,31 +1,43 @@
 //! The hot path: [`AllocScope`], the `GlobalAlloc` wrapper.
 //!
-//! Owns the forwarding of every allocator call to the wrapped allocator and
-//! the counting around it. It must never allocate, lock, block or panic: it
-//! runs inside every allocation of the process, and a panic here aborts it.
+//! Owns the forwarding of every allocator call to the wrapped allocator, the
+//! counting around it and the sampling decision. It must never allocate,
+//! lock, block or panic: it runs inside every allocation of the process, and
+//! a panic here aborts it.
 //!
 //! # Where the instructions go
-//! An `alloc` adds, around the inner call:
-//! 1. one thread-local load of this thread's counter block pointer
-//!    (`mov reg, fs:[off]`) and a null test (first event of a thread, or a
-//!    thread past its exit hook: out-of-line slow path);
-//! 2. one compare of the size against 256 (exact per-size slots below it);
-//! 3. one non-atomic-RMW increment of `small_allocs[size]` in the thread's own
-//!    block (`add qword [block + size*8], 1`): the byte total of an exact-size
-//!    slot is `count × size`, so no second add is needed.
+//! An `alloc` of at most 256 bytes on a thread with a counter block adds,
+//! around the inner call:
+//! 1. a thread-local address (`mov $off, reg`) and one compare of the size
+//!    against the thread's fast-path limit (`cmp fs:[reg+8], size; jae`): 257
+//!    while the thread owns a block, 0 before it has one or after its exit
+//!    hook, so this one compare also proves the block pointer valid;
+//! 2. the block pointer load (`mov reg, fs:[reg]`);
+//! 3. the store of the in-flight size, so that a refused allocation can be
+//!    un-counted out of line without keeping a register alive across the
+//!    inner call (`mov [block+off], size`);
+//! 4. one non-atomic increment of `small[size]` in the thread's own block
+//!    (`inc qword [block + size*8]`): the byte total of an exact-size slot is
+//!    `count × size`, so no second add is needed;
+//! 5. the sampling countdown (`sub [block+off], size; jb sample`);
+//! 6. the null test of the result (`test; je`).
 //!
-//! A `dealloc` does the same with `small_frees`. Sizes above 256 bytes add a
-//! `lzcnt`-based class computation and a second add for the byte sum. No
-//! atomic read-modify-write, no lock and no cache line written by another
-//! thread is touched: snapshots fold the blocks on demand
-//! ([`crate::counters`]).
+//! A `dealloc` adds the alignment test that rules out a sampled block
+//! (`test $0xff, ptr; je`), then steps 1, 2 and 4 on the free counter, and
+//! tail-calls the inner `dealloc`. Sizes above 256 bytes, threads without a
+//! block, sampled allocations, 256-aligned frees and every `realloc` take
+//! out-of-line paths. No atomic read-modify-write, no lock and no cache line
+//! written by another thread is touched on the fast paths: snapshots fold the
+//! blocks on demand ([`crate::counters`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::cold_path;
 
-use crate::counters;
+use crate::counters::{self, if_fast_block, Block};
+use crate::sampler;
 
-/// A global allocator that counts every allocation of the allocator it wraps.
+/// A global allocator that counts every allocation of the allocator it
+/// wraps, and samples allocation stacks for heap profiles.
 ///
 /// ```
 /// use allocscope::AllocScope;
@@ -34,7 +46,7 @@ use crate::counters;
 /// static ALLOC: AllocScope = AllocScope::system();
 ///
 /// let before = allocscope::stats();
-/// let v = vec![0u8; 1000];
+/// let v = std::hint::black_box(vec![0u8; 1000]);
 /// let after = allocscope::stats();
 /// assert!(after.allocations > before.allocations);
 /// # drop(v);
@@ -79,21 +91,22 @@ fn count_alloc(size: usize) {
 }
 
 #[inline(never)]
+fn count_dealloc(size: usize) {
+    let (b, shared) = counters::current_or_attach();
+    if shared {
+        b.on_dealloc::<true>(size)
+    } else {
+        b.on_dealloc::<false>(size)
+    }
+}
+
+#[inline(never)]
 fn count_realloc(old: usize, new: usize) {
     let (b, shared) = counters::current_or_attach();
     if shared {
         b.on_realloc::<true>(old, new)
     } else {
         b.on_realloc::<false>(old, new)
-    }
-}
-
-#[inline]
-fn count_result(p: *mut u8, size: usize) {
-    if p.is_null() {
-        count_failure();
-    } else {
-        count_alloc(size);
     }
 }
 
@@ -108,28 +121,128 @@ fn count_failure() {
     }
 }
 
+#[inline]
+fn count_result(p: *mut u8, size: usize) {
+    if p.is_null() {
+        count_failure();
+    } else {
+        count_alloc(size);
+    }
+}
+
+/// How an allocation that reached the sampled path was already counted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// By the fast path, before the inner call (undo on failure).
+    InFlight,
+    /// Not yet (count after the inner call).
+    No,
+}
+
 impl<A: GlobalAlloc> AllocScope<A> {
+    /// # Safety
+    /// As `GlobalAlloc::alloc` / `alloc_zeroed`.
+    #[inline(always)]
+    unsafe fn inner_alloc(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        // SAFETY: the caller upholds the contract of the method it names.
+        unsafe {
+            if zeroed {
+                self.inner.alloc_zeroed(layout)
+            } else {
+                self.inner.alloc(layout)
+            }
+        }
+    }
+
+    /// The fast path of `alloc` and `alloc_zeroed`.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
+    #[inline(always)]
+    unsafe fn alloc_impl(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        if_fast_block!(layout.size(), |b| {
+            // Count first, so that no register but the result has to
+            // survive the inner call; a refused allocation is un-counted.
+            b.on_small_alloc_in_flight(layout.size());
+            if b.sample_point(layout.size()) {
+                cold_path();
+                // SAFETY: the caller upholds the contract.
+                return unsafe { self.alloc_sampled(layout, zeroed, b, Counted::InFlight) };
+            }
+            // SAFETY: the caller upholds the contract.
+            let p = unsafe { self.inner_alloc(layout, zeroed) };
+            if p.is_null() {
+                cold_path();
+                counters::undo_small_alloc();
+            }
+            p
+        }, else {
+            // SAFETY: the caller upholds the contract.
+            unsafe { self.alloc_slow(layout, zeroed) }
+        })
+    }
+
     /// `alloc` of a large block or on a thread without a block.
     ///
     /// # Safety
     /// As `GlobalAlloc::alloc`.
     #[inline(never)]
-    unsafe fn alloc_slow(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        let p = unsafe { self.inner.alloc(layout) };
+    unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let (b, shared) = counters::current_or_attach();
+        if !shared && b.sample_point(layout.size()) {
+            // SAFETY: the caller upholds the contract.
+            return unsafe { self.alloc_sampled(layout, zeroed, b, Counted::No) };
+        }
+        // SAFETY: the caller upholds the contract.
+        let p = unsafe { self.inner_alloc(layout, zeroed) };
         count_result(p, layout.size());
         p
     }
 
-    /// `alloc_zeroed` of a large block or on a thread without a block.
+    /// An allocation that ran its thread's sampling countdown out.
     ///
     /// # Safety
-    /// As `GlobalAlloc::alloc_zeroed`.
+    /// As `GlobalAlloc::alloc`.
+    #[cold]
     #[inline(never)]
-    unsafe fn alloc_zeroed_slow(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-        let p = unsafe { self.inner.alloc_zeroed(layout) };
-        count_result(p, layout.size());
+    unsafe fn alloc_sampled(
+        &self,
+        layout: Layout,
+        zeroed: bool,
+        b: &Block,
+        counted: Counted,
+    ) -> *mut u8 {
+        let size = layout.size();
+        // SAFETY (all inner calls below): the caller upholds the contract;
+        // `big` differs from `layout` only by a larger power-of-two align.
+        let p = match (sampler::begin(b), sampler::placement(layout)) {
+            (Some(pending), Some(pl)) => {
+                let base = unsafe { self.inner_alloc(pl.inner, zeroed) };
+                if base.is_null() {
+                    // the larger request may be what failed
+                    unsafe { self.inner_alloc(layout, zeroed) }
+                } else {
+                    // SAFETY: `offset + size <= pl.inner.size()`.
+                    let p = unsafe { base.add(pl.offset) };
+                    if sampler::commit(&pending, p, size) {
+                        p
+                    } else {
+                        // not recorded: give the block back and allocate it
+                        // with its own layout, as an ordinary block
+                        unsafe {
+                            self.inner.dealloc(base, pl.inner);
+                            self.inner_alloc(layout, zeroed)
+                        }
+                    }
+                }
+            }
+            _ => unsafe { self.inner_alloc(layout, zeroed) },
+        };
+        match counted {
+            Counted::InFlight if p.is_null() => counters::undo_small_alloc(),
+            Counted::InFlight => {}
+            Counted::No => count_result(p, size),
+        }
         p
     }
 
@@ -141,85 +254,179 @@ impl<A: GlobalAlloc> AllocScope<A> {
     /// As `GlobalAlloc::dealloc`.
     #[inline(never)]
     unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
-        let (b, shared) = counters::current_or_attach();
-        if shared {
-            b.on_dealloc::<true>(layout.size())
-        } else {
-            b.on_dealloc::<false>(layout.size())
-        }
+        count_dealloc(layout.size());
         // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
         unsafe { self.inner.dealloc(ptr, layout) }
     }
+
+    /// `dealloc` of a pointer placed where sampled blocks are (see
+    /// [`sampler::may_be_sampled`]). An ordinary block goes on as in
+    /// `dealloc` after one filter lookup.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`.
+    #[inline(never)]
+    unsafe fn dealloc_aligned(&self, ptr: *mut u8, layout: Layout) {
+        if sampler::maybe_sampled(ptr) {
+            cold_path();
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            return unsafe { self.dealloc_maybe_sampled(ptr, layout) };
+        }
+        if_fast_block!(layout.size(), |b| {
+            b.on_small_dealloc(layout.size());
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            unsafe { self.inner.dealloc(ptr, layout) }
+        }, else {
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            unsafe { self.dealloc_slow(ptr, layout) }
+        })
+    }
+
+    /// `dealloc` of a pointer the sampler's filter says may be sampled.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_maybe_sampled(&self, ptr: *mut u8, layout: Layout) {
+        count_dealloc(layout.size());
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { self.free_block(ptr, layout) }
+    }
+
+    /// Frees a block that may be sampled, with the layout and address it was
+    /// allocated with. Does not count.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`.
+    unsafe fn free_block(&self, ptr: *mut u8, layout: Layout) {
+        match sampler::take(ptr)
+            .then(|| sampler::placement(layout))
+            .flatten()
+        {
+            // SAFETY: a sampled block was allocated as its placement says.
+            Some(pl) => unsafe { self.inner.dealloc(ptr.sub(pl.offset), pl.inner) },
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            None => unsafe { self.inner.dealloc(ptr, layout) },
+        }
+    }
+
+    /// `realloc` that moves the block by hand: the old block was sampled
+    /// (allocated with a raised alignment) or the new one is to be sampled.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_moving(
+        &self,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        old_sampled: bool,
+        pending: Option<sampler::Pending>,
+    ) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            count_failure();
+            return std::ptr::null_mut();
+        };
+        // SAFETY (inner calls): the caller upholds the contract; `big` only
+        // raises the alignment of a valid layout.
+        let q = match (pending, sampler::placement(new_layout)) {
+            (Some(pending), Some(pl)) => {
+                let base = unsafe { self.inner.alloc(pl.inner) };
+                if base.is_null() {
+                    unsafe { self.inner.alloc(new_layout) }
+                } else {
+                    // SAFETY: `offset + new_size <= pl.inner.size()`.
+                    let q = unsafe { base.add(pl.offset) };
+                    if sampler::commit(&pending, q, new_size) {
+                        q
+                    } else {
+                        unsafe {
+                            self.inner.dealloc(base, pl.inner);
+                            self.inner.alloc(new_layout)
+                        }
+                    }
+                }
+            }
+            _ => unsafe { self.inner.alloc(new_layout) },
+        };
+        if q.is_null() {
+            // the old block stays live (and sampled, if it was)
+            count_failure();
+            return q;
+        }
+        // SAFETY: both blocks are live, distinct, and valid for the copied
+        // length.
+        unsafe { std::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size)) };
+        if old_sampled {
+            // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+            unsafe { self.free_block(ptr, layout) };
+        } else {
+            // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+            unsafe { self.inner.dealloc(ptr, layout) };
+        }
+        count_realloc(layout.size(), new_size);
+        q
+    }
 }
 
-// SAFETY: every method forwards to the inner allocator with the caller's
-// arguments unchanged and returns its result unchanged; the counting around
-// it neither allocates nor touches the returned memory.
+// SAFETY: every method returns memory from the inner allocator that is
+// valid for the caller's layout (a sampled block lies inside a larger inner
+// block, see `sampler::placement`, and is freed and reallocated through that
+// same placement), and frees
+// every block with the layout it was allocated with. The counting around the
+// calls neither allocates nor touches the returned memory.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for AllocScope<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        counters::with_fast_block(
-            layout.size(),
-            |b| {
-                // Count first, so that no register but the result has to
-                // survive the inner call; a refused allocation is un-counted.
-                b.on_small_alloc_in_flight(layout.size());
-                // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-                let p = unsafe { self.inner.alloc(layout) };
-                if p.is_null() {
-                    cold_path();
-                    counters::undo_small_alloc();
-                }
-                p
-            },
-            // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-            || unsafe { self.alloc_slow(layout) },
-        )
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { self.alloc_impl(layout, false) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        counters::with_fast_block(
-            layout.size(),
-            |b| {
-                // Count first, so that no register but the result has to
-                // survive the inner call; a refused allocation is un-counted.
-                b.on_small_alloc_in_flight(layout.size());
-                // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-                let p = unsafe { self.inner.alloc_zeroed(layout) };
-                if p.is_null() {
-                    cold_path();
-                    counters::undo_small_alloc();
-                }
-                p
-            },
-            // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-            || unsafe { self.alloc_zeroed_slow(layout) },
-        )
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        unsafe { self.alloc_impl(layout, true) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        counters::with_fast_block(
-            layout.size(),
-            |b| {
-                b.on_small_dealloc(layout.size());
-                // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-                unsafe { self.inner.dealloc(ptr, layout) }
-            },
+        if sampler::may_be_sampled(ptr) {
+            cold_path();
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-            || unsafe { self.dealloc_slow(ptr, layout) },
-        )
+            return unsafe { self.dealloc_aligned(ptr, layout) };
+        }
+        if_fast_block!(layout.size(), |b| {
+            b.on_small_dealloc(layout.size());
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            unsafe { self.inner.dealloc(ptr, layout) }
+        }, else {
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            unsafe { self.dealloc_slow(ptr, layout) }
+        })
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old_sampled = sampler::may_be_sampled(ptr) && sampler::is_sampled(ptr);
+        let (b, shared) = counters::current_or_attach();
+        let pending = if !shared && b.sample_point(new_size) {
+            sampler::begin(b)
+        } else {
+            None
+        };
+        if old_sampled || pending.is_some() {
+            // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+            return unsafe { self.realloc_moving(ptr, layout, new_size, old_sampled, pending) };
+        }
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            count_realloc(layout.size(), new_size);
-        } else {
+        if p.is_null() {
             count_failure();
+        } else {
+            count_realloc(layout.size(), new_size);
         }
         p
     }

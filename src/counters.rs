@@ -60,6 +60,11 @@ pub(crate) struct Block {
     pub(crate) large: [LargeSlot; LARGE_SLOTS],
     pub(crate) reallocs: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// Bytes left before this thread's next heap sample (owner-written;
+    /// `set_sample_interval` may reset it from another thread).
+    pub(crate) sample_countdown: AtomicU64,
+    /// State of this block's sampling random generator (owner only).
+    pub(crate) rng: AtomicU64,
     /// Size of the allocation in flight on the fast path, counted before the
     /// inner call: lets a failed call be un-counted (owner only).
     pub(crate) in_flight: AtomicU64,
@@ -101,6 +106,16 @@ impl Block {
             c.store(c.load(Relaxed).wrapping_sub(1), Relaxed);
         }
         bump::<false>(&self.failures, 1);
+    }
+
+    /// Takes `size` bytes off this thread's sampling countdown (owner only);
+    /// true when it runs out: this allocation is to be sampled.
+    #[inline(always)]
+    pub(crate) fn sample_point(&self, size: usize) -> bool {
+        let c = self.sample_countdown.load(Relaxed);
+        let (left, out) = c.overflowing_sub(size as u64);
+        self.sample_countdown.store(left, Relaxed);
+        out
     }
 
     /// Counts a deallocation of `size <= SMALL_MAX` bytes by the owner.
@@ -236,6 +251,8 @@ impl Block {
             reallocs: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            sample_countdown: AtomicU64::new(u64::MAX),
+            rng: AtomicU64::new(0),
             in_use: AtomicBool::new(true),
             next: AtomicPtr::new(ptr::null_mut()),
             base: [Z; 6],
@@ -389,27 +406,36 @@ pub(crate) fn current() -> *const Block {
     CURRENT.with(|c| c.block.get())
 }
 
-/// Runs `fast` with the current thread's own block if an event of `size`
-/// bytes can be counted in its exact-size slots, `slow` otherwise: two loads
-/// from one thread-local address and one compare, no null test.
-#[inline(always)]
-pub(crate) fn with_fast_block<R>(
-    size: usize,
-    fast: impl FnOnce(&'static Block) -> R,
-    slow: impl FnOnce() -> R,
-) -> R {
-    let (block, limit) = CURRENT.with(|c| (c.block.get(), c.limit.get()));
-    if size < limit {
-        // SAFETY: `limit` is `SMALL_SLOTS` while `block` is this thread's own
-        // block and 0 otherwise (`attach` and `release_current` keep that),
-        // so the block is valid (never freed) and `size < SMALL_SLOTS`.
-        unsafe {
-            std::hint::assert_unchecked(size < SMALL_SLOTS);
-            fast(&*block)
+/// The current thread's own block if an event of `size` bytes can be
+/// counted in its exact-size slots: two loads from one thread-local address
+/// and one compare, no null test. A macro rather than a function taking
+/// closures, so that the fast path is always expanded in place.
+macro_rules! if_fast_block {
+    ($size:expr, |$b:ident| $fast:expr, else $slow:expr) => {{
+        let size: usize = $size;
+        let (block, limit) = $crate::counters::fast_state();
+        if size < limit {
+            // SAFETY: `limit` is `SMALL_SLOTS` while `block` is this
+            // thread's own block and 0 otherwise (`attach` and
+            // `release_current` keep that), so the block is valid (never
+            // freed) and `size < SMALL_SLOTS`.
+            let $b: &$crate::counters::Block = unsafe {
+                ::std::hint::assert_unchecked(size < $crate::size_class::SMALL_SLOTS);
+                &*block
+            };
+            $fast
+        } else {
+            $slow
         }
-    } else {
-        slow()
-    }
+    }};
+}
+pub(crate) use if_fast_block;
+
+/// The hot path's view of this thread: its block and the exclusive size
+/// limit of the fast path (see `Current`).
+#[inline(always)]
+pub(crate) fn fast_state() -> (*const Block, usize) {
+    CURRENT.with(|c| (c.block.get(), c.limit.get()))
 }
 
 /// Takes back the fast path's early count of the allocation in flight on
@@ -454,6 +480,9 @@ fn attach() -> (&'static Block, bool) {
     // SAFETY: `b` is a valid block that this thread now owns.
     let block = unsafe { &*b };
     block.set_base(block.totals());
+    block
+        .sample_countdown
+        .store(crate::sampler::attach_countdown(block), Relaxed);
     exit_hook::register(b);
     CURRENT.with(|c| {
         c.block.set(b);

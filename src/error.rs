@@ -15,6 +15,12 @@ pub enum Error {
         /// What is accepted instead.
         expected: &'static str,
     },
+    /// The sampler's limits can only be changed before its first sample.
+    #[error("the heap sampler has already recorded samples; set its limits before the first sample (e.g. first thing in main, or with the sample interval at 0)")]
+    SamplerStarted,
+    /// The sampler was busy recording a sample; the call can be retried.
+    #[error("the heap sampler is busy; try again")]
+    SamplerBusy,
     /// An I/O error while writing a profile or starting a service.
     #[error("{context}: {source}")]
     Io {

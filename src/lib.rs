@@ -51,6 +51,11 @@ mod stats;
 
 pub use alloc::AllocScope;
 pub use error::Error;
+pub use sampler::{
+    sample_interval, sample_probability, sampler_limits, sampler_stats, set_sample_interval,
+    set_sampler_limits, set_stack_capture, stack_capture, SamplerLimits, SamplerStats,
+    StackCapture, DEFAULT_INTERVAL,
+};
 pub use stats::{
     core_info, measure, stats, thread_stats, CoreInfo, SizeClassStats, Stats, ThreadStats,
 };

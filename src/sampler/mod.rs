@@ -1,8 +1,49 @@
-//! The heap sampler (cold path): Poisson sampling of allocations, raw stack
-//! capture, and the set of live sampled blocks.
+//! The heap sampler (cold path): Poisson sampling of allocations over
+//! allocated bytes, raw stack capture, and the set of live sampled blocks.
 //!
-//! INTERFACE PLACEHOLDER on the way to the real sampler: the profile module
-//! consumes `raw_buckets()`.
+//! Owns: the sample interval, each thread's countdown (stored in its counter
+//! block), stack capture, and the bounded store of stacks, buckets and live
+//! samples. Runs inside the allocator on a sampled allocation (about one per
+//! 512 KiB allocated per thread by default), so it never allocates, never
+//! waits on a lock (it tries one and drops the sample), and records raw
+//! instruction pointers only: symbolisation happens at profile export.
+//!
+//! **How sampled blocks are recognised on free.** A sampled block is placed
+//! where ordinary blocks are not:
+//! - alignment up to 8 (most Rust allocations): the inner allocator is asked
+//!   for 16 more bytes at alignment 16 and the block starts 8 bytes in, so
+//!   its address is 8 mod 16. glibc's malloc never returns such an address
+//!   (its alignment is 16); allocators with 8-byte size classes sometimes do;
+//! - larger alignments: the alignment is raised to 4096, and the address is
+//!   0 mod 4096.
+//!
+//! A free whose address is neither therefore cannot be a sampled block, and
+//! pays two `test`s and branches. The others check a 16 KiB counting filter
+//! and, on a hit, the live set (lock-free). The cost in memory is 16 bytes
+//! per sampled block (up to 4 KiB for the rare over-aligned ones).
+
+mod countdown;
+mod stack;
+mod store;
+
+use std::alloc::Layout;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+pub use countdown::{sample_probability, DEFAULT_INTERVAL};
+pub use stack::{set_stack_capture, stack_capture, StackCapture, MAX_FRAMES};
+pub use store::SamplerLimits;
+
+use crate::counters::{self, Block};
+
+/// Where a sampled block lies in what the inner allocator returned.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Placement {
+    /// The layout requested from the inner allocator.
+    pub inner: Layout,
+    /// Offset of the user's block in it.
+    pub offset: usize,
+}
 
 /// One bucket of sampled allocations: same stack, same object size, same
 /// sampling interval.
@@ -22,8 +63,189 @@ pub(crate) struct RawBucket {
     pub frees: u64,
 }
 
-/// Every bucket recorded so far.
+/// Every bucket recorded so far (never blocks the sampling threads).
 #[allow(dead_code)]
 pub(crate) fn raw_buckets() -> Vec<RawBucket> {
-    Vec::new()
+    store::maintain();
+    store::raw_buckets()
+}
+
+/// The interval profiles are scaled with for their period.
+#[allow(dead_code)]
+pub(crate) fn current_interval_for_profile() -> u64 {
+    sample_interval()
+}
+
+/// Sets the heap sample interval in bytes and returns the previous one:
+/// on average one allocation is sampled per `bytes` allocated (a Poisson
+/// process, like Go's `runtime.MemProfileRate`). 0 turns sampling off, 1
+/// samples every allocation. The default is 512 KiB. Every thread picks the
+/// new interval up at once (its countdown is redrawn), not only new threads.
+pub fn set_sample_interval(bytes: u64) -> u64 {
+    let prev = countdown::INTERVAL.swap(bytes, Relaxed);
+    static RESET_RNG: AtomicU64 = AtomicU64::new(0);
+    counters::for_each_block(|b| {
+        b.sample_countdown
+            .store(countdown::draw(bytes, &RESET_RNG), Relaxed);
+    });
+    prev
+}
+
+/// The heap sample interval in bytes (0 = off).
+pub fn sample_interval() -> u64 {
+    countdown::INTERVAL.load(Relaxed)
+}
+
+/// Sets the caps on the sampler's memory. Only possible before the first
+/// sample is recorded (e.g. first thing in `main`, or before setting a
+/// non-zero interval with the sampler off by configuration).
+pub fn set_sampler_limits(limits: SamplerLimits) -> Result<(), crate::Error> {
+    store::set_limits(limits)
+}
+
+/// The caps in force.
+pub fn sampler_limits() -> SamplerLimits {
+    store::limits()
+}
+
+/// The sampler's own state and footprint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SamplerStats {
+    /// Current sample interval in bytes (0 = off).
+    pub interval: u64,
+    /// Sampled blocks not yet freed.
+    pub live_samples: u64,
+    /// Samples not recorded: a cap was reached, or the sampler was busy.
+    pub dropped_samples: u64,
+    /// Samples recorded since the start.
+    pub samples_total: u64,
+    /// Distinct stacks stored.
+    pub stacks: u64,
+    /// Distinct (stack, size, interval) buckets.
+    pub buckets: u64,
+    /// Stack frames stored (bounded by `SamplerLimits::max_frames`).
+    pub frames: u64,
+    /// Resident memory of the sampler's arenas, in bytes.
+    pub memory_bytes: u64,
+    /// Address space reserved for the arenas (the bound on
+    /// `memory_bytes`), in bytes.
+    pub reserved_bytes: u64,
+}
+
+/// The sampler's counters and memory use.
+pub fn sampler_stats() -> SamplerStats {
+    let i = store::info();
+    SamplerStats {
+        interval: sample_interval(),
+        live_samples: i.live_samples,
+        dropped_samples: store::DROPPED.load(Relaxed),
+        samples_total: store::SAMPLES.load(Relaxed),
+        stacks: i.stacks,
+        buckets: i.buckets,
+        frames: i.frames,
+        memory_bytes: i.resident_bytes,
+        reserved_bytes: i.reserved_bytes,
+    }
+}
+
+/// A fresh countdown for a block that a thread has just attached.
+pub(crate) fn attach_countdown(block: &Block) -> u64 {
+    countdown::draw(sample_interval(), &block.rng)
+}
+
+thread_local! {
+    /// Set while this thread is inside the sampler: an allocation made from
+    /// there (none is expected) is never sampled.
+    static IN_SAMPLER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A sample being taken: the stack is captured before the block exists.
+pub(crate) struct Pending {
+    frames: [usize; MAX_FRAMES],
+    len: usize,
+    interval: u64,
+}
+
+/// Called when an allocation ran its thread's countdown out: redraws the
+/// countdown, and if a sample can be taken, captures the stack. `None`
+/// means "allocate normally".
+#[cold]
+#[inline(never)]
+pub(crate) fn begin(block: &Block) -> Option<Pending> {
+    let interval = sample_interval();
+    block
+        .sample_countdown
+        .store(countdown::draw(interval, &block.rng), Relaxed);
+    if interval == 0 || IN_SAMPLER.with(Cell::get) || !store::has_room() {
+        return None;
+    }
+    IN_SAMPLER.with(|c| c.set(true));
+    let mut p = Pending {
+        frames: [0; MAX_FRAMES],
+        len: 0,
+        interval,
+    };
+    p.len = stack::capture(&mut p.frames);
+    IN_SAMPLER.with(|c| c.set(false));
+    Some(p)
+}
+
+/// Records the sampled block `ptr` of `size` bytes. False if it could not
+/// be recorded (the caller then re-allocates it with its own layout).
+#[cold]
+#[inline(never)]
+pub(crate) fn commit(p: &Pending, ptr: *mut u8, size: usize) -> bool {
+    IN_SAMPLER.with(|c| c.set(true));
+    let ok = store::record(ptr as usize, size as u64, p.interval, &p.frames[..p.len]);
+    IN_SAMPLER.with(|c| c.set(false));
+    ok
+}
+
+/// Where a sampled block of `layout` is placed (see the module docs).
+/// `None` for a size too close to `isize::MAX` to allow it (such a block is
+/// simply not sampled).
+#[inline]
+pub(crate) fn placement(layout: Layout) -> Option<Placement> {
+    if layout.align() <= 8 {
+        let inner = Layout::from_size_align(layout.size().checked_add(16)?, 16).ok()?;
+        Some(Placement { inner, offset: 8 })
+    } else {
+        let inner = Layout::from_size_align(layout.size(), layout.align().max(4096)).ok()?;
+        Some(Placement { inner, offset: 0 })
+    }
+}
+
+/// Can `ptr` be a sampled block? Two tests: the only sampler check most
+/// frees pay.
+#[inline(always)]
+pub(crate) fn may_be_sampled(ptr: *mut u8) -> bool {
+    let a = ptr as usize;
+    a & 8 != 0 || a & 4095 == 0
+}
+
+/// May `ptr` (which passed [`may_be_sampled`]) be a live sampled block? A lookup in a 16 KiB
+/// counting filter: false positives only.
+#[inline(always)]
+pub(crate) fn maybe_sampled(ptr: *mut u8) -> bool {
+    store::maybe_sampled(ptr as usize)
+}
+
+/// If `ptr` is a live sampled block, forgets it (counting the free in its
+/// bucket) and returns true: it must then be freed as its [`placement`]
+/// says.
+#[inline(never)]
+pub(crate) fn take(ptr: *mut u8) -> bool {
+    store::remove(ptr as usize)
+}
+
+/// Is `ptr` a live sampled block? (Lookup only.)
+pub(crate) fn is_sampled(ptr: *mut u8) -> bool {
+    store::maybe_sampled(ptr as usize) && store::is_live_sample(ptr as usize)
+}
+
+/// In a forked child: the thread that held the sampler's lock is gone.
+#[allow(dead_code)]
+pub(crate) fn after_fork_in_child() {
+    store::reset_lock_after_fork();
 }
