@@ -177,7 +177,11 @@ pub(crate) fn begin(block: &Block) -> Option<Pending> {
     block
         .sample_countdown
         .store(countdown::draw(interval, &block.rng), Relaxed);
-    if interval == 0 || IN_SAMPLER.with(Cell::get) || !store::has_room() {
+    if interval == 0 || IN_SAMPLER.with(Cell::get) {
+        return None;
+    }
+    if !store::has_room() {
+        store::DROPPED.fetch_add(1, Relaxed);
         return None;
     }
     IN_SAMPLER.with(|c| c.set(true));

@@ -32,7 +32,7 @@ pub struct SamplerLimits {
     pub max_live_samples: usize,
     /// Distinct stacks stored. Default 32,768.
     pub max_stacks: usize,
-    /// Distinct (stack, size, interval) buckets. Default 65,536.
+    /// Distinct (stack, size, interval) buckets. Default 131,072.
     pub max_buckets: usize,
     /// Stack frames stored across all stacks. Default 1,048,576.
     pub max_frames: usize,
@@ -43,7 +43,7 @@ impl Default for SamplerLimits {
         SamplerLimits {
             max_live_samples: 204_800,
             max_stacks: 32_768,
-            max_buckets: 65_536,
+            max_buckets: 131_072,
             max_frames: 1 << 20,
         }
     }
@@ -263,7 +263,7 @@ mod parking_free {
             LimitsCell([
                 AtomicUsize::new(204_800),
                 AtomicUsize::new(32_768),
-                AtomicUsize::new(65_536),
+                AtomicUsize::new(131_072),
                 AtomicUsize::new(1 << 20),
             ])
         }

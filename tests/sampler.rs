@@ -1,0 +1,210 @@
+//! Scenario: `AllocScope::system()` with the heap sampler driven through
+//! its public API: intervals, every-allocation sampling, placement of
+//! sampled blocks (alignment, contents, realloc, zeroing), exact counts
+//! while sampling, and a new interval reaching running threads.
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+use allocscope::AllocScope;
+
+#[global_allocator]
+static ALLOC: AllocScope = AllocScope::system();
+
+/// The interval is process-wide: tests that change it run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn interval_api() {
+    let _g = serial();
+    assert_eq!(allocscope::DEFAULT_INTERVAL, 512 * 1024);
+    let prev = allocscope::set_sample_interval(4096);
+    assert_eq!(allocscope::sample_interval(), 4096);
+    assert_eq!(allocscope::set_sample_interval(prev), 4096);
+    assert_eq!(allocscope::sample_interval(), prev);
+    assert_eq!(allocscope::sampler_stats().interval, prev);
+}
+
+#[test]
+fn off_samples_nothing_and_one_samples_everything() {
+    let _g = serial();
+    let prev = allocscope::set_sample_interval(0);
+    let before = allocscope::sampler_stats().samples_total;
+    let v: Vec<Box<[u8; 100]>> = (0..1000).map(|_| Box::new([1u8; 100])).collect();
+    assert_eq!(
+        allocscope::sampler_stats().samples_total,
+        before,
+        "interval 0 samples nothing"
+    );
+    drop(v);
+
+    allocscope::set_sample_interval(1);
+    let s0 = allocscope::sampler_stats();
+    let v: Vec<Box<[u8; 100]>> =
+        std::hint::black_box((0..1000).map(|_| Box::new([1u8; 100])).collect());
+    let s1 = allocscope::sampler_stats();
+    allocscope::set_sample_interval(prev);
+    // the 1000 boxes and the vector itself, at least (other tests' threads
+    // may sample too, never fewer)
+    assert!(
+        s1.samples_total - s0.samples_total >= 1001,
+        "{s0:?} -> {s1:?}"
+    );
+    assert!(
+        s1.live_samples >= s0.live_samples + 1000,
+        "{s0:?} -> {s1:?}"
+    );
+    drop(v);
+    let s2 = allocscope::sampler_stats();
+    assert!(
+        s2.live_samples + 1000 <= s1.live_samples + 5,
+        "frees remove samples: {s1:?} -> {s2:?}"
+    );
+    assert!(
+        s2.memory_bytes > 0 && s2.memory_bytes <= s2.reserved_bytes,
+        "{s2:?}"
+    );
+    assert!(s2.stacks >= 1 && s2.buckets >= 1);
+}
+
+#[test]
+fn sampled_blocks_keep_alignment_contents_and_zeroing() {
+    let _g = serial();
+    let prev = allocscope::set_sample_interval(1);
+    let s0 = allocscope::sampler_stats().samples_total;
+    for align_log2 in 0..=13u32 {
+        for size in [1usize, 7, 8, 24, 100, 4096, 70_000] {
+            let l = Layout::from_size_align(size, 1 << align_log2).unwrap();
+            // SAFETY: valid non-zero layouts, freed with the same layout.
+            unsafe {
+                let p = ALLOC.alloc_zeroed(l);
+                assert!(!p.is_null());
+                assert_eq!(p as usize % l.align(), 0, "alignment {l:?}");
+                assert!(
+                    std::slice::from_raw_parts(p, size).iter().all(|&b| b == 0),
+                    "zeroed {l:?}"
+                );
+                for i in 0..size {
+                    *p.add(i) = (i % 251) as u8;
+                }
+                // grow and shrink: sampled blocks are moved by hand
+                let q = ALLOC.realloc(p, l, size * 3);
+                assert!(!q.is_null());
+                assert_eq!(q as usize % l.align(), 0, "alignment after realloc {l:?}");
+                for i in 0..size {
+                    assert_eq!(*q.add(i), (i % 251) as u8, "contents after grow {l:?}");
+                }
+                let l3 = Layout::from_size_align(size * 3, l.align()).unwrap();
+                let r = ALLOC.realloc(q, l3, size.div_ceil(2));
+                assert!(!r.is_null());
+                for i in 0..size.div_ceil(2) {
+                    assert_eq!(*r.add(i), (i % 251) as u8, "contents after shrink {l:?}");
+                }
+                ALLOC.dealloc(
+                    r,
+                    Layout::from_size_align(size.div_ceil(2), l.align()).unwrap(),
+                );
+            }
+        }
+    }
+    let s1 = allocscope::sampler_stats().samples_total;
+    allocscope::set_sample_interval(prev);
+    assert!(
+        s1 - s0 >= 14 * 7 * 3,
+        "every allocation and reallocation was sampled: {s0} -> {s1}"
+    );
+}
+
+#[test]
+fn counts_stay_exact_while_sampling_everything() {
+    let _g = serial();
+    let prev = allocscope::set_sample_interval(1);
+    let (_, d) = allocscope::measure(|| {
+        let mut keep = Vec::with_capacity(600);
+        for i in 0..600usize {
+            let mut v: Vec<u64> = Vec::with_capacity(i % 37 + 1);
+            v.push(i as u64);
+            if i % 3 == 0 {
+                v.reserve(500); // realloc of a sampled block
+            }
+            keep.push(v);
+        }
+        drop(keep);
+    });
+    allocscope::set_sample_interval(prev);
+    // 600 vectors + the outer one; 200 reallocations; everything freed
+    assert_eq!(d.allocations, 601 + 200, "{d:?}");
+    assert_eq!(d.reallocations, 200, "{d:?}");
+    assert_eq!(d.deallocations, 601 + 200, "{d:?}");
+    assert_eq!(d.net_bytes(), 0, "{d:?}");
+}
+
+#[test]
+fn a_new_interval_reaches_running_threads() {
+    let _g = serial();
+    let prev = allocscope::set_sample_interval(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampled_here = Arc::new(AtomicU64::new(0));
+    let (s, c) = (stop.clone(), sampled_here.clone());
+    let t = std::thread::spawn(move || {
+        // allocate continuously; record how many samples appear
+        while !s.load(SeqCst) {
+            std::hint::black_box(vec![0u8; 64]);
+            c.store(allocscope::sampler_stats().samples_total, SeqCst);
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let before = allocscope::sampler_stats().samples_total;
+    allocscope::set_sample_interval(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sampled_here.load(SeqCst) < before + 100 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    allocscope::set_sample_interval(prev);
+    stop.store(true, SeqCst);
+    t.join().unwrap();
+    assert!(
+        sampled_here.load(SeqCst) >= before + 100,
+        "the running thread did not pick up the new interval"
+    );
+}
+
+#[test]
+fn stack_capture_methods_both_work() {
+    let _g = serial();
+    let default = allocscope::stack_capture();
+    assert_eq!(default, allocscope::StackCapture::default_for_build());
+    for m in [
+        allocscope::StackCapture::FramePointers,
+        allocscope::StackCapture::Unwinder,
+    ] {
+        allocscope::set_stack_capture(m);
+        let prev = allocscope::set_sample_interval(1);
+        let s0 = allocscope::sampler_stats();
+        let v: Vec<Vec<u8>> = std::hint::black_box((0..50).map(|i| vec![0u8; 10 + i]).collect());
+        let s1 = allocscope::sampler_stats();
+        allocscope::set_sample_interval(prev);
+        assert!(s1.samples_total >= s0.samples_total + 51, "{m:?}");
+        drop(v);
+    }
+    allocscope::set_stack_capture(default);
+}
+
+#[test]
+fn limits_cannot_change_after_sampling_started() {
+    let _g = serial();
+    let prev = allocscope::set_sample_interval(1);
+    std::hint::black_box(Box::new(1u64));
+    allocscope::set_sample_interval(prev);
+    let err =
+        allocscope::set_sampler_limits(allocscope::SamplerLimits::default().max_live_samples(10))
+            .unwrap_err();
+    assert!(err.to_string().contains("before the first sample"), "{err}");
+    let bad = allocscope::set_sampler_limits(allocscope::SamplerLimits::default().max_stacks(0))
+        .unwrap_err();
+    assert!(bad.to_string().contains("max_stacks"), "{bad}");
+}
