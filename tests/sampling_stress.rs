@@ -211,7 +211,7 @@ fn stress_every_allocation_sampled() {
             max_live = max_live.max(sp.live_samples);
             assert!(sp.live_samples <= allocscope::sampler_limits().max_live_samples as u64);
             assert!(sp.memory_bytes <= sp.reserved_bytes, "{sp:?}");
-            #[cfg(any())] // RE-ENABLE when profile merges
+            #[cfg(feature = "profile")]
             {
                 let profile = allocscope::HeapProfile::capture();
                 std::hint::black_box(profile.folded(allocscope::SampleType::InuseSpace).len());
