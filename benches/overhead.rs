@@ -17,6 +17,7 @@ fn bench(c: &mut Criterion) {
             g.throughput(Throughput::Elements(unit));
             for (name, a) in allocators() {
                 g.bench_function(name, |b| {
+                    prepare(name);
                     b.iter_custom(|iters| {
                         if threads == 1 {
                             let t = std::time::Instant::now();

@@ -33,6 +33,7 @@ fn main() {
         eprintln!("unknown allocator {name:?}; one of {names:?}");
         std::process::exit(2);
     };
+    prepare(name);
     let iters: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
     match workload {
         "small1" => small_pairs(a, iters.max(1)),

@@ -55,11 +55,6 @@ mod stats;
 
 pub use alloc::AllocScope;
 pub use error::Error;
-pub use sampler::{
-    sample_interval, sample_probability, sampler_limits, sampler_stats, set_sample_interval,
-    set_sampler_limits, set_stack_capture, stack_capture, SamplerLimits, SamplerStats,
-    StackCapture, DEFAULT_INTERVAL,
-};
 #[cfg(feature = "profile")]
 #[doc(hidden)]
 pub use profile::{__profile_from_raw_for_tests, RawSampleForTests};
@@ -67,6 +62,11 @@ pub use profile::{__profile_from_raw_for_tests, RawSampleForTests};
 pub use profile::{
     clear_symbol_cache, symbol_cache_len, Bucket, DiffStack, FlamegraphColors, FlamegraphOptions,
     Frame, HeapDiff, HeapProfile, PprofKind, SampleType, SYMBOL_CACHE_CAPACITY,
+};
+pub use sampler::{
+    sample_interval, sample_probability, sampler_limits, sampler_stats, set_sample_interval,
+    set_sampler_limits, set_stack_capture, stack_capture, SamplerLimits, SamplerStats,
+    StackCapture, DEFAULT_INTERVAL,
 };
 pub use stats::{
     core_info, measure, stats, thread_stats, CoreInfo, SizeClassStats, Stats, ThreadStats,

@@ -72,6 +72,16 @@ fn site_value(folded: &str, site: &str) -> u64 {
 /// One run at `interval`: for each site and sample type, the ratio of the
 /// estimate to the truth.
 fn run(interval: u64) -> Vec<(&'static str, SampleType, f64)> {
+    const TYPES: [SampleType; 4] = [
+        SampleType::AllocObjects,
+        SampleType::AllocSpace,
+        SampleType::InuseObjects,
+        SampleType::InuseSpace,
+    ];
+    // profiles are cumulative: measure this run as the difference from a
+    // capture taken just before it
+    let before = HeapProfile::capture();
+    let before: Vec<String> = TYPES.iter().map(|&t| before.folded(t)).collect();
     let prev = allocscope::set_sample_interval(interval);
     let mut keep: Vec<Vec<u8>> = Vec::new();
     let mut truths = Vec::new();
@@ -85,12 +95,7 @@ fn run(interval: u64) -> Vec<(&'static str, SampleType, f64)> {
     let profile = HeapProfile::capture();
     allocscope::set_sample_interval(prev);
     let mut out = Vec::new();
-    for ty in [
-        SampleType::AllocObjects,
-        SampleType::AllocSpace,
-        SampleType::InuseObjects,
-        SampleType::InuseSpace,
-    ] {
+    for (k, ty) in TYPES.into_iter().enumerate() {
         let folded = profile.folded(ty);
         for (name, t) in &truths {
             let truth = match ty {
@@ -99,14 +104,19 @@ fn run(interval: u64) -> Vec<(&'static str, SampleType, f64)> {
                 SampleType::InuseObjects => t.inuse_objects,
                 SampleType::InuseSpace => t.inuse_space,
             };
-            out.push((*name, ty, site_value(&folded, name) as f64 / truth as f64));
+            let got = site_value(&folded, name).saturating_sub(site_value(&before[k], name));
+            out.push((*name, ty, got as f64 / truth as f64));
         }
     }
     drop(keep);
     out
 }
 
+/// The interval and the sites are process-wide: one check at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn check(interval: u64) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut runs = Vec::new();
     for attempt in 0..3 {
         let r = run(interval);

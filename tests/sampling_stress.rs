@@ -69,7 +69,7 @@ fn churn(
             model.allocations += 1;
             model.allocated_bytes += layout.size() as u64;
             let mut b = Block(p as usize, layout);
-            if r % 5 == 0 {
+            if r.is_multiple_of(5) {
                 let new = layout.size() * 2 + 1;
                 let q = unsafe { ALLOC.realloc(b.0 as *mut u8, b.1, new) };
                 assert!(!q.is_null());
@@ -83,7 +83,7 @@ fn churn(
                     Layout::from_size_align(new, layout.align()).unwrap(),
                 );
             }
-            if r % 4 == 0 {
+            if r.is_multiple_of(4) {
                 let mut out = outbox.0.lock().unwrap();
                 if out.len() < MAILBOX {
                     out.push(b);
@@ -97,7 +97,7 @@ fn churn(
                 model.freed_bytes += old.1.size() as u64;
             }
             live.push(b);
-            if i % 16 == 0 {
+            if i.is_multiple_of(16) {
                 got.extend(inbox.0.lock().unwrap().drain(..));
                 for b in got.drain(..) {
                     unsafe { ALLOC.dealloc(b.0 as *mut u8, b.1) };

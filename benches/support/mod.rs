@@ -91,12 +91,17 @@ pub fn setup_tracking() {
     });
 }
 
-/// Every allocator under test, by name.
+/// Every allocator under test, by name. `allocscope` runs with heap
+/// sampling at its default interval (512 KiB), `allocscope_nosample` with
+/// sampling off and `allocscope_4k` at a 4 KiB interval; [`prepare`] sets the
+/// interval for a name.
 pub fn allocators() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
     setup_tracking();
     vec![
         ("system", &SYSTEM),
         ("allocscope", &SCOPE),
+        ("allocscope_nosample", &SCOPE),
+        ("allocscope_4k", &SCOPE),
         ("naive_atomic", &NAIVE),
         ("stats_alloc", &STATS_ALLOC),
         ("cap", &CAP),
@@ -104,6 +109,15 @@ pub fn allocators() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
         ("mimalloc", &MIMALLOC),
         ("allocscope_mimalloc", &SCOPE_MIMALLOC),
     ]
+}
+
+/// Sets allocscope's sample interval for the allocator called `name`.
+pub fn prepare(name: &str) {
+    allocscope::set_sample_interval(match name {
+        "allocscope_nosample" => 0,
+        "allocscope_4k" => 4096,
+        _ => allocscope::DEFAULT_INTERVAL,
+    });
 }
 
 pub fn by_name(name: &str) -> Option<&'static (dyn GlobalAlloc + Sync)> {

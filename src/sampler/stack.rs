@@ -180,7 +180,7 @@ fn walk_frame_pointers(out: &mut [usize; MAX_FRAMES]) -> usize {
         let word = std::mem::size_of::<usize>();
         let mut n = 0;
         while n < MAX_FRAMES {
-            if fp < low || fp > high - 2 * word || fp % word != 0 {
+            if fp < low || fp > high - 2 * word || !fp.is_multiple_of(word) {
                 break;
             }
             // SAFETY: `fp..fp + 2 words` lies within this thread's mapped
@@ -220,7 +220,7 @@ mod tests {
             set_stack_capture(before);
             std::hint::black_box(n)
         } else {
-            std::hint::black_box(deeper(depth - 1, method)) + 0
+            std::hint::black_box(deeper(depth - 1, method))
         }
     }
 
