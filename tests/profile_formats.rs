@@ -53,9 +53,13 @@ fn full_stack() -> Vec<usize> {
     black_box(out)
 }
 
+// The bodies differ (the constants) so that the linker cannot fold the
+// functions into one.
 #[inline(never)]
 fn leaky_cache_insert() -> Vec<usize> {
-    black_box(caller_stack())
+    let s = caller_stack();
+    black_box(0x1eau16);
+    black_box(s)
 }
 
 #[inline(never)]
@@ -65,12 +69,28 @@ fn outer_caller() -> Vec<usize> {
 
 #[inline(never)]
 fn request_handler() -> Vec<usize> {
-    black_box(caller_stack())
+    let s = caller_stack();
+    black_box(0x4a11u32);
+    black_box(s)
 }
 
 #[inline(never)]
 fn traced_with_backtrace_frames() -> Vec<usize> {
     black_box(full_stack())
+}
+
+#[inline(always)]
+fn inlined_helper() -> Vec<usize> {
+    let s = caller_stack();
+    black_box(0x11u8);
+    s
+}
+
+#[inline(never)]
+fn inline_host() -> Vec<usize> {
+    let s = inlined_helper();
+    black_box(0x22u8);
+    black_box(s)
 }
 
 fn raw(stack: &[usize], size: u64, interval: u64, allocs: u64, frees: u64) -> RawSampleForTests {
@@ -165,7 +185,13 @@ fn folded_is_root_first_named_and_scaled() {
         pos("outer_caller") < pos("leaky_cache_insert"),
         "not root first: {leak}"
     );
-    assert!(pos("folded_is_root_first_named_and_scaled") < pos("outer_caller"));
+    // The test function may be inlined into its harness closure: with
+    // line-tables-only debug info an inlined frame has its short name.
+    let test_fn = frames
+        .iter()
+        .position(|f| f.ends_with("folded_is_root_first_named_and_scaled"))
+        .expect("test function frame");
+    assert!(test_fn < pos("outer_caller"));
     assert_eq!(
         *frames.last().unwrap(),
         "profile_formats::leaky_cache_insert"
@@ -561,4 +587,42 @@ fn empty_profile_renders_everywhere() {
     assert_eq!(d.folded(SampleType::InuseSpace), "");
     svg(|w| d.flamegraph(SampleType::InuseSpace, &FlamegraphOptions::default(), w));
     assert!(allocscope::symbol_cache_len() <= allocscope::SYMBOL_CACHE_CAPACITY);
+}
+
+#[test]
+fn inlined_frames_are_expanded_in_call_order() {
+    let stack = inline_host();
+    let p = allocscope::__profile_from_raw_for_tests(vec![raw(&stack, 16, 1, 1, 0)], 1);
+    let frames = p.buckets()[0].frames();
+    // Leaf first: the inlined helper, then the function it was inlined into,
+    // both at the same return address.
+    assert!(
+        frames[0].name().ends_with("inlined_helper"),
+        "{:?}",
+        &frames[..3]
+    );
+    assert!(frames[0].is_inlined());
+    assert_eq!(frames[1].name(), "profile_formats::inline_host");
+    assert!(!frames[1].is_inlined());
+    assert_eq!(frames[0].address(), frames[1].address());
+    let folded = p.folded(SampleType::InuseSpace);
+    assert!(
+        folded
+            .trim_end()
+            .ends_with(";profile_formats::inline_host;profile_formats::inlined_helper 16")
+            || folded
+                .trim_end()
+                .ends_with(";profile_formats::inline_host;inlined_helper 16"),
+        "{folded}"
+    );
+    // pprof: one location, two lines, innermost first.
+    let m = gunzip_decode(&p.to_pprof(PprofKind::Heap));
+    let leaf = &m.location[(m.sample[0].location_id[0] - 1) as usize];
+    let names: Vec<&str> = leaf
+        .line
+        .iter()
+        .map(|l| m.string_table[m.function[(l.function_id - 1) as usize].name as usize].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].ends_with("inlined_helper") && names[1] == "profile_formats::inline_host");
 }
