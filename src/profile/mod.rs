@@ -186,6 +186,8 @@ pub(crate) fn scale_heap_sample(count: u64, size: u64, interval: u64) -> (f64, f
 #[derive(Clone, Debug)]
 pub struct Bucket {
     frames: Arc<[Frame]>,
+    /// The folded form of `frames`, computed once per distinct stack.
+    key: Arc<str>,
     locations: Arc<[Arc<Location>]>,
     size: u64,
     sampled_allocs: u64,
@@ -224,8 +226,8 @@ impl Bucket {
     }
 
     /// The folded-stack key: frame names root first, `;`-separated.
-    fn folded_key(&self) -> String {
-        folded::stack_key(&self.frames)
+    fn folded_key(&self) -> &str {
+        &self.key
     }
 }
 
@@ -269,38 +271,63 @@ impl HeapProfile {
 
         #[derive(Default)]
         struct Acc {
-            locations: Vec<Arc<Location>>,
             allocs: u64,
             frees: u64,
             est: [f64; 4],
         }
         use symbolize::FrameKey;
-        let mut groups: HashMap<(Vec<FrameKey>, u64), Acc> = HashMap::new();
+        /// One symbolised stack, shared by every bucket of its raw stacks.
+        struct Stack {
+            locations: Arc<[Arc<Location>]>,
+            frames: Arc<[Frame]>,
+            key: Arc<str>,
+        }
+        // Symbolise each distinct raw stack once (a stack typically has
+        // many buckets: one per object size), then merge raw stacks that
+        // symbolise alike.
+        let mut stacks: Vec<Stack> = Vec::new();
+        let mut by_symbols: HashMap<Vec<FrameKey>, usize> = HashMap::new();
+        let mut by_raw: HashMap<Vec<usize>, usize> = HashMap::new();
+        let mut groups: HashMap<(usize, u64), Acc> = HashMap::new();
         for rb in raw {
             if rb.allocs == 0 {
                 continue;
             }
-            // A null return address ends some unwinds: not a frame.
-            let locs: Vec<Arc<Location>> = rb
-                .stack
-                .iter()
-                .filter(|a| **a != 0)
-                .filter_map(|a| resolved.get(a).cloned())
-                .collect();
-            let locs = symbolize::trim_leaf(&locs);
-            let key: Vec<FrameKey> = locs
-                .iter()
-                .flat_map(|l| l.frames.iter())
-                .map(Frame::key)
-                .collect();
+            let id = match by_raw.get(&rb.stack) {
+                Some(&id) => id,
+                None => {
+                    // A null return address ends some unwinds: not a frame.
+                    let locs: Vec<Arc<Location>> = rb
+                        .stack
+                        .iter()
+                        .filter(|a| **a != 0)
+                        .filter_map(|a| resolved.get(a).cloned())
+                        .collect();
+                    let locs = symbolize::trim_leaf(&locs);
+                    let key: Vec<FrameKey> = locs
+                        .iter()
+                        .flat_map(|l| l.frames.iter())
+                        .map(Frame::key)
+                        .collect();
+                    let id = *by_symbols.entry(key).or_insert_with(|| {
+                        let frames: Arc<[Frame]> =
+                            locs.iter().flat_map(|l| l.frames.iter().cloned()).collect();
+                        stacks.push(Stack {
+                            key: folded::stack_key(&frames).into(),
+                            frames,
+                            locations: locs.into(),
+                        });
+                        stacks.len() - 1
+                    });
+                    by_raw.insert(rb.stack.clone(), id);
+                    id
+                }
+            };
             let frees = rb.frees.min(rb.allocs);
             let inuse = rb.allocs - frees;
             let (ao, asp) = scale_heap_sample(rb.allocs, rb.size, rb.interval);
             let (io, isp) = scale_heap_sample(inuse, rb.size, rb.interval);
-            let acc = groups.entry((key, rb.size)).or_default();
-            if acc.locations.is_empty() {
-                acc.locations = locs;
-            }
+            let acc = groups.entry((id, rb.size)).or_default();
             acc.allocs = acc.allocs.saturating_add(rb.allocs);
             acc.frees = acc.frees.saturating_add(frees);
             for (e, v) in acc.est.iter_mut().zip([ao, asp, io, isp]) {
@@ -310,15 +337,12 @@ impl HeapProfile {
 
         let mut buckets: Vec<Bucket> = groups
             .into_iter()
-            .map(|((_, size), acc)| {
-                let frames: Arc<[Frame]> = acc
-                    .locations
-                    .iter()
-                    .flat_map(|l| l.frames.iter().cloned())
-                    .collect();
+            .map(|((id, size), acc)| {
+                let st = &stacks[id];
                 Bucket {
-                    frames,
-                    locations: acc.locations.into(),
+                    frames: st.frames.clone(),
+                    key: st.key.clone(),
+                    locations: st.locations.clone(),
                     size,
                     sampled_allocs: acc.allocs,
                     sampled_frees: acc.frees,
@@ -373,7 +397,7 @@ impl HeapProfile {
     fn stack_values(&self) -> BTreeMap<String, [u64; 4]> {
         let mut m: BTreeMap<String, [u64; 4]> = BTreeMap::new();
         for b in &self.buckets {
-            let e = m.entry(b.folded_key()).or_default();
+            let e = m.entry(b.folded_key().to_owned()).or_default();
             for (v, add) in e.iter_mut().zip(b.estimates) {
                 *v = v.saturating_add(add);
             }
@@ -388,13 +412,16 @@ impl HeapProfile {
 }
 
 fn sort_buckets(buckets: &mut [Bucket]) {
-    buckets.sort_by_cached_key(|b| {
-        (
-            std::cmp::Reverse(b.estimate(SampleType::InuseSpace)),
-            std::cmp::Reverse(b.estimate(SampleType::AllocSpace)),
-            b.folded_key(),
-            b.size,
-        )
+    buckets.sort_by(|a, b| {
+        let k = |b: &Bucket| {
+            (
+                std::cmp::Reverse(b.estimate(SampleType::InuseSpace)),
+                std::cmp::Reverse(b.estimate(SampleType::AllocSpace)),
+            )
+        };
+        k(a).cmp(&k(b))
+            .then_with(|| a.folded_key().cmp(b.folded_key()))
+            .then(a.size.cmp(&b.size))
     });
 }
 
@@ -489,6 +516,7 @@ pub(crate) mod tests {
             let (ao, asp) = scale_heap_sample(*allocs, *size, interval);
             let (io, isp) = scale_heap_sample(allocs - frees, *size, interval);
             buckets.push(Bucket {
+                key: folded::stack_key(&frames).into(),
                 frames,
                 locations: locations.into(),
                 size: *size,

@@ -1,0 +1,27 @@
+//! Times heap profile captures (symbolisation included): `cargo run --release --example capture_timing`.
+use std::time::Instant;
+
+#[global_allocator]
+static A: allocscope::AllocScope = allocscope::AllocScope::system();
+
+#[inline(never)]
+fn work(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| vec![0u8; 100 + i % 1000]).collect()
+}
+
+fn main() {
+    allocscope::set_sample_interval(4096);
+    let mut keep = Vec::new();
+    for round in 0..5 {
+        keep.push(work(10_000));
+        let t = Instant::now();
+        let p = allocscope::HeapProfile::capture();
+        let t1 = t.elapsed();
+        let f = p.folded(allocscope::SampleType::InuseSpace);
+        let t2 = t.elapsed();
+        let pp = p.to_pprof(allocscope::PprofKind::Heap);
+        let t3 = t.elapsed();
+        println!("round {round}: capture {t1:?}, folded {:?}, pprof {:?}; {} buckets, {} folded bytes, {} pprof bytes, {} cached symbols",
+            t2 - t1, t3 - t2, p.buckets().len(), f.len(), pp.len(), allocscope::symbol_cache_len());
+    }
+}
