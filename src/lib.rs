@@ -46,11 +46,14 @@ mod alloc;
 mod counters;
 mod error;
 mod sampler;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod size_class;
 mod stats;
 
 pub use alloc::AllocScope;
 pub use error::Error;
+pub use sampler::{sample_interval, sampler_stats, set_sample_interval, SamplerStats};
 pub use stats::{
     core_info, measure, stats, thread_stats, CoreInfo, SizeClassStats, Stats, ThreadStats,
 };

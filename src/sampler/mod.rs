@@ -4,6 +4,9 @@
 //! INTERFACE PLACEHOLDER on the way to the real sampler: the profile module
 //! consumes `raw_buckets()`.
 
+mod api_placeholder;
+pub use api_placeholder::{sample_interval, sampler_stats, set_sample_interval, SamplerStats};
+
 /// One bucket of sampled allocations: same stack, same object size, same
 /// sampling interval.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,220 @@
+//! `/debug/pprof/*`: Go's pprof handler conventions for a Rust process.
+//!
+//! Owns the index page, the CPU profile (pprof-rs), the command line, and
+//! running renders off the async workers one at a time with a time bound.
+//! Never blocks an async worker: profile building and symbolisation run in
+//! `spawn_blocking` behind [`RENDER`].
+//!
+//! # Why pprof-rs's `frame-pointer` unwinder
+//! pprof-rs takes its stacks inside a SIGPROF handler, at any instruction of
+//! any thread, including inside allocscope's allocator and malloc. Its
+//! default unwinder (backtrace-rs over libgcc's `_Unwind_Backtrace`) is not
+//! async-signal-safe: it can take the loader lock (`dl_iterate_phdr`) and
+//! allocate on first use, so a signal landing in `dlopen`, in another unwind
+//! or in malloc can deadlock the process (tikv/pprof-rs#36); its usual
+//! work-around is a blocklist that throws away every sample taken inside
+//! libc, which is where allocation time goes. The frame-pointer walk reads
+//! `rbp` chains only, checks every frame address before reading it (pprof-rs
+//! `addr_validate`) and costs ~20 instructions a frame (notes §8). Its limit
+//! is code built without frame pointers: rustup's std has them, and this
+//! repository builds with `-C force-frame-pointers=yes`; a host that does not
+//! gets shorter stacks, never a crash or a hang.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::{Reply, State};
+
+/// Renders (heap and CPU profiles, flamegraphs) run one at a time.
+pub(crate) static RENDER: Semaphore = Semaphore::const_new(1);
+
+/// Longest CPU profile, in seconds.
+pub const MAX_CPU_SECONDS: u64 = 300;
+/// CPU profile length when `seconds` is not given (Go's default).
+pub const DEFAULT_CPU_SECONDS: u64 = 30;
+/// Sampling frequency of CPU profiles (Go's).
+const CPU_HZ: i32 = 100;
+
+/// Runs `f` on a blocking thread once no other render runs, within
+/// `timeout` in all (waiting included). A render that overruns keeps its
+/// turn until it ends, so overruns cannot pile up.
+pub(crate) async fn render<T, F>(timeout: Duration, what: &str, f: F) -> Result<T, Reply>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, String> + Send + 'static,
+{
+    let work = async {
+        let permit = RENDER
+            .acquire()
+            .await
+            .map_err(|_| Reply::error(503, "the exporter is shutting down"))?;
+        let job = tokio::task::spawn_blocking(move || {
+            let _turn = permit;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err("the renderer panicked".to_string()))
+        });
+        match job.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Reply::error(500, &format!("could not render {what}: {e}"))),
+            Err(e) => Err(Reply::error(500, &format!("could not render {what}: {e}"))),
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(Reply::error(
+            503,
+            &format!(
+                "rendering {what} took longer than render_timeout ({}s), waiting for the \
+                 previous render included; try again later or raise render_timeout",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// The one CPU profile that may run (process-wide: the profiler is).
+static CPU_BUSY: AtomicBool = AtomicBool::new(false);
+
+struct CpuTurn;
+
+impl CpuTurn {
+    fn take() -> Option<CpuTurn> {
+        CPU_BUSY
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(CpuTurn)
+    }
+}
+
+impl Drop for CpuTurn {
+    fn drop(&mut self) {
+        CPU_BUSY.store(false, Ordering::Release);
+    }
+}
+
+/// Parses `seconds` of a CPU profile: default 30, 1..=300.
+pub(crate) fn cpu_seconds(q: Option<&str>) -> Result<u64, Reply> {
+    match q {
+        None => Ok(DEFAULT_CPU_SECONDS),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (1..=MAX_CPU_SECONDS).contains(&n) => Ok(n),
+            _ => Err(Reply::error(
+                400,
+                &format!(
+                    "invalid seconds {s:?}: expected a whole number of seconds from 1 to \
+                     {MAX_CPU_SECONDS} (default {DEFAULT_CPU_SECONDS})"
+                ),
+            )),
+        },
+    }
+}
+
+/// `/debug/pprof/profile?seconds=N`: a CPU profile, gzipped pprof.
+pub(crate) async fn cpu_profile(state: &State, seconds: u64) -> Reply {
+    let Some(turn) = CpuTurn::take() else {
+        return Reply::error(
+            409,
+            "a CPU profile is already being taken (one at a time); retry when it finishes",
+        );
+    };
+    let guard = match pprof::ProfilerGuardBuilder::default()
+        .frequency(CPU_HZ)
+        .build()
+    {
+        Ok(g) => g,
+        Err(e) => return Reply::error(500, &format!("could not start the CPU profiler: {e}")),
+    };
+    let mut shutdown = state.shutdown.clone();
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+        () = super::shutting_down(&mut shutdown) => {
+            return Reply::error(503, "the exporter is shutting down; the CPU profile was abandoned");
+        }
+    }
+    let built = render(state.render_timeout, "the CPU profile", move || {
+        let _turn = turn;
+        let report = guard.report().build().map_err(|e| e.to_string())?;
+        drop(guard);
+        let profile = report.pprof().map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        pprof::protos::Message::encode(&profile, &mut raw).map_err(|e| e.to_string())?;
+        gzip(&raw)
+    })
+    .await;
+    match built {
+        Ok(bytes) => Reply::binary(bytes, "profile"),
+        Err(r) => r,
+    }
+}
+
+/// Gzips `raw` (pprof files are gzipped protobuf).
+pub(crate) fn gzip(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(raw).map_err(|e| e.to_string())?;
+    z.finish().map_err(|e| e.to_string())
+}
+
+/// `/debug/pprof/cmdline`: the command line, arguments separated by NUL
+/// bytes, as Go.
+pub(crate) fn cmdline() -> Reply {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    Reply::text(args.join("\0"))
+}
+
+/// The profiles listed on the index page: path, description.
+const PROFILES: &[(&str, &str)] = &[
+    ("allocs", "A sampling of all past memory allocations (the heap profile with alloc_space as its default view)."),
+    ("heap", "A sampling of memory allocations of live objects. Add debug=1 for text."),
+    ("heap.svg", "The heap profile as a flamegraph (sample=inuse_space|inuse_objects|alloc_space|alloc_objects; diff=baseline for growth since the saved baseline)."),
+    ("profile", "CPU profile. You can specify the duration in the seconds GET parameter (1 to 300, default 30). After you get the profile file, use the go tool pprof command to investigate the profile."),
+    ("cmdline", "The command line invocation of the current program."),
+];
+
+/// `/debug/pprof/`: the HTML index.
+pub(crate) fn index() -> Reply {
+    let mut rows = String::new();
+    for (name, what) in PROFILES {
+        rows.push_str(&format!(
+            "<tr><td><a href=\"/debug/pprof/{name}\">{name}</a></td><td>{what}</td></tr>\n"
+        ));
+    }
+    Reply::html(format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>/debug/pprof/</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}td{{padding:.3em 1em;vertical-align:top}}\
+         </style></head><body>\n<h1>/debug/pprof/</h1>\n<p>Set debug=1 as a query parameter to \
+         export in legacy text format.</p>\n<table>\n{rows}</table>\n\
+         <form method=\"post\" action=\"/debug/pprof/baseline\"><p>\
+         <button type=\"submit\">Save a heap baseline</button> (POST /debug/pprof/baseline), then \
+         see what grew: <a href=\"/debug/pprof/heap.svg?diff=baseline\">heap.svg?diff=baseline</a>\
+         </p></form>\n<p><a href=\"/\">allocscope home</a> · <a href=\"/metrics\">/metrics</a></p>\
+         \n</body></html>\n"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds() {
+        assert_eq!(cpu_seconds(None).ok(), Some(30));
+        assert_eq!(cpu_seconds(Some("1")).ok(), Some(1));
+        assert_eq!(cpu_seconds(Some("300")).ok(), Some(300));
+        for bad in ["0", "301", "-1", "", "2.5", "abc", "99999999999999999999999"] {
+            assert!(cpu_seconds(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_cpu_profile_at_a_time() {
+        let a = CpuTurn::take().expect("free");
+        assert!(CpuTurn::take().is_none());
+        drop(a);
+        assert!(CpuTurn::take().is_some());
+    }
+}
