@@ -46,4 +46,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A profile could not be rendered in the requested format.
+    #[error(
+        "could not render the {what}: {message}; the folded stacks (`HeapProfile::folded`) \
+         still carry the data, please report this to allocscope"
+    )]
+    Render {
+        /// The format being rendered (e.g. "flamegraph SVG").
+        what: &'static str,
+        /// What the renderer reported.
+        message: String,
+    },
 }

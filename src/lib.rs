@@ -39,12 +39,16 @@
 //! - `counters` — per-thread counter blocks and their registry.
 //! - [`size_class`] — size to class mapping.
 //! - `stats` — snapshots ([`Stats`], [`ThreadStats`], [`measure`]).
+//! - `profile` (feature `profile`) — heap profiles: symbolisation,
+//!   un-sampling, folded stacks, pprof, flamegraphs, diffs (`HeapProfile`).
 #![warn(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
 
 mod alloc;
 mod counters;
 mod error;
+#[cfg(feature = "profile")]
+mod profile;
 mod sampler;
 #[cfg(feature = "server")]
 pub mod server;
@@ -54,6 +58,14 @@ mod stats;
 pub use alloc::AllocScope;
 pub use error::Error;
 pub use sampler::{sample_interval, sampler_stats, set_sample_interval, SamplerStats};
+#[cfg(feature = "profile")]
+#[doc(hidden)]
+pub use profile::{__profile_from_raw_for_tests, RawSampleForTests};
+#[cfg(feature = "profile")]
+pub use profile::{
+    clear_symbol_cache, symbol_cache_len, Bucket, DiffStack, FlamegraphColors, FlamegraphOptions,
+    Frame, HeapDiff, HeapProfile, PprofKind, SampleType, SYMBOL_CACHE_CAPACITY,
+};
 pub use stats::{
     core_info, measure, stats, thread_stats, CoreInfo, SizeClassStats, Stats, ThreadStats,
 };

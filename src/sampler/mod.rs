@@ -30,3 +30,11 @@ pub(crate) struct RawBucket {
 pub(crate) fn raw_buckets() -> Vec<RawBucket> {
     Vec::new()
 }
+
+/// The sampling interval in force now, in bytes, as a heap profile reports
+/// it (its pprof `period`). PLACEHOLDER: Go's default, until the sampler
+/// owns the real setting.
+#[allow(dead_code)]
+pub(crate) fn current_interval_for_profile() -> u64 {
+    512 * 1024
+}

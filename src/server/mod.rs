@@ -29,7 +29,7 @@ mod pprof;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -198,6 +198,7 @@ pub(crate) struct State {
     render_timeout: Duration,
     shutdown: watch::Receiver<bool>,
     started: Instant,
+    baseline: Mutex<Option<Arc<crate::HeapProfile>>>,
 }
 
 impl State {
@@ -209,7 +210,16 @@ impl State {
             render_timeout: config.render_timeout,
             shutdown,
             started: Instant::now(),
+            baseline: Mutex::new(None),
         }
+    }
+
+    fn baseline(&self) -> Option<Arc<crate::HeapProfile>> {
+        self.baseline.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_baseline(&self, p: crate::HeapProfile) {
+        *self.baseline.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(p));
     }
 }
 
@@ -385,9 +395,10 @@ async fn dispatch(route: Route, q: &[(String, String)], state: &State) -> Reply 
             Ok(s) => pprof::cpu_profile(state, s).await,
             Err(r) => r,
         },
-        Route::Heap | Route::Allocs | Route::HeapSvg | Route::Baseline => {
-            Reply::error(501, "heap profiles are not wired yet")
-        }
+        Route::Heap => pprof::heap(state, crate::PprofKind::Heap, q).await,
+        Route::Allocs => pprof::heap(state, crate::PprofKind::Allocs, q).await,
+        Route::HeapSvg => pprof::heap_svg(state, q).await,
+        Route::Baseline => pprof::save_baseline(state).await,
         Route::UnknownProfile(name) => Reply::error(
             404,
             &format!(

@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::{Reply, State};
+use super::{query_get, Reply, State};
+use crate::{FlamegraphOptions, HeapProfile, PprofKind, SampleType};
 
 /// Renders (heap and CPU profiles, flamegraphs) run one at a time.
 pub(crate) static RENDER: Semaphore = Semaphore::const_new(1);
@@ -146,6 +147,121 @@ pub(crate) async fn cpu_profile(state: &State, seconds: u64) -> Reply {
     .await;
     match built {
         Ok(bytes) => Reply::binary(bytes, "profile"),
+        Err(r) => r,
+    }
+}
+
+/// `/debug/pprof/heap` and `/debug/pprof/allocs`: the heap profile as
+/// gzipped pprof, or Go's text format with `debug=1` (any `debug` > 0).
+/// `gc=N` is accepted and has no effect until allocscope has collection
+/// cycles (issue 5). Delta profiles (`seconds=N`) are not offered.
+pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)]) -> Reply {
+    let text = match query_get(q, "debug") {
+        None => false,
+        Some(d) => match d.parse::<u32>() {
+            Ok(n) => n > 0,
+            Err(_) => {
+                return Reply::error(
+                    400,
+                    &format!(
+                        "invalid debug {d:?}: expected 0 (gzipped pprof, the default) or 1 \
+                         (text)"
+                    ),
+                )
+            }
+        },
+    };
+    if query_get(q, "seconds").is_some() {
+        return Reply::error(
+            400,
+            "delta heap profiles (seconds=N) are not supported: fetch the profile twice and \
+             compare them (go tool pprof -base), or use POST /debug/pprof/baseline with \
+             /debug/pprof/heap.svg?diff=baseline",
+        );
+    }
+    let name = match kind {
+        PprofKind::Heap => "heap",
+        PprofKind::Allocs => "allocs",
+    };
+    let what = format!("the {name} profile");
+    let r = render(state.render_timeout, &what, move || {
+        let p = HeapProfile::capture();
+        Ok(if text {
+            Err(p.to_text(kind))
+        } else {
+            Ok(p.to_pprof(kind))
+        })
+    })
+    .await;
+    match r {
+        Ok(Ok(bytes)) => Reply::binary(bytes, name),
+        Ok(Err(text)) => Reply::text(text),
+        Err(r) => r,
+    }
+}
+
+/// `/debug/pprof/heap.svg?sample=…[&diff=baseline]`: the heap flamegraph,
+/// or what grew since the saved baseline.
+pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
+    let sample = match query_get(q, "sample").unwrap_or("inuse_space").parse::<SampleType>() {
+        Ok(s) => s,
+        Err(e) => return Reply::error(400, &e.to_string()),
+    };
+    let baseline = match query_get(q, "diff") {
+        None => None,
+        Some("baseline") => match state.baseline() {
+            Some(b) => Some(b),
+            None => {
+                return Reply::error(
+                    409,
+                    "no baseline saved yet: POST /debug/pprof/baseline first, then ask for \
+                     /debug/pprof/heap.svg?diff=baseline",
+                )
+            }
+        },
+        Some(d) => {
+            return Reply::error(
+                400,
+                &format!("invalid diff {d:?}: the only diff is diff=baseline"),
+            )
+        }
+    };
+    let r = render(state.render_timeout, "the heap flamegraph", move || {
+        let now = HeapProfile::capture();
+        let mut svg = Vec::with_capacity(64 * 1024);
+        let opts = FlamegraphOptions::default();
+        match baseline {
+            Some(b) => now.diff(&b).flamegraph(sample, &opts, &mut svg),
+            None => now.flamegraph(sample, &opts, &mut svg),
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(svg)
+    })
+    .await;
+    match r {
+        Ok(svg) => Reply::svg(svg),
+        Err(r) => r,
+    }
+}
+
+/// `POST /debug/pprof/baseline`: captures the heap profile that
+/// `heap.svg?diff=baseline` compares with.
+pub(crate) async fn save_baseline(state: &State) -> Reply {
+    let r = render(state.render_timeout, "the baseline", || {
+        Ok(HeapProfile::capture())
+    })
+    .await;
+    match r {
+        Ok(p) => {
+            let msg = format!(
+                "baseline saved: {} buckets, {} bytes in use (estimated); \
+                 /debug/pprof/heap.svg?diff=baseline shows what grew since\n",
+                p.buckets().len(),
+                p.total(SampleType::InuseSpace)
+            );
+            state.set_baseline(p);
+            Reply::text(msg)
+        }
         Err(r) => r,
     }
 }

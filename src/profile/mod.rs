@@ -1,0 +1,640 @@
+//! Heap profiles: sampled stacks turned into symbolised, un-biased
+//! estimates, and the formats people read them in.
+//!
+//! Owns [`HeapProfile`] (a snapshot of the sampler's buckets, symbolised and
+//! scaled), its exports — folded stacks ([`HeapProfile::folded`]), pprof
+//! protobuf ([`HeapProfile::to_pprof`]), Go's `debug=1` text
+//! ([`HeapProfile::to_text`]), inferno flamegraphs
+//! ([`HeapProfile::flamegraph`]) — and the leak-hunting diff
+//! ([`HeapProfile::diff`]).
+//!
+//! Nothing here runs inside the allocator: capturing a profile copies the
+//! sampler's buckets (the sampler guarantees that never blocks an
+//! allocating thread) and then symbolises and formats on the calling thread,
+//! allocating and locking freely.
+//!
+//! # Un-sampling
+//! The sampler records an allocation of `size` bytes with probability
+//! `1 - exp(-size / interval)`. Like Go's `scaleHeapSample`, each bucket
+//! (one stack, one object size, one interval) is scaled by
+//! `1 / (1 - exp(-size / interval))`: estimated objects = sampled objects ×
+//! scale, estimated bytes = sampled objects × size × scale, separately for
+//! the allocated and the in-use (allocated − freed) pairs. An interval of 1
+//! (every allocation recorded) means no scaling. Because buckets are keyed by
+//! the exact object size, the scaling is exact per bucket (not an average
+//! over mixed sizes).
+
+mod diff;
+mod flamegraph;
+mod folded;
+mod pprof;
+mod symbolize;
+mod text;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::sampler::RawBucket;
+
+pub use diff::{DiffStack, HeapDiff};
+pub use flamegraph::{FlamegraphColors, FlamegraphOptions};
+pub use symbolize::{clear_symbol_cache, symbol_cache_len, Frame, SYMBOL_CACHE_CAPACITY};
+
+use symbolize::Location;
+
+/// One of the four values of a heap profile, named as Go names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SampleType {
+    /// Objects allocated since the process started (`alloc_objects`).
+    AllocObjects,
+    /// Bytes allocated since the process started (`alloc_space`).
+    AllocSpace,
+    /// Objects allocated and not yet freed (`inuse_objects`).
+    InuseObjects,
+    /// Bytes allocated and not yet freed (`inuse_space`).
+    InuseSpace,
+}
+
+impl SampleType {
+    /// All four, in the order of a Go heap profile's sample types.
+    pub const ALL: [SampleType; 4] = [
+        SampleType::AllocObjects,
+        SampleType::AllocSpace,
+        SampleType::InuseObjects,
+        SampleType::InuseSpace,
+    ];
+
+    /// Go's name: `alloc_objects`, `alloc_space`, `inuse_objects` or
+    /// `inuse_space`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SampleType::AllocObjects => "alloc_objects",
+            SampleType::AllocSpace => "alloc_space",
+            SampleType::InuseObjects => "inuse_objects",
+            SampleType::InuseSpace => "inuse_space",
+        }
+    }
+
+    /// The pprof unit: `count` or `bytes`.
+    pub const fn unit(self) -> &'static str {
+        if self.is_bytes() {
+            "bytes"
+        } else {
+            "count"
+        }
+    }
+
+    /// Whether the value is in bytes (rather than objects).
+    pub const fn is_bytes(self) -> bool {
+        matches!(self, SampleType::AllocSpace | SampleType::InuseSpace)
+    }
+
+    /// A human description, e.g. "Heap in use (bytes)".
+    pub const fn description(self) -> &'static str {
+        match self {
+            SampleType::AllocObjects => "Allocated since start (objects)",
+            SampleType::AllocSpace => "Allocated since start (bytes)",
+            SampleType::InuseObjects => "Heap in use (objects)",
+            SampleType::InuseSpace => "Heap in use (bytes)",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for SampleType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SampleType {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SampleType::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| crate::Error::InvalidArgument {
+                what: "sample type",
+                value: s.to_string(),
+                expected: "one of alloc_objects, alloc_space, inuse_objects, inuse_space",
+            })
+    }
+}
+
+/// Which Go profile a pprof or text export stands for: the same data, with a
+/// different default sample type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum PprofKind {
+    /// `/debug/pprof/heap`: shows `inuse_space` by default.
+    #[default]
+    Heap,
+    /// `/debug/pprof/allocs`: shows `alloc_space` by default.
+    Allocs,
+}
+
+impl PprofKind {
+    /// The sample type `go tool pprof` shows unless told otherwise.
+    pub const fn default_sample_type(self) -> SampleType {
+        match self {
+            PprofKind::Heap => SampleType::InuseSpace,
+            PprofKind::Allocs => SampleType::AllocSpace,
+        }
+    }
+}
+
+/// The un-sampled estimate of one sampled bucket, as Go's
+/// `scaleHeapSample` computes it: `(objects, bytes)` for `count` sampled
+/// objects of `size` bytes each, sampled every `interval` bytes on average.
+pub(crate) fn scale_heap_sample(count: u64, size: u64, interval: u64) -> (f64, f64) {
+    if count == 0 || size == 0 {
+        return (0.0, 0.0);
+    }
+    let bytes = (u128::from(count) * u128::from(size)) as f64;
+    if interval <= 1 {
+        return (count as f64, bytes);
+    }
+    let scale = 1.0 / (1.0 - (-(size as f64) / interval as f64).exp());
+    (count as f64 * scale, bytes * scale)
+}
+
+/// One stack and object size of a [`HeapProfile`], with its sampled counts
+/// and un-sampled estimates.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    frames: Arc<[Frame]>,
+    locations: Arc<[Arc<Location>]>,
+    size: u64,
+    sampled_allocs: u64,
+    sampled_frees: u64,
+    estimates: [u64; 4],
+}
+
+impl Bucket {
+    /// The symbolised stack, **leaf first**: `frames()[0]` is the innermost
+    /// function that allocated (allocscope's own frames and the allocator
+    /// shims already removed), the last frame is the thread's entry point.
+    /// Inlined functions appear as frames of their own
+    /// ([`Frame::is_inlined`]). Empty when nothing could be captured.
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+
+    /// The requested size of each object in this bucket, in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Allocations the sampler recorded in this bucket.
+    pub fn sampled_allocs(&self) -> u64 {
+        self.sampled_allocs
+    }
+
+    /// Of the recorded allocations, how many are still live.
+    pub fn sampled_inuse(&self) -> u64 {
+        self.sampled_allocs - self.sampled_frees
+    }
+
+    /// The un-sampled estimate of `t` for this bucket (see the module docs).
+    pub fn estimate(&self, t: SampleType) -> u64 {
+        self.estimates[t.index()]
+    }
+
+    /// The folded-stack key: frame names root first, `;`-separated.
+    fn folded_key(&self) -> String {
+        folded::stack_key(&self.frames)
+    }
+}
+
+/// A heap profile: what the sampler recorded, symbolised and scaled to
+/// estimates of the whole heap.
+///
+/// ```
+/// # #[cfg(feature = "profile")] {
+/// let p = allocscope::HeapProfile::capture();
+/// let folded = p.folded(allocscope::SampleType::InuseSpace);
+/// let pprof = p.to_pprof(allocscope::PprofKind::Heap); // for `go tool pprof`
+/// # let _ = (folded, pprof);
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct HeapProfile {
+    buckets: Vec<Bucket>,
+    interval: u64,
+    captured_at: SystemTime,
+}
+
+impl HeapProfile {
+    /// Captures the sampler's current buckets and symbolises them.
+    ///
+    /// Costs a copy of the sampler's buckets (never blocking the allocating
+    /// threads) and, for addresses not seen before, reading debug info: the
+    /// first capture of a process can take a noticeable fraction of a
+    /// second. Symbols are cached (see [`symbol_cache_len`]).
+    pub fn capture() -> HeapProfile {
+        let interval = crate::sampler::current_interval_for_profile();
+        HeapProfile::from_raw(crate::sampler::raw_buckets(), interval)
+    }
+
+    /// Builds a profile from raw sampler buckets. `current_interval` is the
+    /// sampling interval in force now (the pprof `period`); each raw bucket
+    /// is scaled with its own interval.
+    pub(crate) fn from_raw(raw: Vec<RawBucket>, current_interval: u64) -> HeapProfile {
+        let captured_at = SystemTime::now();
+        let addrs: HashSet<usize> = raw.iter().flat_map(|b| b.stack.iter().copied()).collect();
+        let resolved = symbolize::resolve_many(addrs);
+
+        #[derive(Default)]
+        struct Acc {
+            locations: Vec<Arc<Location>>,
+            allocs: u64,
+            frees: u64,
+            est: [f64; 4],
+        }
+        use symbolize::FrameKey;
+        let mut groups: HashMap<(Vec<FrameKey>, u64), Acc> = HashMap::new();
+        for rb in raw {
+            if rb.allocs == 0 {
+                continue;
+            }
+            let locs: Vec<Arc<Location>> = rb
+                .stack
+                .iter()
+                .filter_map(|a| resolved.get(a).cloned())
+                .collect();
+            let locs = symbolize::trim_leaf(&locs);
+            let key: Vec<FrameKey> = locs
+                .iter()
+                .flat_map(|l| l.frames.iter())
+                .map(Frame::key)
+                .collect();
+            let frees = rb.frees.min(rb.allocs);
+            let inuse = rb.allocs - frees;
+            let (ao, asp) = scale_heap_sample(rb.allocs, rb.size, rb.interval);
+            let (io, isp) = scale_heap_sample(inuse, rb.size, rb.interval);
+            let acc = groups.entry((key, rb.size)).or_default();
+            if acc.locations.is_empty() {
+                acc.locations = locs;
+            }
+            acc.allocs = acc.allocs.saturating_add(rb.allocs);
+            acc.frees = acc.frees.saturating_add(frees);
+            for (e, v) in acc.est.iter_mut().zip([ao, asp, io, isp]) {
+                *e += v;
+            }
+        }
+
+        let mut buckets: Vec<Bucket> = groups
+            .into_iter()
+            .map(|((_, size), acc)| {
+                let frames: Arc<[Frame]> = acc
+                    .locations
+                    .iter()
+                    .flat_map(|l| l.frames.iter().cloned())
+                    .collect();
+                Bucket {
+                    frames,
+                    locations: acc.locations.into(),
+                    size,
+                    sampled_allocs: acc.allocs,
+                    sampled_frees: acc.frees,
+                    // `as` truncates like Go's int64(float64), saturating.
+                    estimates: acc.est.map(|v| v as u64),
+                }
+            })
+            .collect();
+        sort_buckets(&mut buckets);
+        log::debug!(
+            "allocscope: heap profile with {} buckets, {} cached symbols",
+            buckets.len(),
+            symbol_cache_len()
+        );
+        HeapProfile {
+            buckets,
+            interval: current_interval,
+            captured_at,
+        }
+    }
+
+    /// Every bucket, largest in-use bytes first.
+    pub fn buckets(&self) -> &[Bucket] {
+        &self.buckets
+    }
+
+    /// The sum of `t`'s estimates over all buckets.
+    pub fn total(&self, t: SampleType) -> u64 {
+        self.buckets
+            .iter()
+            .fold(0u64, |s, b| s.saturating_add(b.estimate(t)))
+    }
+
+    /// The sampling interval in force when the profile was captured, in
+    /// bytes (1: every allocation recorded).
+    pub fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// When the profile was captured.
+    pub fn captured_at(&self) -> SystemTime {
+        self.captured_at
+    }
+
+    /// Whether no sampled allocation is in the profile.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Estimated values per folded stack (all sizes merged), for every
+    /// stack in the profile.
+    fn stack_values(&self) -> BTreeMap<String, [u64; 4]> {
+        let mut m: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+        for b in &self.buckets {
+            let e = m.entry(b.folded_key()).or_default();
+            for (v, add) in e.iter_mut().zip(b.estimates) {
+                *v = v.saturating_add(add);
+            }
+        }
+        m
+    }
+
+    /// What the flamegraph title says about the sampling.
+    fn sampling_note(&self) -> String {
+        sampling_note(self.interval)
+    }
+}
+
+fn sort_buckets(buckets: &mut [Bucket]) {
+    buckets.sort_by_cached_key(|b| {
+        (
+            std::cmp::Reverse(b.estimate(SampleType::InuseSpace)),
+            std::cmp::Reverse(b.estimate(SampleType::AllocSpace)),
+            b.folded_key(),
+            b.size,
+        )
+    });
+}
+
+/// "sampled every 512 KiB" / "every allocation recorded".
+pub(crate) fn sampling_note(interval: u64) -> String {
+    if interval <= 1 {
+        "every allocation recorded".to_string()
+    } else {
+        format!("sampled every {}", human_bytes(interval))
+    }
+}
+
+/// Exact binary units when they fit, bytes otherwise: `512 KiB`, `1000 B`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    for (u, name) in UNITS {
+        if n >= u && n % u == 0 {
+            return format!("{} {name}", n / u);
+        }
+    }
+    format!("{n} B")
+}
+
+/// A raw sampled bucket, for building profiles from recorded stacks in
+/// allocscope's own integration tests. Not part of the public API.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct RawSampleForTests {
+    /// Return addresses, leaf first.
+    pub stack: Vec<usize>,
+    /// Object size in bytes.
+    pub size: u64,
+    /// Sampling interval in force, in bytes.
+    pub interval: u64,
+    /// Sampled allocations.
+    pub allocs: u64,
+    /// Of those, freed.
+    pub frees: u64,
+}
+
+/// Builds a profile from raw buckets (allocscope's integration tests). Not
+/// part of the public API.
+#[doc(hidden)]
+pub fn __profile_from_raw_for_tests(
+    raw: Vec<RawSampleForTests>,
+    current_interval: u64,
+) -> HeapProfile {
+    HeapProfile::from_raw(
+        raw.into_iter()
+            .map(|r| RawBucket {
+                stack: r.stack,
+                size: r.size,
+                interval: r.interval,
+                allocs: r.allocs,
+                frees: r.frees,
+            })
+            .collect(),
+        current_interval,
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A profile built from synthetic locations (no symbolisation), so that
+    /// unit tests control every name. Stacks are given root first.
+    pub(crate) fn synthetic(interval: u64, entries: &[(&[&str], u64, u64, u64)]) -> HeapProfile {
+        let mut buckets = Vec::new();
+        for (stack, size, allocs, frees) in entries {
+            let locations: Vec<Arc<Location>> = stack
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(i, n)| {
+                    Arc::new(Location {
+                        address: 0x1000 + i,
+                        entry: Some(0x1000),
+                        frames: Box::new([Frame::synthetic(n, 0x1000 + i, false)]),
+                    })
+                })
+                .collect();
+            let frames: Arc<[Frame]> = locations
+                .iter()
+                .flat_map(|l| l.frames.iter().cloned())
+                .collect();
+            let (ao, asp) = scale_heap_sample(*allocs, *size, interval);
+            let (io, isp) = scale_heap_sample(allocs - frees, *size, interval);
+            buckets.push(Bucket {
+                frames,
+                locations: locations.into(),
+                size: *size,
+                sampled_allocs: *allocs,
+                sampled_frees: *frees,
+                estimates: [ao, asp, io, isp].map(|v| v as u64),
+            });
+        }
+        sort_buckets(&mut buckets);
+        HeapProfile {
+            buckets,
+            interval,
+            captured_at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn sample_type_names_round_trip() {
+        for t in SampleType::ALL {
+            assert_eq!(t.name().parse::<SampleType>().unwrap(), t);
+            assert_eq!(t.to_string(), t.name());
+        }
+        assert_eq!(
+            SampleType::ALL.map(SampleType::name),
+            [
+                "alloc_objects",
+                "alloc_space",
+                "inuse_objects",
+                "inuse_space"
+            ]
+        );
+        let e = "inuse".parse::<SampleType>().unwrap_err();
+        assert!(matches!(e, crate::Error::InvalidArgument { .. }));
+        assert!(e.to_string().contains("inuse_space"), "{e}");
+    }
+
+    #[test]
+    fn scaling_matches_go() {
+        // Go: scale = 1 / (1 - exp(-avg / rate)); int64(count * scale).
+        let (o, b) = scale_heap_sample(10, 1024, 512 * 1024);
+        let scale = 1.0 / (1.0 - (-1024.0f64 / 524288.0).exp());
+        assert_eq!(o as u64, (10.0 * scale) as u64);
+        assert_eq!(b as u64, (10240.0 * scale) as u64);
+        assert_eq!(o as u64, 5125); // ~ 512.5 x
+                                    // objects as large as the interval: 1 / (1 - 1/e) ~ 1.582
+        let (o, _) = scale_heap_sample(1000, 4096, 4096);
+        assert_eq!(o as u64, 1581);
+        assert_eq!(scale_heap_sample(3, 100, 1), (3.0, 300.0));
+        assert_eq!(scale_heap_sample(3, 100, 0), (3.0, 300.0));
+        assert_eq!(scale_heap_sample(0, 100, 512), (0.0, 0.0));
+        assert_eq!(scale_heap_sample(5, 0, 512), (0.0, 0.0));
+        // Huge values saturate instead of overflowing.
+        let (o, b) = scale_heap_sample(u64::MAX, u64::MAX, 2);
+        assert_eq!(o as u64, u64::MAX);
+        assert_eq!(b as u64, u64::MAX);
+    }
+
+    #[test]
+    fn from_raw_merges_equal_stacks_and_scales_per_interval() {
+        // Unresolvable addresses give `0x…` frames: equal stacks merge.
+        let raw = vec![
+            RawBucket {
+                stack: vec![0x10, 0x20],
+                size: 64,
+                interval: 1024,
+                allocs: 4,
+                frees: 1,
+            },
+            RawBucket {
+                stack: vec![0x10, 0x20],
+                size: 64,
+                interval: 1024,
+                allocs: 6,
+                frees: 2,
+            },
+            RawBucket {
+                stack: vec![0x10, 0x20],
+                size: 64,
+                interval: 1,
+                allocs: 5,
+                frees: 5,
+            },
+            RawBucket {
+                stack: vec![0x10, 0x20],
+                size: 128,
+                interval: 1024,
+                allocs: 1,
+                frees: 9,
+            },
+            RawBucket {
+                stack: vec![0x30],
+                size: 8,
+                interval: 1024,
+                allocs: 0,
+                frees: 0,
+            },
+        ];
+        let p = HeapProfile::from_raw(raw, 2048);
+        assert_eq!(p.interval(), 2048);
+        assert_eq!(p.buckets().len(), 2);
+        let b64 = p.buckets().iter().find(|b| b.size() == 64).unwrap();
+        assert_eq!(b64.sampled_allocs(), 15);
+        assert_eq!(b64.sampled_inuse(), 7);
+        let s = 1.0 / (1.0 - (-64.0f64 / 1024.0).exp());
+        assert_eq!(
+            b64.estimate(SampleType::AllocObjects),
+            (10.0 * s + 5.0) as u64
+        );
+        assert_eq!(
+            b64.estimate(SampleType::AllocSpace),
+            (640.0 * s + 320.0) as u64
+        );
+        assert_eq!(b64.estimate(SampleType::InuseObjects), (7.0 * s) as u64);
+        assert_eq!(b64.estimate(SampleType::InuseSpace), (448.0 * s) as u64);
+        let names: Vec<&str> = b64.frames().iter().map(Frame::name).collect();
+        assert_eq!(names, ["0x10", "0x20"]);
+        // frees > allocs is clamped: nothing in use.
+        let b128 = p.buckets().iter().find(|b| b.size() == 128).unwrap();
+        assert_eq!(b128.sampled_inuse(), 0);
+        assert_eq!(b128.estimate(SampleType::InuseSpace), 0);
+        assert_eq!(
+            p.total(SampleType::AllocObjects),
+            b64.estimate(SampleType::AllocObjects) + b128.estimate(SampleType::AllocObjects)
+        );
+        // Largest in-use first.
+        assert_eq!(p.buckets()[0].size(), 64);
+    }
+
+    #[test]
+    fn empty_and_degenerate_input_never_panics() {
+        let p = HeapProfile::from_raw(Vec::new(), 0);
+        assert!(p.is_empty());
+        assert_eq!(p.total(SampleType::InuseSpace), 0);
+        let p = HeapProfile::from_raw(
+            vec![RawBucket {
+                stack: vec![],
+                size: u64::MAX,
+                interval: 0,
+                allocs: u64::MAX,
+                frees: 0,
+            }],
+            u64::MAX,
+        );
+        assert_eq!(p.buckets().len(), 1);
+        assert!(p.buckets()[0].frames().is_empty());
+        assert_eq!(p.total(SampleType::AllocSpace), u64::MAX);
+        let _ = p.folded(SampleType::AllocSpace);
+        let _ = p.to_pprof(PprofKind::Heap);
+        let _ = p.to_text(PprofKind::Heap);
+        let mut svg = Vec::new();
+        p.flamegraph(
+            SampleType::AllocSpace,
+            &FlamegraphOptions::default(),
+            &mut svg,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(512 * 1024), "512 KiB");
+        assert_eq!(human_bytes(1 << 20), "1 MiB");
+        assert_eq!(human_bytes(1000), "1000 B");
+        assert_eq!(human_bytes(1536), "1536 B");
+        assert_eq!(sampling_note(1), "every allocation recorded");
+        assert_eq!(sampling_note(4096), "sampled every 4 KiB");
+    }
+}

@@ -1,0 +1,270 @@
+//! pprof protobuf export, laid out exactly as Go's `runtime/pprof` writes a
+//! heap profile, so `go tool pprof`, Pyroscope and Parca read it like a Go
+//! service's `/debug/pprof/heap` or `/debug/pprof/allocs`.
+//!
+//! The profile is fully symbolised (functions, files, lines, inlined
+//! frames) and has no mappings, so `go tool pprof` needs neither the binary
+//! nor a `/debug/pprof/symbol` endpoint.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::UNIX_EPOCH;
+
+use pprof::protos::{Function, Label, Line, Location, Message, Profile, Sample, ValueType};
+
+use super::{HeapProfile, PprofKind, SampleType};
+
+/// Interns strings; index 0 is always `""`.
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut s = Strings {
+            table: Vec::new(),
+            index: HashMap::new(),
+        };
+        s.id("");
+        s
+    }
+
+    fn id(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl HeapProfile {
+    /// The profile as a gzip-compressed pprof protobuf, as Go writes heap
+    /// profiles: sample types `alloc_objects/count`, `alloc_space/bytes`,
+    /// `inuse_objects/count`, `inuse_space/bytes` (estimates, see the
+    /// module docs), period type `space/bytes`, period = the current
+    /// sampling interval, a numeric label `bytes` = object size on each
+    /// sample, and `default_sample_type` `inuse_space` ([`PprofKind::Heap`])
+    /// or `alloc_space` ([`PprofKind::Allocs`]).
+    ///
+    /// Locations carry the return address minus one (inside the call
+    /// instruction) and one line per inlined frame, innermost first.
+    pub fn to_pprof(&self, kind: PprofKind) -> Vec<u8> {
+        let bytes = self.to_pprof_message(kind).encode_to_vec();
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(bytes.len() / 4 + 64),
+            flate2::Compression::default(),
+        );
+        match gz.write_all(&bytes).and_then(|()| gz.finish()) {
+            Ok(out) => out,
+            Err(e) => {
+                // Cannot happen when writing to memory; pprof also reads
+                // uncompressed protobuf, so degrade rather than fail.
+                log::warn!(
+                    "allocscope: gzip of a heap profile failed ({e}); serving it uncompressed"
+                );
+                bytes
+            }
+        }
+    }
+
+    /// The decoded pprof message (see [`to_pprof`](Self::to_pprof)).
+    pub(crate) fn to_pprof_message(&self, kind: PprofKind) -> Profile {
+        let mut st = Strings::new();
+        let sample_type = SampleType::ALL
+            .iter()
+            .map(|t| ValueType {
+                ty: st.id(t.name()),
+                unit: st.id(t.unit()),
+            })
+            .collect();
+        let period_type = Some(ValueType {
+            ty: st.id("space"),
+            unit: st.id("bytes"),
+        });
+        let bytes_key = st.id("bytes");
+
+        let mut functions: Vec<Function> = Vec::new();
+        let mut function_ids: HashMap<(i64, i64, i64), u64> = HashMap::new();
+        let mut locations: Vec<Location> = Vec::new();
+        let mut location_ids: HashMap<(usize, Vec<(u64, i64)>), u64> = HashMap::new();
+        let mut samples = Vec::with_capacity(self.buckets.len());
+
+        for b in &self.buckets {
+            let values: Vec<i64> = SampleType::ALL
+                .iter()
+                .map(|t| to_i64(b.estimate(*t)))
+                .collect();
+            if values.iter().all(|v| *v == 0) {
+                continue;
+            }
+            let mut location_id = Vec::with_capacity(b.locations.len());
+            for loc in b.locations.iter() {
+                let lines: Vec<(u64, i64)> = loc
+                    .frames
+                    .iter()
+                    .map(|f| {
+                        let name = st.id(f.name());
+                        let system = st.id(f.system_name().unwrap_or(f.name()));
+                        let file = st.id(f.file().unwrap_or(""));
+                        let next = functions.len() as u64 + 1;
+                        let id = *function_ids.entry((name, system, file)).or_insert_with(|| {
+                            functions.push(Function {
+                                id: next,
+                                name,
+                                system_name: system,
+                                filename: file,
+                                start_line: 0,
+                            });
+                            next
+                        });
+                        (id, i64::from(f.line().unwrap_or(0)))
+                    })
+                    .collect();
+                let next = locations.len() as u64 + 1;
+                let id = *location_ids
+                    .entry((loc.address, lines.clone()))
+                    .or_insert_with(|| {
+                        locations.push(Location {
+                            id: next,
+                            mapping_id: 0,
+                            address: loc.address.saturating_sub(1) as u64,
+                            line: lines
+                                .iter()
+                                .map(|&(function_id, line)| Line { function_id, line })
+                                .collect(),
+                            is_folded: false,
+                        });
+                        next
+                    });
+                location_id.push(id);
+            }
+            let label = if b.size != 0 {
+                vec![Label {
+                    key: bytes_key,
+                    str: 0,
+                    num: to_i64(b.size),
+                    num_unit: 0,
+                }]
+            } else {
+                Vec::new()
+            };
+            samples.push(Sample {
+                location_id,
+                value: values,
+                label,
+            });
+        }
+
+        let time_nanos = self
+            .captured_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let default_sample_type = st.id(kind.default_sample_type().name());
+        Profile {
+            sample_type,
+            sample: samples,
+            mapping: Vec::new(),
+            location: locations,
+            function: functions,
+            string_table: st.table,
+            drop_frames: 0,
+            keep_frames: 0,
+            time_nanos,
+            duration_nanos: 0,
+            period_type,
+            period: to_i64(self.interval),
+            comment: Vec::new(),
+            default_sample_type,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::synthetic;
+    use super::*;
+    use std::io::Read;
+
+    fn decode(gz: &[u8]) -> Profile {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_end(&mut raw)
+            .expect("gzip");
+        Profile::decode(raw.as_slice()).expect("protobuf")
+    }
+
+    #[test]
+    fn layout_is_gos() {
+        let p = synthetic(
+            4096,
+            &[
+                (&["main", "app::run", "app::cache::insert"], 100, 3, 1),
+                (&["main", "app::run", "app::cache::insert"], 50, 2, 0),
+                (&["main", "app::tmp"], 10, 4, 4),
+            ],
+        );
+        let m = decode(&p.to_pprof(PprofKind::Allocs));
+        let s = |i: i64| m.string_table[i as usize].as_str();
+        assert_eq!(s(0), "");
+        let types: Vec<(&str, &str)> = m.sample_type.iter().map(|v| (s(v.ty), s(v.unit))).collect();
+        assert_eq!(
+            types,
+            [
+                ("alloc_objects", "count"),
+                ("alloc_space", "bytes"),
+                ("inuse_objects", "count"),
+                ("inuse_space", "bytes")
+            ]
+        );
+        let pt = m.period_type.as_ref().unwrap();
+        assert_eq!((s(pt.ty), s(pt.unit)), ("space", "bytes"));
+        assert_eq!(m.period, 4096);
+        assert_eq!(s(m.default_sample_type), "alloc_space");
+        assert!(m.time_nanos > 0);
+        assert_eq!(m.sample.len(), 3);
+        for (smp, b) in m.sample.iter().zip(p.buckets()) {
+            assert_eq!(smp.value.len(), 4);
+            assert_eq!(
+                smp.value,
+                SampleType::ALL.map(|t| b.estimate(t) as i64).to_vec()
+            );
+            assert_eq!(smp.label.len(), 1);
+            assert_eq!(s(smp.label[0].key), "bytes");
+            assert_eq!(smp.label[0].num as u64, b.size());
+            // leaf first
+            let leaf = &m.location[(smp.location_id[0] - 1) as usize];
+            let f = &m.function[(leaf.line[0].function_id - 1) as usize];
+            assert_eq!(s(f.name), b.frames()[0].name());
+            assert_eq!(s(f.filename), "src/synthetic.rs");
+            assert_eq!(leaf.line[0].line, 7);
+        }
+        for (i, l) in m.location.iter().enumerate() {
+            assert_eq!(l.id, i as u64 + 1);
+        }
+        for (i, f) in m.function.iter().enumerate() {
+            assert_eq!(f.id, i as u64 + 1);
+        }
+        // Each function and string once.
+        assert_eq!(m.function.len(), 4);
+        let mut t = m.string_table.clone();
+        t.sort();
+        t.dedup();
+        assert_eq!(t.len(), m.string_table.len());
+        assert!(m.mapping.is_empty());
+
+        let h = decode(&p.to_pprof(PprofKind::Heap));
+        assert_eq!(
+            h.string_table[h.default_sample_type as usize],
+            "inuse_space"
+        );
+    }
+}

@@ -1,0 +1,511 @@
+//! Symbolisation: return addresses to demangled, inline-expanded frames.
+//!
+//! Owns the process-wide address cache and the rule that drops
+//! allocscope's own frames (and the allocator shims) from the leaf end of a
+//! stack. Runs only when a profile is captured or exported, on an ordinary
+//! thread: it allocates, locks and reads debug info freely, and is never
+//! reachable from the allocator.
+//!
+//! The cache is bounded ([`SYMBOL_CACHE_CAPACITY`] addresses): when an
+//! insertion would exceed it, the cache is cleared first. Symbols already
+//! handed to a profile stay alive in that profile (they are reference
+//! counted), so clearing costs only re-resolution later, never correctness.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// Most return addresses the symbol cache keeps before it is cleared.
+///
+/// About 64k addresses: far more than the distinct call sites of a typical
+/// heap profile, and a few tens of MiB at worst (frame names are shared
+/// between the profiles that use them).
+pub const SYMBOL_CACHE_CAPACITY: usize = 64 * 1024;
+
+/// One frame of a symbolised stack: a function, or one level of functions
+/// inlined into each other at the same return address.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Frame {
+    name: Arc<str>,
+    system_name: Option<Arc<str>>,
+    file: Option<Arc<str>>,
+    line: Option<u32>,
+    address: usize,
+    inlined: bool,
+}
+
+impl Frame {
+    /// The demangled function path without the hash suffix (e.g.
+    /// `myapp::cache::Cache::insert`), or `0x…` (the return address) when
+    /// the address could not be resolved.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The symbol as the linker knows it (mangled), when it differs from
+    /// [`name`](Self::name).
+    pub fn system_name(&self) -> Option<&str> {
+        self.system_name.as_deref()
+    }
+
+    /// Source file, when debug info has it.
+    pub fn file(&self) -> Option<&str> {
+        self.file.as_deref()
+    }
+
+    /// Source line, when debug info has it.
+    pub fn line(&self) -> Option<u32> {
+        self.line
+    }
+
+    /// The return address this frame was resolved from. Inlined frames share
+    /// the address of the call they were inlined into.
+    pub fn address(&self) -> usize {
+        self.address
+    }
+
+    /// Whether this function was inlined into the next frame (its caller) at
+    /// the same address.
+    pub fn is_inlined(&self) -> bool {
+        self.inlined
+    }
+
+    /// Whether the address could not be resolved to a name.
+    pub fn is_unresolved(&self) -> bool {
+        self.name.starts_with("0x") && self.file.is_none()
+    }
+
+    /// What makes two frames the same function call site, whatever the
+    /// address: name, file and line.
+    pub(crate) fn key(&self) -> FrameKey {
+        (Arc::clone(&self.name), self.file.clone(), self.line)
+    }
+
+    fn unresolved(address: usize) -> Frame {
+        Frame {
+            name: format!("{address:#x}").into(),
+            system_name: None,
+            file: None,
+            line: None,
+            address,
+            inlined: false,
+        }
+    }
+
+    /// Builds a frame from parts (tests).
+    #[cfg(test)]
+    pub(crate) fn synthetic(name: &str, address: usize, inlined: bool) -> Frame {
+        Frame {
+            name: name.into(),
+            system_name: None,
+            file: Some("src/synthetic.rs".into()),
+            line: Some(7),
+            address,
+            inlined,
+        }
+    }
+}
+
+/// See [`Frame::key`].
+pub(crate) type FrameKey = (Arc<str>, Option<Arc<str>>, Option<u32>);
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name)?;
+        if let Some(file) = &self.file {
+            write!(f, " at {file}:{}", self.line.unwrap_or(0))?;
+        }
+        if self.inlined {
+            write!(f, " (inlined)")?;
+        }
+        write!(f, " [{:#x}]", self.address)
+    }
+}
+
+impl fmt::Display for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Everything known about one return address: its frames, innermost
+/// (inlined) first and the physically calling function last, as pprof's
+/// `Location.line` wants them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Location {
+    /// The return address as captured.
+    pub(crate) address: usize,
+    /// Start of the machine-code function containing the call, when the
+    /// unwinder knows it (for `name+0x…` offsets in the text format).
+    pub(crate) entry: Option<usize>,
+    /// Never empty.
+    pub(crate) frames: Box<[Frame]>,
+}
+
+static CACHE: Mutex<Option<HashMap<usize, Arc<Location>>>> = Mutex::new(None);
+
+/// Return addresses currently held by the symbol cache (at most
+/// [`SYMBOL_CACHE_CAPACITY`]).
+pub fn symbol_cache_len() -> usize {
+    CACHE.lock().as_ref().map_or(0, HashMap::len)
+}
+
+/// Empties the symbol cache (e.g. after loading or unloading shared
+/// libraries, whose addresses may now mean something else).
+pub fn clear_symbol_cache() {
+    *CACHE.lock() = None;
+}
+
+/// Resolves every address in `addrs`, from the cache where possible. The
+/// cache lock is never held while debug info is being read.
+pub(crate) fn resolve_many(
+    addrs: impl IntoIterator<Item = usize>,
+) -> HashMap<usize, Arc<Location>> {
+    let mut out: HashMap<usize, Arc<Location>> = HashMap::new();
+    let mut missing = Vec::new();
+    {
+        let cache = CACHE.lock();
+        for a in addrs {
+            if out.contains_key(&a) {
+                continue;
+            }
+            match cache.as_ref().and_then(|c| c.get(&a)) {
+                Some(loc) => {
+                    out.insert(a, Arc::clone(loc));
+                }
+                None => {
+                    // Placeholder so duplicates are skipped; filled below.
+                    out.insert(a, Arc::new(resolve_placeholder(a)));
+                    missing.push(a);
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return out;
+    }
+    let resolved: Vec<(usize, Arc<Location>)> = missing
+        .into_iter()
+        .map(|a| (a, Arc::new(resolve_one(a))))
+        .collect();
+    let mut cache = CACHE.lock();
+    let map = cache.get_or_insert_with(HashMap::new);
+    if map.len() + resolved.len() > SYMBOL_CACHE_CAPACITY {
+        log::debug!(
+            "allocscope: symbol cache full ({} addresses), clearing it",
+            map.len()
+        );
+        map.clear();
+    }
+    for (a, loc) in resolved {
+        if map.len() < SYMBOL_CACHE_CAPACITY {
+            map.insert(a, Arc::clone(&loc));
+        }
+        out.insert(a, loc);
+    }
+    out
+}
+
+fn resolve_placeholder(address: usize) -> Location {
+    Location {
+        address,
+        entry: None,
+        frames: Box::new([Frame::unresolved(address)]),
+    }
+}
+
+/// Resolves one return address. `backtrace::resolve` itself looks up
+/// `address - 1` (inside the call instruction), so the return address is
+/// passed unchanged; its callback runs once per inlined frame, innermost
+/// first.
+fn resolve_one(address: usize) -> Location {
+    let mut frames: Vec<Frame> = Vec::new();
+    if address > 1 {
+        backtrace::resolve(address as *mut c_void, |sym| {
+            let (name, system_name) = match sym.name() {
+                Some(n) => {
+                    let demangled = format!("{n:#}");
+                    let raw = String::from_utf8_lossy(n.as_bytes());
+                    let system = (raw != demangled && !raw.is_empty()).then(|| raw.into());
+                    (demangled, system)
+                }
+                None => (String::new(), None),
+            };
+            let name = if name.trim().is_empty() {
+                format!("{address:#x}")
+            } else {
+                name
+            };
+            frames.push(Frame {
+                name: name.into(),
+                system_name,
+                file: sym.filename().map(|p| p.to_string_lossy().into()),
+                line: sym.lineno(),
+                address,
+                inlined: true,
+            });
+        });
+    }
+    if frames.is_empty() {
+        frames.push(Frame::unresolved(address));
+    }
+    if let Some(last) = frames.last_mut() {
+        last.inlined = false;
+    }
+    Location {
+        address,
+        entry: enclosing_function(address),
+        frames: frames.into_boxed_slice(),
+    }
+}
+
+/// Start of the function containing the call that `ret` returns to.
+#[cfg(target_os = "linux")]
+fn enclosing_function(ret: usize) -> Option<usize> {
+    extern "C" {
+        // Part of the unwinder ABI (libgcc_s, LLVM libunwind) that std links
+        // on Linux for panics and backtraces. Looks up `pc - 1`.
+        fn _Unwind_FindEnclosingFunction(pc: *mut c_void) -> *mut c_void;
+    }
+    if ret <= 1 {
+        return None;
+    }
+    // SAFETY: the function only searches the loaded objects' unwind tables
+    // for an FDE covering the address; it never dereferences `pc` and returns
+    // null when no object covers it. We are not inside the allocator.
+    let f = unsafe { _Unwind_FindEnclosingFunction(ret as *mut c_void) } as usize;
+    (f != 0 && f < ret).then_some(f)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enclosing_function(_ret: usize) -> Option<usize> {
+    None
+}
+
+/// Whether a frame at the leaf end of a stack belongs to allocscope itself,
+/// to the stack capture, or to the allocator shims between the caller and
+/// the global allocator. std's own allocation code (`alloc::…`: `RawVec`,
+/// `Box::new`, …) is kept: it shows how the user's code allocated.
+pub(crate) fn is_allocator_frame(name: &str) -> bool {
+    // Since Rust 1.89 the shims are mangled into a `__rustc` namespace.
+    let n = name.strip_prefix("__rustc::").unwrap_or(name);
+    const PREFIXES: [&str; 7] = [
+        "allocscope::",
+        "<allocscope::",
+        "__rg_",
+        "__rdl_",
+        "std::alloc::__default_lib_allocator::",
+        "backtrace::",
+        "<backtrace::",
+    ];
+    matches!(
+        n,
+        "__rust_alloc" | "__rust_alloc_zeroed" | "__rust_realloc" | "__rust_dealloc"
+    ) || PREFIXES.iter().any(|p| n.starts_with(p))
+}
+
+/// Drops the allocator's frames from the leaf end (`locs` is leaf first).
+/// A location whose inner frames belong to the allocator but whose outer
+/// (caller) frames don't is kept with only the caller's frames.
+pub(crate) fn trim_leaf(locs: &[Arc<Location>]) -> Vec<Arc<Location>> {
+    let mut out = Vec::with_capacity(locs.len());
+    let mut trimming = true;
+    for loc in locs {
+        if !trimming {
+            out.push(Arc::clone(loc));
+            continue;
+        }
+        let skip = loc
+            .frames
+            .iter()
+            .take_while(|f| is_allocator_frame(&f.name))
+            .count();
+        if skip == loc.frames.len() {
+            continue;
+        }
+        trimming = false;
+        if skip == 0 {
+            out.push(Arc::clone(loc));
+        } else {
+            out.push(Arc::new(Location {
+                address: loc.address,
+                entry: loc.entry,
+                frames: loc.frames[skip..].into(),
+            }));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(address: usize, names: &[&str]) -> Arc<Location> {
+        let n = names.len();
+        Arc::new(Location {
+            address,
+            entry: None,
+            frames: names
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Frame::synthetic(s, address, i + 1 < n))
+                .collect(),
+        })
+    }
+
+    fn names(locs: &[Arc<Location>]) -> Vec<String> {
+        locs.iter()
+            .flat_map(|l| l.frames.iter().map(|f| f.name.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn allocator_frames_are_recognised() {
+        for n in [
+            "allocscope::sampler::record",
+            "<allocscope::AllocScope<A> as core::alloc::global::GlobalAlloc>::alloc",
+            "__rust_alloc",
+            "__rustc::__rust_alloc",
+            "__rust_alloc_zeroed",
+            "__rust_realloc",
+            "__rust_dealloc",
+            "__rg_alloc",
+            "__rustc::__rg_alloc",
+            "__rdl_alloc",
+            "std::alloc::__default_lib_allocator::__rdl_alloc",
+            "backtrace::backtrace::trace_unsynchronized",
+        ] {
+            assert!(is_allocator_frame(n), "{n}");
+        }
+        for n in [
+            "alloc::raw_vec::RawVec<T,A>::grow_one",
+            "alloc::alloc::alloc",
+            "myapp::cache::Cache::insert",
+            "allocscope_demo::main",
+            "<alloc::vec::Vec<T> as core::clone::Clone>::clone",
+            "__rust_begin_short_backtrace",
+            "0x1234",
+        ] {
+            assert!(!is_allocator_frame(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn trim_drops_only_the_leading_allocator_run() {
+        let locs = vec![
+            loc(1, &["backtrace::trace"]),
+            loc(
+                2,
+                &[
+                    "allocscope::sampler::record",
+                    "<allocscope::AllocScope<A> as GlobalAlloc>::alloc",
+                ],
+            ),
+            loc(3, &["__rustc::__rust_alloc"]),
+            // inlined allocator frames inside a user location: keep the user part
+            loc(
+                4,
+                &["alloc::alloc::alloc", "alloc::raw_vec::RawVec<T>::grow"],
+            ),
+            loc(5, &["user::f"]),
+            // allocscope frames further up (a callback) are kept
+            loc(6, &["allocscope::measure"]),
+            loc(7, &["main"]),
+        ];
+        let t = trim_leaf(&locs);
+        assert_eq!(
+            names(&t),
+            [
+                "alloc::alloc::alloc",
+                "alloc::raw_vec::RawVec<T>::grow",
+                "user::f",
+                "allocscope::measure",
+                "main"
+            ]
+        );
+        let partial = vec![
+            loc(
+                9,
+                &[
+                    "allocscope::sampler::record",
+                    "__rust_alloc",
+                    "user::g",
+                    "user::h",
+                ],
+            ),
+            loc(10, &["main"]),
+        ];
+        let t = trim_leaf(&partial);
+        assert_eq!(names(&t), ["user::g", "user::h", "main"]);
+        assert_eq!(t[0].address, 9);
+        assert!(t[0].frames[0].inlined && !t[0].frames[1].inlined);
+        assert!(trim_leaf(&[loc(1, &["__rust_alloc"])]).is_empty());
+        assert!(trim_leaf(&[]).is_empty());
+    }
+
+    #[test]
+    fn bogus_addresses_resolve_to_hex_without_panicking() {
+        let m = resolve_many([0usize, 1, 2, usize::MAX, 0xdead_beef, 0xdead_beef]);
+        assert_eq!(m.len(), 5);
+        let l = &m[&0xdead_beef];
+        assert_eq!(l.frames.len(), 1);
+        assert_eq!(l.frames[0].name(), "0xdeadbeef");
+        assert!(l.frames[0].is_unresolved());
+        assert_eq!(m[&0].frames[0].name(), "0x0");
+        assert!(symbol_cache_len() <= SYMBOL_CACHE_CAPACITY);
+    }
+
+    #[inline(never)]
+    fn here() -> usize {
+        let mut ip = 0;
+        backtrace::trace(|f| {
+            // The first frame that is not in the backtrace crate is ours.
+            let mut ours = false;
+            backtrace::resolve_frame(f, |s| {
+                if let Some(n) = s.name() {
+                    ours |= format!("{n:#}").contains("symbolize::tests::real_addresses");
+                }
+            });
+            if ours {
+                ip = f.ip() as usize;
+                return false;
+            }
+            true
+        });
+        ip
+    }
+
+    #[test]
+    fn real_addresses_resolve_to_demangled_names_and_are_cached() {
+        let ip = here();
+        assert_ne!(ip, 0, "could not find the test's own frame");
+        let m = resolve_many([ip]);
+        let l = &m[&ip];
+        let last = l.frames.last().expect("frames");
+        assert!(
+            last.name().ends_with(
+                "symbolize::tests::real_addresses_resolve_to_demangled_names_and_are_cached"
+            ),
+            "{l:?}"
+        );
+        assert!(
+            !last.name().contains("::h"),
+            "hash suffix kept: {}",
+            last.name()
+        );
+        assert!(
+            last.file().is_some_and(|f| f.ends_with("symbolize.rs")),
+            "{l:?}"
+        );
+        assert!(symbol_cache_len() >= 1);
+        let again = resolve_many([ip]);
+        assert!(
+            Arc::ptr_eq(&again[&ip], l),
+            "second lookup not served from the cache"
+        );
+    }
+}
