@@ -263,9 +263,11 @@ impl HeapProfile {
             if rb.allocs == 0 {
                 continue;
             }
+            // A null return address ends some unwinds: not a frame.
             let locs: Vec<Arc<Location>> = rb
                 .stack
                 .iter()
+                .filter(|a| **a != 0)
                 .filter_map(|a| resolved.get(a).cloned())
                 .collect();
             let locs = symbolize::trim_leaf(&locs);
@@ -397,7 +399,7 @@ pub(crate) fn human_bytes(n: u64) -> String {
         (1 << 10, "KiB"),
     ];
     for (u, name) in UNITS {
-        if n >= u && n % u == 0 {
+        if n >= u && n.is_multiple_of(u) {
             return format!("{} {name}", n / u);
         }
     }

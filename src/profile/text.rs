@@ -10,13 +10,14 @@ use std::fmt::Write as _;
 use super::{HeapProfile, PprofKind};
 
 impl HeapProfile {
-    /// The profile in Go's `debug=1` text heap format:
+    /// The profile in Go's `debug=1` text heap format (the gaps in the
+    /// comment lines are tabs):
     ///
     /// ```text
     /// heap profile: 3: 3072 [10: 10240] @ heap/1048576
     /// 3: 3072 [10: 10240] @ 0x55d0c1a2b3c4 0x55d0c1a2b000
-    /// #	0x55d0c1a2b3c3	myapp::cache::Cache::insert+0x53	src/cache.rs:42
-    /// #	0x55d0c1a2afff	myapp::main+0x1f	src/main.rs:9
+    /// #   0x55d0c1a2b3c3  myapp::cache::Cache::insert+0x53  src/cache.rs:42
+    /// #   0x55d0c1a2afff  myapp::main+0x1f  src/main.rs:9
     /// ```
     ///
     /// Header: in-use objects and bytes, then allocated objects and bytes
