@@ -57,7 +57,6 @@ mod stats;
 
 pub use alloc::AllocScope;
 pub use error::Error;
-pub use sampler::{sample_interval, sampler_stats, set_sample_interval, SamplerStats};
 #[cfg(feature = "profile")]
 #[doc(hidden)]
 pub use profile::{__profile_from_raw_for_tests, RawSampleForTests};
@@ -66,6 +65,7 @@ pub use profile::{
     clear_symbol_cache, symbol_cache_len, Bucket, DiffStack, FlamegraphColors, FlamegraphOptions,
     Frame, HeapDiff, HeapProfile, PprofKind, SampleType, SYMBOL_CACHE_CAPACITY,
 };
+pub use sampler::{sample_interval, sampler_stats, set_sample_interval, SamplerStats};
 pub use stats::{
     core_info, measure, stats, thread_stats, CoreInfo, SizeClassStats, Stats, ThreadStats,
 };

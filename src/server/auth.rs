@@ -80,7 +80,12 @@ impl Policy {
     }
 
     /// Decides one request from its `Authorization` header value.
-    pub(crate) fn check(&self, access: Access, authorization: Option<&[u8]>, addr: &str) -> Verdict {
+    pub(crate) fn check(
+        &self,
+        access: Access,
+        authorization: Option<&[u8]>,
+        addr: &str,
+    ) -> Verdict {
         if access == Access::Public {
             return Verdict::Allow;
         }

@@ -228,7 +228,7 @@ impl Config {
             .into_iter()
             .filter_map(|(k, v)| {
                 let key = k.strip_prefix("ALLOCSCOPE_")?.to_ascii_lowercase();
-                KEYS.contains(&key.as_str()).then(|| (k, v))
+                KEYS.contains(&key.as_str()).then_some((k, v))
             })
             .collect();
         let file_source = config::File::from(path.as_path())
@@ -247,22 +247,16 @@ impl Config {
                 origin: path.display().to_string(),
                 message: format!("{e} (the file must be TOML; see config/default.toml)"),
             })?;
-        let table = layered
-            .cache
-            .into_table()
-            .map_err(|e| Error::Config {
-                origin: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let table = layered.cache.into_table().map_err(|e| Error::Config {
+            origin: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let mut c = Config::default();
         // Apply in a fixed order so that the first bad key reported is stable.
         let mut entries: Vec<_> = table.into_iter().collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, value) in entries {
-            let origin = value
-                .origin()
-                .unwrap_or("the environment")
-                .to_string();
+            let origin = value.origin().unwrap_or("the environment").to_string();
             let text = match value.kind {
                 config::ValueKind::Nil => continue,
                 config::ValueKind::Table(_) | config::ValueKind::Array(_) => {
@@ -452,7 +446,15 @@ mod tests {
         assert_eq!(parse_size("3GiB"), Ok(3 << 30));
         assert_eq!(parse_size("16777216GiB"), Ok(1 << 54));
         for bad in [
-            "", "KiB", "-1", "1.5MiB", "4MB", "4K", "4 TiB", "12x", "99999999999999999999",
+            "",
+            "KiB",
+            "-1",
+            "1.5MiB",
+            "4MB",
+            "4K",
+            "4 TiB",
+            "12x",
+            "99999999999999999999",
             "17179869184GiB",
         ] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
@@ -469,7 +471,16 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration(" 3 s "), Ok(Duration::from_secs(3)));
-        for bad in ["", "10", "s", "1.5s", "-1s", "10 sec", "10S", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 sec",
+            "10S",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -526,7 +537,10 @@ mod tests {
         assert!(c.allow_remote_control && c.full_size_classes);
         assert_eq!(c.worker_threads, 2);
         assert_eq!(c.token.as_deref(), Some("0123456789abcdef0123"));
-        assert!(!format!("{c:?}").contains("0123456789abcdef"), "token in Debug");
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdef"),
+            "token in Debug"
+        );
         // integers in TOML are bytes
         let p = write("int.toml", "sample_interval = 4096\n");
         let c = Config::load_from(Some(&p), vars(&[])).unwrap();
@@ -560,7 +574,10 @@ mod tests {
         let e = err(None, &[("ALLOCSCOPE_WORKER_THREADS", "0")]);
         assert!(e.contains("worker_threads"), "{e}");
         let e = err(Some("adr = \"127.0.0.1:1\"\n"), &[]);
-        assert!(e.contains("unknown key `adr`") && e.contains("addr, "), "{e}");
+        assert!(
+            e.contains("unknown key `adr`") && e.contains("addr, "),
+            "{e}"
+        );
         let e = err(Some("addr = \n"), &[]);
         assert!(e.contains("TOML"), "{e}");
         let e = err(Some("addr = [1, 2]\n"), &[]);

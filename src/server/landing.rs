@@ -100,11 +100,19 @@ pub(crate) fn page(state: &State) -> Reply {
             "process_resident_memory_bytes",
             "rss_sub",
         ),
-        card("rate", "allocations/s", "…".into(), "since last refresh", "rate_sub"),
+        card(
+            "rate",
+            "allocations/s",
+            "…".into(),
+            "since last refresh",
+            "rate_sub",
+        ),
         card(
             "threads",
             "threads",
-            now.threads.map(|t| t.to_string()).unwrap_or_else(|| "n/a".into()),
+            now.threads
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "n/a".into()),
             "process_threads",
             "threads_sub",
         ),
@@ -129,14 +137,35 @@ pub(crate) fn page(state: &State) -> Reply {
         ("/debug/pprof/", "pprof index"),
         ("/debug/pprof/heap", "heap profile (pprof, in-use)"),
         ("/debug/pprof/heap?debug=1", "heap profile as text"),
-        ("/debug/pprof/allocs", "allocs profile (pprof, all allocations)"),
+        (
+            "/debug/pprof/allocs",
+            "allocs profile (pprof, all allocations)",
+        ),
         ("/debug/pprof/allocs?debug=1", "allocs profile as text"),
-        ("/debug/pprof/heap.svg?sample=inuse_space", "flamegraph: in-use bytes"),
-        ("/debug/pprof/heap.svg?sample=inuse_objects", "flamegraph: in-use objects"),
-        ("/debug/pprof/heap.svg?sample=alloc_space", "flamegraph: allocated bytes"),
-        ("/debug/pprof/heap.svg?sample=alloc_objects", "flamegraph: allocated objects"),
-        ("/debug/pprof/heap.svg?diff=baseline", "flamegraph: growth since the baseline"),
-        ("/debug/pprof/profile?seconds=10", "CPU profile, 10 s (pprof)"),
+        (
+            "/debug/pprof/heap.svg?sample=inuse_space",
+            "flamegraph: in-use bytes",
+        ),
+        (
+            "/debug/pprof/heap.svg?sample=inuse_objects",
+            "flamegraph: in-use objects",
+        ),
+        (
+            "/debug/pprof/heap.svg?sample=alloc_space",
+            "flamegraph: allocated bytes",
+        ),
+        (
+            "/debug/pprof/heap.svg?sample=alloc_objects",
+            "flamegraph: allocated objects",
+        ),
+        (
+            "/debug/pprof/heap.svg?diff=baseline",
+            "flamegraph: growth since the baseline",
+        ),
+        (
+            "/debug/pprof/profile?seconds=10",
+            "CPU profile, 10 s (pprof)",
+        ),
         ("/debug/pprof/cmdline", "command line"),
     ]
     .iter()
@@ -189,6 +218,9 @@ pub(crate) fn page(state: &State) -> Reply {
 mod tests {
     #[test]
     fn escaping() {
-        assert_eq!(super::escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            super::escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -52,9 +52,9 @@ pub const METRICS: &[(&str, &str, MetricType)] = &[
     ("allocscope_sampler_stacks", "Distinct stacks the sampler holds.", GAUGE),
     ("allocscope_sampler_buckets", "Distinct (stack, size) buckets the sampler holds.", GAUGE),
     ("allocscope_sampler_memory_bytes", "Memory used by the sampler itself.", GAUGE),
-    ("allocscope_counter_blocks", "Per-thread counter blocks ever created (one per concurrently live thread).", GAUGE),
-    ("allocscope_counter_blocks_attached", "Counter blocks attached to a live thread.", GAUGE),
-    ("allocscope_counter_memory_bytes", "Memory used by the counter blocks.", GAUGE),
+    ("allocscope_core_blocks", "Per-thread counter blocks ever created (one per concurrently live thread).", GAUGE),
+    ("allocscope_core_blocks_attached", "Counter blocks attached to a live thread.", GAUGE),
+    ("allocscope_core_memory_bytes", "Memory used by the counter blocks.", GAUGE),
     ("allocscope_exporter_scrape_errors_total", "Metric sections left out of a scrape because reading them failed.", COUNTER),
     ("allocscope_build_info", "Always 1; labels name the allocscope version and its compiled features.", GAUGE),
 ];
@@ -255,14 +255,20 @@ fn label(name: &str, value: &str) -> LabelPair {
 fn heap_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
     let st = &s.stats;
     out.push(gauge("allocscope_heap_live_bytes", st.live_bytes() as f64));
-    out.push(gauge("allocscope_heap_live_objects", st.live_objects() as f64));
+    out.push(gauge(
+        "allocscope_heap_live_objects",
+        st.live_objects() as f64,
+    ));
     for (name, v) in [
         ("allocscope_heap_allocated_bytes_total", st.allocated_bytes),
         ("allocscope_heap_freed_bytes_total", st.freed_bytes),
         ("allocscope_heap_allocations_total", st.allocations),
         ("allocscope_heap_deallocations_total", st.deallocations),
         ("allocscope_heap_reallocations_total", st.reallocations),
-        ("allocscope_heap_allocation_failures_total", st.alloc_failures),
+        (
+            "allocscope_heap_allocation_failures_total",
+            st.alloc_failures,
+        ),
     ] {
         out.push(counter(name, v as f64));
     }
@@ -326,25 +332,40 @@ fn size_class_section(s: &Snapshot, full: bool, out: &mut Vec<MetricFamily>) {
 
 fn sampler_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
     let sm = &s.sampler;
-    out.push(gauge("allocscope_sampler_interval_bytes", sm.interval as f64));
-    out.push(gauge("allocscope_sampler_live_samples", sm.live_samples as f64));
-    out.push(counter("allocscope_sampler_samples_total", sm.samples_total as f64));
+    out.push(gauge(
+        "allocscope_sampler_interval_bytes",
+        sm.interval as f64,
+    ));
+    out.push(gauge(
+        "allocscope_sampler_live_samples",
+        sm.live_samples as f64,
+    ));
+    out.push(counter(
+        "allocscope_sampler_samples_total",
+        sm.samples_total as f64,
+    ));
     out.push(counter(
         "allocscope_sampler_dropped_samples_total",
         sm.dropped_samples as f64,
     ));
     out.push(gauge("allocscope_sampler_stacks", sm.stacks as f64));
     out.push(gauge("allocscope_sampler_buckets", sm.buckets as f64));
-    out.push(gauge("allocscope_sampler_memory_bytes", sm.memory_bytes as f64));
+    out.push(gauge(
+        "allocscope_sampler_memory_bytes",
+        sm.memory_bytes as f64,
+    ));
 }
 
 fn counters_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
-    out.push(gauge("allocscope_counter_blocks", s.core.blocks as f64));
+    out.push(gauge("allocscope_core_blocks", s.core.blocks as f64));
     out.push(gauge(
-        "allocscope_counter_blocks_attached",
+        "allocscope_core_blocks_attached",
         s.core.attached_blocks as f64,
     ));
-    out.push(gauge("allocscope_counter_memory_bytes", s.core.memory_bytes as f64));
+    out.push(gauge(
+        "allocscope_core_memory_bytes",
+        s.core.memory_bytes as f64,
+    ));
 }
 
 /// Compiled features, for `allocscope_build_info`.
@@ -414,12 +435,13 @@ mod tests {
             .get_histogram()
             .clone();
         let b = h.get_bucket();
-        assert_eq!(b.first().unwrap().get_upper_bound(), 8.0);
-        assert_eq!(b.last().unwrap().get_upper_bound(), (1u64 << 30) as f64);
+        assert_eq!(b.first().unwrap().upper_bound(), 8.0);
+        assert_eq!(b.last().unwrap().upper_bound(), (1u64 << 30) as f64);
         assert_eq!(b.len(), 28);
-        assert!(b.windows(2).all(|w| w[0].get_cumulative_count()
-            <= w[1].get_cumulative_count()));
-        assert!(b.last().unwrap().get_cumulative_count() <= h.get_sample_count());
+        assert!(b
+            .windows(2)
+            .all(|w| w[0].cumulative_count() <= w[1].cumulative_count()));
+        assert!(b.last().unwrap().cumulative_count() <= h.get_sample_count());
         let live: f64 = fams
             .iter()
             .find(|f| f.name() == "allocscope_heap_size_class_live_bytes")

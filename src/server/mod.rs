@@ -63,10 +63,7 @@ impl Reply {
     fn new(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Reply {
         Reply {
             status,
-            headers: vec![(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type),
-            )],
+            headers: vec![(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
             body,
         }
     }
@@ -86,11 +83,19 @@ impl Reply {
     }
 
     pub(crate) fn text(body: String) -> Reply {
-        Reply::new(StatusCode::OK, "text/plain; charset=utf-8", body.into_bytes())
+        Reply::new(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            body.into_bytes(),
+        )
     }
 
     pub(crate) fn html(body: String) -> Reply {
-        Reply::new(StatusCode::OK, "text/html; charset=utf-8", body.into_bytes())
+        Reply::new(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            body.into_bytes(),
+        )
     }
 
     pub(crate) fn svg(body: Vec<u8>) -> Reply {
@@ -215,7 +220,10 @@ impl State {
     }
 
     fn baseline(&self) -> Option<Arc<crate::HeapProfile>> {
-        self.baseline.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.baseline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_baseline(&self, p: crate::HeapProfile) {
@@ -291,7 +299,9 @@ where
     let too_large = || {
         Reply::error(
             413,
-            &format!("request body larger than {MAX_BODY_BYTES} bytes; these endpoints take no body"),
+            &format!(
+                "request body larger than {MAX_BODY_BYTES} bytes; these endpoints take no body"
+            ),
         )
     };
     if let Some(len) = headers.get(header::CONTENT_LENGTH) {
@@ -365,15 +375,18 @@ where
         ));
         return Err(r);
     }
-    let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
     match state
         .policy
         .check(route.access(), authorization, &state.addr.to_string())
     {
         Verdict::Allow => {}
         Verdict::Unauthorized(m) => {
-            return Err(Reply::error(401, m)
-                .header("www-authenticate", "Bearer realm=\"allocscope\""))
+            return Err(
+                Reply::error(401, m).header("www-authenticate", "Bearer realm=\"allocscope\"")
+            )
         }
         Verdict::Forbidden(m) => return Err(Reply::error(403, &m)),
     }
@@ -386,7 +399,11 @@ async fn dispatch(route: Route, q: &[(String, String)], state: &State) -> Reply 
     match route {
         Route::Landing => landing::page(state),
         Route::Metrics => {
-            let r = Reply::new(StatusCode::OK, metrics::CONTENT_TYPE, state.metrics.render());
+            let r = Reply::new(
+                StatusCode::OK,
+                metrics::CONTENT_TYPE,
+                state.metrics.render(),
+            );
             r.with_status(StatusCode::OK)
         }
         Route::PprofIndex => pprof::index(),
@@ -413,11 +430,12 @@ async fn dispatch(route: Route, q: &[(String, String)], state: &State) -> Reply 
 /// rejection for every other path (so that it combines with `.or()`).
 fn filter(
     state: Arc<State>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static
-{
-    let query = warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify();
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::path::full()
         .and_then(|p: warp::path::FullPath| async move {
             route(p.as_str()).ok_or_else(warp::reject::not_found)
@@ -439,8 +457,11 @@ fn filter(
 /// [`start`], [`apply`] and [`log_line_loop`].
 pub fn routes(
     config: &Config,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static
-{
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
     let (_tx, rx) = watch::channel(false);
     filter(Arc::new(State::new(config, config.addr, rx)))
 }

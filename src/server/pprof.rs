@@ -203,7 +203,10 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
 /// `/debug/pprof/heap.svg?sample=…[&diff=baseline]`: the heap flamegraph,
 /// or what grew since the saved baseline.
 pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
-    let sample = match query_get(q, "sample").unwrap_or("inuse_space").parse::<SampleType>() {
+    let sample = match query_get(q, "sample")
+        .unwrap_or("inuse_space")
+        .parse::<SampleType>()
+    {
         Ok(s) => s,
         Err(e) => return Reply::error(400, &e.to_string()),
     };
@@ -321,7 +324,15 @@ mod tests {
         assert_eq!(cpu_seconds(None).ok(), Some(30));
         assert_eq!(cpu_seconds(Some("1")).ok(), Some(1));
         assert_eq!(cpu_seconds(Some("300")).ok(), Some(300));
-        for bad in ["0", "301", "-1", "", "2.5", "abc", "99999999999999999999999"] {
+        for bad in [
+            "0",
+            "301",
+            "-1",
+            "",
+            "2.5",
+            "abc",
+            "99999999999999999999999",
+        ] {
             assert!(cpu_seconds(Some(bad)).is_err(), "{bad:?}");
         }
     }
