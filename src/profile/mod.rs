@@ -23,12 +23,29 @@
 //! (every allocation recorded) means no scaling. Because buckets are keyed by
 //! the exact object size, the scaling is exact per bucket (not an average
 //! over mixed sizes).
+//!
+//! # Names
+//! Return addresses are symbolised when a profile is captured, through a
+//! bounded cache ([`symbol_cache_len`], [`SYMBOL_CACHE_CAPACITY`]). Frames are
+//! demangled paths without the hash (`myapp::cache::Cache::insert`), inlined
+//! functions expanded into frames of their own, unresolvable addresses
+//! `0x…`. allocscope's own frames, the stack capture's and the allocator
+//! shims' (`__rust_alloc`, `__rg_alloc`, …) are dropped from the leaf end;
+//! std's allocation code (`alloc::raw_vec::…`) is kept.
+//!
+//! Build with debug info for file, line and inlining information. With
+//! `debug = "line-tables-only"` the debug info has no paths: every real
+//! (not inlined) function still gets its full path from the symbol table,
+//! but inlined functions keep their bare name (`insert`, `{closure#0}`);
+//! `debug = "limited"` gives full paths everywhere. Without debug info,
+//! names come from the symbol table, without inlined frames.
 
 mod diff;
 mod flamegraph;
 mod folded;
 mod pprof;
 mod symbolize;
+mod symtab;
 mod text;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -187,9 +187,11 @@ pub(crate) fn resolve_many(
     if missing.is_empty() {
         return out;
     }
-    let resolved: Vec<(usize, Arc<Location>)> = missing
+    let mut fresh: Vec<Location> = missing.into_iter().map(resolve_one).collect();
+    name_from_symtab(&mut fresh);
+    let resolved: Vec<(usize, Arc<Location>)> = fresh
         .into_iter()
-        .map(|a| (a, Arc::new(resolve_one(a))))
+        .map(|l| (l.address, Arc::new(l)))
         .collect();
     let mut cache = CACHE.lock();
     let map = cache.get_or_insert_with(HashMap::new);
@@ -262,6 +264,53 @@ fn resolve_one(address: usize) -> Location {
     }
 }
 
+/// Whether a name has a path outside generic arguments (`a::b`,
+/// `<T as a::Tr>::f`), rather than the bare name (`insert`,
+/// `call_once<…>`, `{closure#0}`) that line-tables-only debug info gives.
+fn has_path(name: &str) -> bool {
+    let mut depth = 0i32;
+    let mut prev = '\0';
+    for c in name.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ':' if prev == ':' && depth == 0 => return true,
+            _ => {}
+        }
+        prev = c;
+    }
+    false
+}
+
+/// Debug info built with `debug = "line-tables-only"` names functions
+/// without their path. The outermost (not inlined) frame of each address is
+/// a real function with a symbol: take its full name from the symbol table.
+/// Inlined frames have no symbol and keep the short name.
+fn name_from_symtab(locs: &mut [Location]) {
+    let short: Vec<usize> = locs
+        .iter()
+        .filter(|l| {
+            l.frames
+                .last()
+                .is_some_and(|f| !f.is_unresolved() && !has_path(&f.name))
+        })
+        .map(|l| l.address)
+        .collect();
+    if short.is_empty() {
+        return;
+    }
+    let names = super::symtab::function_names(&short);
+    for l in locs.iter_mut() {
+        let (Some(n), Some(f)) = (names.get(&l.address), l.frames.last_mut()) else {
+            continue;
+        };
+        if has_path(&n.demangled) && *f.name != *n.demangled {
+            f.name = n.demangled.as_str().into();
+            f.system_name = Some(n.mangled.as_str().into());
+        }
+    }
+}
+
 /// Start of the function containing the call that `ret` returns to.
 #[cfg(target_os = "linux")]
 fn enclosing_function(ret: usize) -> Option<usize> {
@@ -287,8 +336,8 @@ fn enclosing_function(_ret: usize) -> Option<usize> {
 
 /// Whether a frame at the leaf end of a stack belongs to allocscope itself,
 /// to the stack capture, or to the allocator shims between the caller and
-/// the global allocator. std's own allocation code (`alloc::…`: `RawVec`,
-/// `Box::new`, …) is kept: it shows how the user's code allocated.
+/// the global allocator (by name). std's own allocation code (`alloc::…`:
+/// `RawVec`, `Box::new`, …) is not: it shows how the user's code allocated.
 pub(crate) fn is_allocator_frame(name: &str) -> bool {
     // Since Rust 1.89 the shims are mangled into a `__rustc` namespace.
     let n = name.strip_prefix("__rustc::").unwrap_or(name);
@@ -307,29 +356,89 @@ pub(crate) fn is_allocator_frame(name: &str) -> bool {
     ) || PREFIXES.iter().any(|p| n.starts_with(p))
 }
 
-/// Drops the allocator's frames from the leaf end (`locs` is leaf first).
-/// A location whose inner frames belong to the allocator but whose outer
-/// (caller) frames don't is kept with only the caller's frames.
+/// Whether `file` is a source file of crate `krate` as cargo lays crates out
+/// (`…/krate-1.2.3/src/…`).
+fn in_crate_sources(file: &str, krate: &str) -> bool {
+    let mut parts = file.split(['/', '\\']).peekable();
+    while let Some(p) = parts.next() {
+        if let Some(v) = p.strip_prefix(krate).and_then(|r| r.strip_prefix('-')) {
+            if v.starts_with(|c: char| c.is_ascii_digit()) && parts.peek() == Some(&"src") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// How a frame at the leaf end of a stack is treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// allocscope, the stack capture, the allocator shims: dropped.
+    Allocator,
+    /// std/core/alloc: kept, unless allocator frames surround it.
+    Std,
+    /// Anything else (the user's code): the stack starts here at the latest.
+    Other,
+}
+
+fn classify(f: &Frame) -> Class {
+    let file = f.file.as_deref().unwrap_or("");
+    // Inlined frames may carry only a short name (line-tables-only debug
+    // info): their source file still tells which crate they come from.
+    if is_allocator_frame(&f.name)
+        || file.starts_with(concat!(env!("CARGO_MANIFEST_DIR"), "/src/"))
+        || in_crate_sources(file, env!("CARGO_PKG_NAME"))
+        || in_crate_sources(file, "backtrace")
+    {
+        return Class::Allocator;
+    }
+    let n = f.name.strip_prefix('<').unwrap_or(&f.name);
+    if ["std::", "core::", "alloc::"]
+        .iter()
+        .any(|p| n.starts_with(p))
+        || [
+            "/library/std/src/",
+            "/library/core/src/",
+            "/library/alloc/src/",
+        ]
+        .iter()
+        .any(|p| file.contains(p))
+    {
+        return Class::Std;
+    }
+    Class::Other
+}
+
+/// Drops the allocator's frames from the leaf end (`locs` is leaf first):
+/// every frame up to the last allocscope, capture or shim frame that comes
+/// before the first frame of other code. std frames between allocator
+/// frames (a `LocalKey::with` inside the sampler) go with them; std frames
+/// after the last one (`RawVec::grow`) stay. A location whose inner frames
+/// are dropped keeps its outer ones.
 pub(crate) fn trim_leaf(locs: &[Arc<Location>]) -> Vec<Arc<Location>> {
+    let mut cut = 0usize;
+    let mut seen = 0usize;
+    'scan: for loc in locs {
+        for f in loc.frames.iter() {
+            seen += 1;
+            match classify(f) {
+                Class::Allocator => cut = seen,
+                Class::Std => {}
+                Class::Other => break 'scan,
+            }
+        }
+    }
     let mut out = Vec::with_capacity(locs.len());
-    let mut trimming = true;
+    let mut dropped = 0usize;
     for loc in locs {
-        if !trimming {
+        let n = loc.frames.len();
+        if dropped >= cut {
             out.push(Arc::clone(loc));
-            continue;
-        }
-        let skip = loc
-            .frames
-            .iter()
-            .take_while(|f| is_allocator_frame(&f.name))
-            .count();
-        if skip == loc.frames.len() {
-            continue;
-        }
-        trimming = false;
-        if skip == 0 {
-            out.push(Arc::clone(loc));
+        } else if dropped + n <= cut {
+            dropped += n;
         } else {
+            let skip = cut - dropped;
+            dropped = cut;
             out.push(Arc::new(Location {
                 address: loc.address,
                 entry: loc.entry,
@@ -447,6 +556,117 @@ mod tests {
         assert!(trim_leaf(&[]).is_empty());
     }
 
+    fn framed(address: usize, frames: &[(&str, &str)]) -> Arc<Location> {
+        let n = frames.len();
+        Arc::new(Location {
+            address,
+            entry: None,
+            frames: frames
+                .iter()
+                .enumerate()
+                .map(|(i, (name, file))| Frame {
+                    name: (*name).into(),
+                    system_name: None,
+                    file: Some((*file).into()),
+                    line: Some(1),
+                    address,
+                    inlined: i + 1 < n,
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn trim_uses_source_files_for_short_names_and_skips_std_between_allocator_frames() {
+        let own = concat!(env!("CARGO_MANIFEST_DIR"), "/src/sampler/mod.rs");
+        let std_local = "/rustc/abc/library/std/src/thread/local.rs";
+        let bt =
+            "/home/u/.cargo/registry/src/index.crates.io-1/backtrace-0.3.77/src/backtrace/mod.rs";
+        let locs = vec![
+            framed(1, &[("trace_unsynchronized<F>", bt), ("capture", own)]),
+            // short-named sampler closure inside std's LocalKey::with
+            framed(
+                2,
+                &[
+                    ("{closure#0}", own),
+                    ("with<Cell<u64>>", std_local),
+                    ("sample", own),
+                ],
+            ),
+            framed(3, &[("__rustc::__rust_alloc", "")]),
+            framed(
+                4,
+                &[(
+                    "alloc::raw_vec::RawVec<T>::grow",
+                    "/rustc/abc/library/alloc/src/raw_vec.rs",
+                )],
+            ),
+            framed(
+                5,
+                &[
+                    ("insert", "/app/src/cache.rs"),
+                    ("app::Cache::put", "/app/src/cache.rs"),
+                ],
+            ),
+            framed(6, &[("main", "/app/src/main.rs")]),
+        ];
+        assert_eq!(
+            names(&trim_leaf(&locs)),
+            [
+                "alloc::raw_vec::RawVec<T>::grow",
+                "insert",
+                "app::Cache::put",
+                "main"
+            ]
+        );
+        // A user closure run by an allocscope function: kept, with its caller.
+        let measured = vec![
+            framed(1, &[("__rust_alloc", "")]),
+            framed(
+                2,
+                &[
+                    (
+                        "alloc::alloc::alloc",
+                        "/rustc/abc/library/alloc/src/alloc.rs",
+                    ),
+                    ("{closure#0}", "/app/src/main.rs"),
+                    (
+                        "measure<F>",
+                        concat!(env!("CARGO_MANIFEST_DIR"), "/src/stats.rs"),
+                    ),
+                ],
+            ),
+            framed(3, &[("main", "/app/src/main.rs")]),
+        ];
+        assert_eq!(
+            names(&trim_leaf(&measured)),
+            ["alloc::alloc::alloc", "{closure#0}", "measure<F>", "main"]
+        );
+        assert!(in_crate_sources(bt, "backtrace"));
+        assert!(!in_crate_sources("/src/backtrace-x/src/a.rs", "backtrace"));
+        assert!(!in_crate_sources(
+            "/work/backtrace-0.3/lib/a.rs",
+            "backtrace"
+        ));
+    }
+
+    #[test]
+    fn paths_are_told_from_short_names() {
+        assert!(has_path("myapp::cache::Cache::insert"));
+        assert!(has_path(
+            "<std::sys::thread::unix::Thread>::new::thread_start"
+        ));
+        assert!(has_path(
+            "<alloc::vec::Vec<T> as core::clone::Clone>::clone"
+        ));
+        assert!(!has_path(
+            "call_once<profile_formats::x::{closure_env#0}, ()>"
+        ));
+        assert!(!has_path("{closure#0}"));
+        assert!(!has_path("insert"));
+        assert!(!has_path("start_thread"));
+    }
+
     #[test]
     fn bogus_addresses_resolve_to_hex_without_panicking() {
         let m = resolve_many([0usize, 1, 2, usize::MAX, 0xdead_beef, 0xdead_beef]);
@@ -459,48 +679,43 @@ mod tests {
         assert!(symbol_cache_len() <= SYMBOL_CACHE_CAPACITY);
     }
 
+    /// The return address of a call made inside this function.
     #[inline(never)]
-    fn here() -> usize {
+    fn symbolize_probe() -> usize {
+        let me = symbolize_probe as *const () as usize;
         let mut ip = 0;
+        let mut seen = false;
         backtrace::trace(|f| {
-            // The first frame that is not in the backtrace crate is ours.
-            let mut ours = false;
-            backtrace::resolve_frame(f, |s| {
-                if let Some(n) = s.name() {
-                    ours |= format!("{n:#}").contains("symbolize::tests::real_addresses");
-                }
-            });
-            if ours {
+            if f.symbol_address() as usize == me {
+                seen = true;
                 ip = f.ip() as usize;
                 return false;
             }
             true
         });
-        ip
+        std::hint::black_box(if seen { ip } else { 0 })
     }
 
     #[test]
     fn real_addresses_resolve_to_demangled_names_and_are_cached() {
-        let ip = here();
-        assert_ne!(ip, 0, "could not find the test's own frame");
+        let ip = symbolize_probe();
+        assert_ne!(ip, 0, "could not find the probe's own frame");
         let m = resolve_many([ip]);
         let l = &m[&ip];
         let last = l.frames.last().expect("frames");
-        assert!(
-            last.name().ends_with(
-                "symbolize::tests::real_addresses_resolve_to_demangled_names_and_are_cached"
-            ),
+        // Full path even with line-tables-only debug info (symbol table).
+        assert_eq!(
+            last.name(),
+            "allocscope::profile::symbolize::tests::symbolize_probe",
             "{l:?}"
-        );
-        assert!(
-            !last.name().contains("::h"),
-            "hash suffix kept: {}",
-            last.name()
         );
         assert!(
             last.file().is_some_and(|f| f.ends_with("symbolize.rs")),
             "{l:?}"
         );
+        assert!(l
+            .entry
+            .is_some_and(|e| e == symbolize_probe as *const () as usize));
         assert!(symbol_cache_len() >= 1);
         let again = resolve_many([ip]);
         assert!(
