@@ -524,3 +524,33 @@ fn routes_mount_in_a_host_warp_app() {
     tx.send(()).unwrap();
     th.join().unwrap();
 }
+
+/// A host that runs tokio itself: start, use and drop the exporter from
+/// inside its async code.
+#[test]
+fn works_inside_a_host_tokio_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = server::start(config()).expect("start inside tokio");
+        let a = s.local_addr();
+        let r = tokio::task::spawn_blocking(move || get(a, "/metrics"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        // a failing start inside async code returns an error, no panic
+        assert!(server::start(config().addr(a)).is_err());
+        drop(s); // stops it without blocking or panicking here
+        let t = Instant::now();
+        while std::net::TcpStream::connect(a).is_ok() {
+            assert!(
+                t.elapsed() < Duration::from_secs(6),
+                "still listening after drop"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}

@@ -24,6 +24,16 @@ pub(crate) fn escape(s: &str) -> String {
     o
 }
 
+/// A size in the largest binary unit that divides it (`512 KiB`, `3 B`).
+pub(crate) fn size(mut b: u64) -> String {
+    let mut unit = 0;
+    while b >= 1024 && b.is_multiple_of(1024) && unit < 3 {
+        b /= 1024;
+        unit += 1;
+    }
+    format!("{b} {}", ["B", "KiB", "MiB", "GiB"][unit])
+}
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}\
 header{background:#2b3a55;color:#fff;padding:.8em 1.5em}header h1{margin:0;font-size:1.3em}\
 header span{opacity:.8;font-size:.9em}main{padding:1em 1.5em}\
@@ -38,6 +48,7 @@ const SCRIPT: &str = r#"
 (function(){
   var hist=[], last=null;
   function mib(b){return (b/1048576).toFixed(1)+' MiB';}
+  function size(b){var u=['B','KiB','MiB','GiB'],i=0;while(b>=1024&&i<3&&b%1024===0){b/=1024;i++;}return b+' '+u[i];}
   function parse(t){var m={};t.split('\n').forEach(function(l){
     if(!l||l[0]==='#'||l.indexOf('{')>=0)return;var p=l.split(' ');m[p[0]]=parseFloat(p[1]);});return m;}
   function set(id,v){var e=document.getElementById(id);if(e)e.textContent=v;}
@@ -50,7 +61,7 @@ const SCRIPT: &str = r#"
     set('objects',(m.allocscope_heap_live_objects||0)+' objects');
     if(m.process_resident_memory_bytes!==undefined)set('rss',mib(m.process_resident_memory_bytes));
     if(m.process_threads!==undefined)set('threads',m.process_threads);
-    set('interval',m.allocscope_sampler_interval_bytes===0?'off':mib(m.allocscope_sampler_interval_bytes||0));
+    set('interval',m.allocscope_sampler_interval_bytes===0?'off':size(m.allocscope_sampler_interval_bytes||0));
     set('samples',(m.allocscope_sampler_live_samples||0)+' live samples');
     if(last){var dt=(now-last.t)/1000;set('rate',Math.round((m.allocscope_heap_allocations_total-last.a)/dt));}
     last={t:now,a:m.allocscope_heap_allocations_total};
@@ -76,7 +87,7 @@ pub(crate) fn page(state: &State) -> Reply {
     let interval = if sampler.interval == 0 {
         "off".to_string()
     } else {
-        mib(sampler.interval)
+        size(sampler.interval)
     };
     let card = |id: &str, title: &str, value: String, sub: &str, sub_id: &str| {
         format!(
@@ -216,6 +227,14 @@ pub(crate) fn page(state: &State) -> Reply {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::size(512 * 1024), "512 KiB");
+        assert_eq!(super::size(1), "1 B");
+        assert_eq!(super::size(1536), "1536 B");
+        assert_eq!(super::size(4 << 30), "4 GiB");
+    }
+
     #[test]
     fn escaping() {
         assert_eq!(

@@ -145,6 +145,53 @@ mod tests {
         );
     }
 
+    /// The loop emits the line through `tracing` every interval and stops
+    /// when told.
+    #[test]
+    fn loop_emits_through_tracing() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf(Arc::new(Mutex::new(Vec::new())));
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                let h = tokio::spawn(run(Duration::from_millis(30), rx));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                tx.send(true).unwrap();
+                tokio::time::timeout(Duration::from_secs(2), h)
+                    .await
+                    .expect("the loop stops when told")
+                    .unwrap();
+            });
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines = out.lines().filter(|l| l.contains("heap=")).count();
+        assert!(lines >= 2, "{out}");
+        assert!(
+            out.contains("INFO") && out.contains("collections=0"),
+            "{out}"
+        );
+    }
+
     #[test]
     fn stat_parsing() {
         let s = "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 7 0 \

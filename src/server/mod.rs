@@ -122,11 +122,6 @@ impl Reply {
         self
     }
 
-    fn with_status(mut self, status: StatusCode) -> Reply {
-        self.status = status;
-        self
-    }
-
     fn into_response(self) -> warp::reply::Response {
         let mut r = warp::reply::Response::new(self.body.into());
         *r.status_mut() = self.status;
@@ -398,14 +393,11 @@ where
 async fn dispatch(route: Route, q: &[(String, String)], state: &State) -> Reply {
     match route {
         Route::Landing => landing::page(state),
-        Route::Metrics => {
-            let r = Reply::new(
-                StatusCode::OK,
-                metrics::CONTENT_TYPE,
-                state.metrics.render(),
-            );
-            r.with_status(StatusCode::OK)
-        }
+        Route::Metrics => Reply::new(
+            StatusCode::OK,
+            metrics::CONTENT_TYPE,
+            state.metrics.render(),
+        ),
         Route::PprofIndex => pprof::index(),
         Route::Cmdline => pprof::cmdline(),
         Route::CpuProfile => match pprof::cpu_seconds(query_get(q, "seconds")) {
@@ -541,6 +533,35 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The exporter's runtime. Dropped anywhere (even inside the host's async
+/// code, on an error path of [`start`]) without blocking or panicking.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("present until stopped").handle()
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.0.as_ref().expect("present until stopped").block_on(f)
+    }
+
+    /// Stops the runtime, waiting up to `grace` for blocking tasks.
+    fn stop(mut self, grace: Duration) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_timeout(grace);
+        }
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Starts the exporter on its own small tokio runtime in a background
 /// thread (whether or not the host uses tokio), and applies the
 /// configuration's sample interval.
@@ -565,15 +586,17 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
     let addr = std_listener
         .local_addr()
         .map_err(io("cannot read the exporter's address"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
-        .max_blocking_threads(4)
-        .thread_name("allocscope-http")
-        .enable_all()
-        .build()
-        .map_err(io("cannot create the exporter's tokio runtime"))?;
+    let rt = OwnRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .max_blocking_threads(4)
+            .thread_name("allocscope-http")
+            .enable_all()
+            .build()
+            .map_err(io("cannot create the exporter's tokio runtime"))?,
+    ));
     let listener = {
-        let _in_rt = rt.enter();
+        let _in_rt = rt.handle().enter();
         tokio::net::TcpListener::from_std(std_listener)
             .map_err(io("cannot register the exporter's socket"))?
     };
@@ -589,9 +612,8 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
                 let mut graceful_rx = rx.clone();
                 let server = warp::serve(routes)
                     .incoming(listener)
-                    .graceful(async move { shutting_down(&mut graceful_rx).await })
-                    .run();
-                let mut server = std::pin::pin!(server);
+                    .graceful(async move { shutting_down(&mut graceful_rx).await });
+                let mut server = std::pin::pin!(server.run());
                 let mut rx = rx;
                 tokio::select! {
                     () = &mut server => {}
@@ -602,7 +624,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
                     }
                 }
             });
-            rt.shutdown_timeout(Duration::from_secs(1));
+            rt.stop(Duration::from_secs(1));
         })
         .map_err(io("cannot start the exporter's thread"))?;
     apply(&config);

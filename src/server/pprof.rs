@@ -338,6 +338,49 @@ mod tests {
     }
 
     #[test]
+    fn renders_are_bounded_in_time_and_queued() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let slow = tokio::spawn(render(Duration::from_millis(100), "slow", || {
+                std::thread::sleep(Duration::from_millis(600));
+                Ok(1)
+            }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // queued behind the slow one, which keeps its turn past its bound
+            let queued = render(Duration::from_millis(200), "queued", || Ok(2)).await;
+            let slow = slow.await.unwrap();
+            assert_eq!(slow.unwrap_err().status, 503);
+            let q = queued.unwrap_err();
+            assert_eq!(q.status, 503);
+            assert!(String::from_utf8_lossy(&q.body).contains("render_timeout"));
+            // once it has finished, renders run again
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert_eq!(
+                render(Duration::from_secs(5), "ok", || Ok(3)).await.ok(),
+                Some(3)
+            );
+            let e = render(Duration::from_secs(5), "failing", || {
+                Err::<(), _>("no".into())
+            })
+            .await
+            .unwrap_err();
+            assert_eq!(e.status, 500);
+            let p = render(
+                Duration::from_secs(5),
+                "panicking",
+                || -> Result<(), String> { panic!("boom") },
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(p.status, 500);
+        });
+    }
+
+    #[test]
     fn one_cpu_profile_at_a_time() {
         let a = CpuTurn::take().expect("free");
         assert!(CpuTurn::take().is_none());
