@@ -126,6 +126,13 @@ pub(crate) async fn cpu_profile(state: &State, seconds: u64) -> Reply {
         .build()
     {
         Ok(g) => g,
+        Err(pprof::Error::Running) => {
+            return Reply::error(
+                409,
+                "a CPU profile is already being taken in this process (by pprof-rs outside \
+                 the exporter); retry when it finishes",
+            )
+        }
         Err(e) => return Reply::error(500, &format!("could not start the CPU profiler: {e}")),
     };
     let mut shutdown = state.shutdown.clone();
