@@ -9,7 +9,7 @@
 //!
 //! Extension point: a later metrics source (the collector's cycles, issue 5)
 //! adds a field to [`Snapshot`], its rows to [`METRICS`] and a section to
-//! [`SECTIONS`].
+//! `SECTIONS`.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -15,9 +15,9 @@
 //! # Ok::<(), allocscope::Error>(())
 //! ```
 //!
-//! Extension point: a control endpoint (issue 5's `/gc`) adds a [`Route`]
-//! variant, its line in [`route`] and [`Route::methods`] (POST for changes)
-//! and [`Access::Control`]; the pipeline then gives it the 405, 401 and 403
+//! Extension point: a control endpoint (issue 5's `/gc`) adds a `Route`
+//! variant, its line in `route()` and `Route::methods` (POST for changes)
+//! and `Access::Control`; the pipeline then gives it the 405, 401 and 403
 //! answers the others get.
 
 mod auth;
