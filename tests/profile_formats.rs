@@ -79,6 +79,20 @@ fn traced_with_backtrace_frames() -> Vec<usize> {
     black_box(full_stack())
 }
 
+#[inline(always)]
+fn inlined_helper() -> Vec<usize> {
+    let s = caller_stack();
+    black_box(0x11u8);
+    s
+}
+
+#[inline(never)]
+fn inline_host() -> Vec<usize> {
+    let s = inlined_helper();
+    black_box(0x22u8);
+    black_box(s)
+}
+
 fn raw(stack: &[usize], size: u64, interval: u64, allocs: u64, frees: u64) -> RawSampleForTests {
     RawSampleForTests {
         stack: stack.to_vec(),
@@ -573,4 +587,42 @@ fn empty_profile_renders_everywhere() {
     assert_eq!(d.folded(SampleType::InuseSpace), "");
     svg(|w| d.flamegraph(SampleType::InuseSpace, &FlamegraphOptions::default(), w));
     assert!(allocscope::symbol_cache_len() <= allocscope::SYMBOL_CACHE_CAPACITY);
+}
+
+#[test]
+fn inlined_frames_are_expanded_in_call_order() {
+    let stack = inline_host();
+    let p = allocscope::__profile_from_raw_for_tests(vec![raw(&stack, 16, 1, 1, 0)], 1);
+    let frames = p.buckets()[0].frames();
+    // Leaf first: the inlined helper, then the function it was inlined into,
+    // both at the same return address.
+    assert!(
+        frames[0].name().ends_with("inlined_helper"),
+        "{:?}",
+        &frames[..3]
+    );
+    assert!(frames[0].is_inlined());
+    assert_eq!(frames[1].name(), "profile_formats::inline_host");
+    assert!(!frames[1].is_inlined());
+    assert_eq!(frames[0].address(), frames[1].address());
+    let folded = p.folded(SampleType::InuseSpace);
+    assert!(
+        folded
+            .trim_end()
+            .ends_with(";profile_formats::inline_host;profile_formats::inlined_helper 16")
+            || folded
+                .trim_end()
+                .ends_with(";profile_formats::inline_host;inlined_helper 16"),
+        "{folded}"
+    );
+    // pprof: one location, two lines, innermost first.
+    let m = gunzip_decode(&p.to_pprof(PprofKind::Heap));
+    let leaf = &m.location[(m.sample[0].location_id[0] - 1) as usize];
+    let names: Vec<&str> = leaf
+        .line
+        .iter()
+        .map(|l| m.string_table[m.function[(l.function_id - 1) as usize].name as usize].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].ends_with("inlined_helper") && names[1] == "profile_formats::inline_host");
 }

@@ -648,6 +648,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn profiles_can_cross_threads() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<HeapProfile>();
+        check::<HeapDiff>();
+        check::<Bucket>();
+        assert_eq!(
+            PprofKind::Heap.default_sample_type(),
+            SampleType::InuseSpace
+        );
+        assert_eq!(
+            PprofKind::Allocs.default_sample_type(),
+            SampleType::AllocSpace
+        );
+    }
+
+    #[test]
     fn human_units() {
         assert_eq!(human_bytes(512 * 1024), "512 KiB");
         assert_eq!(human_bytes(1 << 20), "1 MiB");
