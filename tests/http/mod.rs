@@ -128,7 +128,11 @@ pub fn have_tool(tool: &str, probe: &[&str]) -> bool {
             !tools_required(),
             "`{tool}` is required (ALLOCSCOPE_REQUIRE_TOOLS=1) but cannot be run"
         );
-        eprintln!("SKIPPED: `{tool}` is not installed; set ALLOCSCOPE_REQUIRE_TOOLS=1 to make this a failure");
+        // Straight to stderr, past libtest's capture, so that a skip is seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: `{tool}` is not installed; set ALLOCSCOPE_REQUIRE_TOOLS=1 to make this a failure"
+        );
     }
     ok
 }
