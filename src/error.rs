@@ -30,6 +30,28 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A configuration file that could not be read or parsed, or that holds
+    /// a key allocscope does not know.
+    #[error("configuration {origin}: {message}")]
+    Config {
+        /// Where the problem is: the file, or the environment.
+        origin: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The exporter could not listen on its address (in use, not local,
+    /// not permitted).
+    #[error(
+        "cannot listen on {addr}: {source} (set `addr` in the configuration or \
+         ALLOCSCOPE_ADDR to a free address; 127.0.0.1:0 picks any free port)"
+    )]
+    Bind {
+        /// The address that was asked for.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A profile could not be rendered in the requested format.
     #[error(
         "could not render the {what}: {message}; the folded stacks (`HeapProfile::folded`) \

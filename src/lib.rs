@@ -41,6 +41,9 @@
 //! - `stats` — snapshots ([`Stats`], [`ThreadStats`], [`measure`]).
 //! - `profile` (feature `profile`) — heap profiles: symbolisation,
 //!   un-sampling, folded stacks, pprof, flamegraphs, diffs (`HeapProfile`).
+//! - [`server`] (feature `server`, default) — the HTTP exporter: Prometheus
+//!   `/metrics`, Go-style `/debug/pprof/*`, flamegraphs, a landing page,
+//!   configuration and the periodic log line.
 #![warn(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
 
@@ -50,6 +53,8 @@ mod error;
 #[cfg(feature = "profile")]
 mod profile;
 mod sampler;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod size_class;
 mod stats;
 

@@ -1,20 +1,20 @@
 //! The allocscope demo service: a workload that allocates the way services
-//! do (request-like churn, a growing cache, a slow leak), with allocscope as
-//! its global allocator, printing what allocscope sees every second.
+//! do (request-like churn, a cache that grows, a slow leak), with allocscope
+//! as its global allocator and the exporter serving every view of it.
 //!
-//! `cargo run --release` (Ctrl-C to stop; `ALLOCSCOPE_DEMO_SECONDS=N` to stop
-//! after N seconds).
+//! `cargo run --release`, then open the printed URL (Ctrl-C to stop;
+//! `ALLOCSCOPE_DEMO_SECONDS=N` stops after N seconds). Configuration as for
+//! any allocscope service: `config/allocscope.toml` or `ALLOCSCOPE_<KEY>`,
+//! e.g. `ALLOCSCOPE_ADDR=127.0.0.1:0` for any free port.
 use std::collections::HashMap;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use allocscope::server::{self, Config};
 use allocscope::AllocScope;
 
 #[global_allocator]
 static ALLOC: AllocScope = AllocScope::system();
-
-fn mib(b: u64) -> f64 {
-    b as f64 / (1024.0 * 1024.0)
-}
 
 /// One request: parse, build a response, throw it all away.
 fn handle_request(i: u64) -> usize {
@@ -34,57 +34,89 @@ fn handle_request(i: u64) -> usize {
     resp.len()
 }
 
-fn main() {
+/// A cache that grows by 200 entries a second and is trimmed at 20,000.
+struct Cache {
+    map: HashMap<u64, Vec<u8>>,
+}
+
+impl Cache {
+    fn fill(&mut self, tick: u64) {
+        for k in 0..200 {
+            self.map
+                .insert(tick * 1000 + k, vec![0u8; 512 + (k as usize % 7) * 100]);
+        }
+        if self.map.len() > 20_000 {
+            self.map.clear();
+        }
+    }
+}
+
+/// A slow leak: 64 KiB a second, never freed.
+fn leak_a_little(leaked: &mut Vec<Box<[u8]>>) {
+    leaked.push(vec![1u8; 64 * 1024].into_boxed_slice());
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("allocscope demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("allocscope demo: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let url = server.url();
+    println!("allocscope demo: a workload with allocscope as its allocator (Ctrl-C to stop)");
+    println!("  landing page:   {url}");
+    println!("  metrics:        {url}metrics");
+    println!("  heap profile:   go tool pprof {url}debug/pprof/heap");
+    println!("  CPU profile:    go tool pprof -seconds 5 {url}debug/pprof/profile");
+    println!("  flamegraph:     {url}debug/pprof/heap.svg");
+
     let limit = std::env::var("ALLOCSCOPE_DEMO_SECONDS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok());
     let start = Instant::now();
-    let mut cache: HashMap<u64, Vec<u8>> = HashMap::new();
-    let mut leak: Vec<Box<[u8]>> = Vec::new();
-    let workers: Vec<_> = (0..2)
-        .map(|w| {
-            std::thread::spawn(move || {
+    for w in 0..2u64 {
+        std::thread::Builder::new()
+            .name(format!("request-worker-{w}"))
+            .spawn(move || {
                 let mut i = 0u64;
                 loop {
                     std::hint::black_box(handle_request(i * 2 + w));
                     i += 1;
-                    if i.is_multiple_of(1000) {
+                    // bursts of requests with pauses: busy, not a CPU hog
+                    if i.is_multiple_of(200) {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }
             })
-        })
-        .collect();
-    let mut last = allocscope::stats();
+            .expect("spawn a worker");
+    }
+    let mut cache = Cache {
+        map: HashMap::new(),
+    };
+    let mut leaked = Vec::new();
     let mut tick = 0u64;
-    println!("allocscope demo: counting every allocation of this process (Ctrl-C to stop)");
     loop {
         std::thread::sleep(Duration::from_secs(1));
         tick += 1;
-        // a cache that grows, then is trimmed
-        for k in 0..200 {
-            cache.insert(tick * 1000 + k, vec![0u8; 512 + (k as usize % 7) * 100]);
-        }
-        if cache.len() > 20_000 {
-            cache.clear();
-        }
-        // a slow leak
-        leak.push(vec![1u8; 64 * 1024].into_boxed_slice());
-        let s = allocscope::stats();
-        let d = s.delta(&last);
-        println!(
-            "heap={:.1} MiB live ({} objects), allocs/s={}, frees/s={}, reallocs/s={}, threads={}",
-            mib(s.live_bytes()),
-            s.live_objects(),
-            d.allocations,
-            d.deallocations,
-            d.reallocations,
-            allocscope::core_info().attached_blocks,
-        );
-        last = s;
+        cache.fill(tick);
+        leak_a_little(&mut leaked);
         if limit.is_some_and(|l| start.elapsed().as_secs() >= l) {
             break;
         }
     }
-    drop(workers);
+    server.shutdown();
+    ExitCode::SUCCESS
 }

@@ -1,0 +1,245 @@
+//! `/`: the landing page. Live numbers, links to every view, the heap
+//! flamegraph. Plain HTML with inline CSS, JS and SVG: no external assets,
+//! since the service may be offline.
+//!
+//! Owns the page only. The numbers refresh by reading `/metrics` (open even
+//! with a token), the flamegraph is `/debug/pprof/heap.svg` embedded.
+
+use super::log::{mib, LogSample};
+use super::{Reply, State};
+
+/// Escapes text for HTML.
+pub(crate) fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// A size in the largest binary unit that divides it (`512 KiB`, `3 B`).
+pub(crate) fn size(mut b: u64) -> String {
+    let mut unit = 0;
+    while b >= 1024 && b.is_multiple_of(1024) && unit < 3 {
+        b /= 1024;
+        unit += 1;
+    }
+    format!("{b} {}", ["B", "KiB", "MiB", "GiB"][unit])
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}\
+header{background:#2b3a55;color:#fff;padding:.8em 1.5em}header h1{margin:0;font-size:1.3em}\
+header span{opacity:.8;font-size:.9em}main{padding:1em 1.5em}\
+.cards{display:flex;flex-wrap:wrap;gap:.8em}.card{background:#fff;border:1px solid #ddd;\
+border-radius:6px;padding:.6em 1em;min-width:9em}.card b{display:block;font-size:1.4em}\
+.card small{color:#666}#spark{background:#fff;border:1px solid #ddd;border-radius:6px}\
+ul{columns:2;max-width:60em}li{margin:.2em 0}a{color:#1a5fb4}code{background:#eee;padding:0 .2em}\
+.note{background:#fff3cd;border:1px solid #e0c96b;padding:.6em 1em;border-radius:6px}\
+object{width:100%;min-height:480px;border:1px solid #ddd;background:#fff}";
+
+const SCRIPT: &str = r#"
+(function(){
+  var hist=[], last=null;
+  function mib(b){return (b/1048576).toFixed(1)+' MiB';}
+  function size(b){var u=['B','KiB','MiB','GiB'],i=0;while(b>=1024&&i<3&&b%1024===0){b/=1024;i++;}return b+' '+u[i];}
+  function parse(t){var m={};t.split('\n').forEach(function(l){
+    if(!l||l[0]==='#'||l.indexOf('{')>=0)return;var p=l.split(' ');m[p[0]]=parseFloat(p[1]);});return m;}
+  function set(id,v){var e=document.getElementById(id);if(e)e.textContent=v;}
+  function spark(){var w=300,h=60,max=Math.max.apply(null,hist.concat([1])),pts=hist.map(function(v,i){
+    return (i*w/59).toFixed(1)+','+(h-2-(v/max)*(h-4)).toFixed(1);}).join(' ');
+    document.getElementById('line').setAttribute('points',pts);set('sparkmax','max '+mib(max));}
+  function tick(){fetch('/metrics').then(function(r){return r.text();}).then(function(t){
+    var m=parse(t),now=Date.now();
+    set('live',mib(m.allocscope_heap_live_bytes||0));
+    set('objects',(m.allocscope_heap_live_objects||0)+' objects');
+    if(m.process_resident_memory_bytes!==undefined)set('rss',mib(m.process_resident_memory_bytes));
+    if(m.process_threads!==undefined)set('threads',m.process_threads);
+    set('interval',m.allocscope_sampler_interval_bytes===0?'off':size(m.allocscope_sampler_interval_bytes||0));
+    set('samples',(m.allocscope_sampler_live_samples||0)+' live samples');
+    if(last){var dt=(now-last.t)/1000;set('rate',Math.round((m.allocscope_heap_allocations_total-last.a)/dt));}
+    last={t:now,a:m.allocscope_heap_allocations_total};
+    hist.push(m.allocscope_heap_live_bytes||0);if(hist.length>60)hist.shift();spark();
+    set('status','updated '+new Date().toLocaleTimeString());
+  }).catch(function(e){set('status','cannot read /metrics: '+e);});}
+  var sel=document.getElementById('sample');
+  if(sel)sel.addEventListener('change',function(){
+    document.getElementById('fg').setAttribute('data','/debug/pprof/heap.svg?sample='+sel.value);});
+  tick();setInterval(tick,2000);
+})();
+"#;
+
+/// The page.
+pub(crate) fn page(state: &State) -> Reply {
+    let now = LogSample::take();
+    let sampler = crate::sampler_stats();
+    let program = std::env::args()
+        .next()
+        .map(|a| a.rsplit('/').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let uptime = state.started.elapsed().as_secs();
+    let interval = if sampler.interval == 0 {
+        "off".to_string()
+    } else {
+        size(sampler.interval)
+    };
+    let card = |id: &str, title: &str, value: String, sub: &str, sub_id: &str| {
+        format!(
+            "<div class=\"card\"><small>{title}</small><b id=\"{id}\">{}</b>\
+             <small id=\"{sub_id}\">{sub}</small></div>",
+            escape(&value)
+        )
+    };
+    let cards = [
+        card(
+            "live",
+            "heap live",
+            mib(now.live_bytes),
+            &format!("{} objects", now.live_objects),
+            "objects",
+        ),
+        card(
+            "rss",
+            "resident memory",
+            now.rss_bytes.map(mib).unwrap_or_else(|| "n/a".into()),
+            "process_resident_memory_bytes",
+            "rss_sub",
+        ),
+        card(
+            "rate",
+            "allocations/s",
+            "…".into(),
+            "since last refresh",
+            "rate_sub",
+        ),
+        card(
+            "threads",
+            "threads",
+            now.threads
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "n/a".into()),
+            "process_threads",
+            "threads_sub",
+        ),
+        card(
+            "interval",
+            "sample interval",
+            interval,
+            &format!("{} live samples", sampler.live_samples),
+            "samples",
+        ),
+        card(
+            "collections",
+            "collections",
+            now.collections.to_string(),
+            "collection cycles (none yet)",
+            "collections_sub",
+        ),
+    ]
+    .concat();
+    let links = [
+        ("/metrics", "Prometheus metrics"),
+        ("/debug/pprof/", "pprof index"),
+        ("/debug/pprof/heap", "heap profile (pprof, in-use)"),
+        ("/debug/pprof/heap?debug=1", "heap profile as text"),
+        (
+            "/debug/pprof/allocs",
+            "allocs profile (pprof, all allocations)",
+        ),
+        ("/debug/pprof/allocs?debug=1", "allocs profile as text"),
+        (
+            "/debug/pprof/heap.svg?sample=inuse_space",
+            "flamegraph: in-use bytes",
+        ),
+        (
+            "/debug/pprof/heap.svg?sample=inuse_objects",
+            "flamegraph: in-use objects",
+        ),
+        (
+            "/debug/pprof/heap.svg?sample=alloc_space",
+            "flamegraph: allocated bytes",
+        ),
+        (
+            "/debug/pprof/heap.svg?sample=alloc_objects",
+            "flamegraph: allocated objects",
+        ),
+        (
+            "/debug/pprof/heap.svg?diff=baseline",
+            "flamegraph: growth since the baseline",
+        ),
+        (
+            "/debug/pprof/profile?seconds=10",
+            "CPU profile, 10 s (pprof)",
+        ),
+        ("/debug/pprof/cmdline", "command line"),
+    ]
+    .iter()
+    .map(|(href, what)| format!("<li><a href=\"{href}\">{what}</a> <code>{href}</code></li>"))
+    .collect::<String>();
+    let addr = state.addr.to_string();
+    let flame = if state.policy.profiles_visible() {
+        "<p><label>View <select id=\"sample\">\
+         <option value=\"inuse_space\">in-use bytes</option>\
+         <option value=\"inuse_objects\">in-use objects</option>\
+         <option value=\"alloc_space\">allocated bytes</option>\
+         <option value=\"alloc_objects\">allocated objects</option></select></label> \
+         <form method=\"post\" action=\"/debug/pprof/baseline\" style=\"display:inline\">\
+         <button type=\"submit\">Save baseline</button></form> then \
+         <a href=\"/debug/pprof/heap.svg?diff=baseline\">show growth</a></p>\
+         <object id=\"fg\" type=\"image/svg+xml\" data=\"/debug/pprof/heap.svg?sample=inuse_space\">\
+         heap flamegraph</object>"
+            .to_string()
+    } else {
+        format!(
+            "<p class=\"note\">Profiles are off: this exporter listens on {} without a token. \
+             Set <code>token</code> (ALLOCSCOPE_TOKEN) or <code>allow_remote_control = true</code> \
+             to enable them.</p>",
+            escape(&addr)
+        )
+    };
+    Reply::html(format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>allocscope · {prog}</title><style>{STYLE}</style></head><body>\n\
+         <header><h1>allocscope · {prog}</h1><span>pid {pid} · exporter on {addr} · up {uptime} s · \
+         <span id=\"status\">live numbers refresh every 2 s</span></span></header>\n<main>\n\
+         <section class=\"cards\">{cards}</section>\n\
+         <h2>Live heap, last 2 minutes</h2>\n\
+         <svg id=\"spark\" width=\"300\" height=\"60\" viewBox=\"0 0 300 60\" role=\"img\" \
+         aria-label=\"live heap over time\"><polyline id=\"line\" fill=\"none\" stroke=\"#1a5fb4\" \
+         stroke-width=\"2\" points=\"\"/><text id=\"sparkmax\" x=\"4\" y=\"12\" font-size=\"10\" \
+         fill=\"#666\"></text></svg>\n\
+         <h2>Views</h2>\n<ul>{links}</ul>\n\
+         <p>From a shell: <code>go tool pprof http://{addr}/debug/pprof/heap</code>, \
+         <code>go tool pprof -seconds 10 http://{addr}/debug/pprof/profile</code>.</p>\n\
+         <h2>Heap flamegraph</h2>\n{flame}\n</main>\n<script>{SCRIPT}</script>\n</body></html>\n",
+        prog = escape(&program),
+        pid = std::process::id(),
+        addr = escape(&addr),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::size(512 * 1024), "512 KiB");
+        assert_eq!(super::size(1), "1 B");
+        assert_eq!(super::size(1536), "1536 B");
+        assert_eq!(super::size(4 << 30), "4 GiB");
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            super::escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! `/debug/pprof/*`: Go's pprof handler conventions for a Rust process.
+//!
+//! Owns the index page, the CPU profile (pprof-rs), the command line, and
+//! running renders off the async workers one at a time with a time bound.
+//! Never blocks an async worker: profile building and symbolisation run in
+//! `spawn_blocking` behind [`RENDER`].
+//!
+//! # Why pprof-rs's `frame-pointer` unwinder
+//! pprof-rs takes its stacks inside a SIGPROF handler, at any instruction of
+//! any thread, including inside allocscope's allocator and malloc. Its
+//! default unwinder (backtrace-rs over libgcc's `_Unwind_Backtrace`) is not
+//! async-signal-safe in general: unless glibc >= 2.35 and GCC >= 12 libgcc
+//! give it the lock-free `_dl_find_object`, it takes the loader lock
+//! (`dl_iterate_phdr`), and frames registered at run time (JITs) take
+//! libgcc's object mutex, so a signal landing in `dlopen` or in another
+//! unwind deadlocks the process (tikv/pprof-rs#36, ray-project/ray#48671).
+//! pprof-rs's work-around, a blocklist, drops every sample taken inside
+//! libc: where allocation time goes. A profiler that can hang the host is
+//! the worse failure, so the exporter uses the frame-pointer walk: it reads
+//! `rbp` chains only, checks every address before reading it (pprof-rs
+//! `addr_validate`), takes no lock and costs ~20 instructions a frame.
+//!
+//! The price, measured on the demo (`cargo run --release`, built with
+//! `-C force-frame-pointers=yes`, 3 s profiles): about 40% of the samples
+//! carry a stack against 100% with the default unwinder, because code
+//! without frame pointers (glibc's malloc, free and memcpy use `rbp` as a
+//! general register) ends the walk at once; and pprof-rs's walk starts at
+//! the caller of the interrupted function, so leaf functions do not appear.
+//! Stack-less samples still count in the profile's total. Without
+//! `-C force-frame-pointers=yes` the host's own frames are found only where
+//! the compiler kept frame pointers (rustup's std has them).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::{query_get, Reply, State};
+use crate::{FlamegraphOptions, HeapProfile, PprofKind, SampleType};
+
+/// Renders (heap and CPU profiles, flamegraphs) run one at a time.
+pub(crate) static RENDER: Semaphore = Semaphore::const_new(1);
+
+/// Longest CPU profile, in seconds.
+pub const MAX_CPU_SECONDS: u64 = 300;
+/// CPU profile length when `seconds` is not given (Go's default).
+pub const DEFAULT_CPU_SECONDS: u64 = 30;
+/// Sampling frequency of CPU profiles (Go's).
+const CPU_HZ: i32 = 100;
+
+/// Runs `f` on a blocking thread once no other render runs, within
+/// `timeout` in all (waiting included). A render that overruns keeps its
+/// turn until it ends, so overruns cannot pile up.
+pub(crate) async fn render<T, F>(timeout: Duration, what: &str, f: F) -> Result<T, Reply>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, String> + Send + 'static,
+{
+    let work = async {
+        let permit = RENDER
+            .acquire()
+            .await
+            .map_err(|_| Reply::error(503, "the exporter is shutting down"))?;
+        let job = tokio::task::spawn_blocking(move || {
+            let _turn = permit;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err("the renderer panicked".to_string()))
+        });
+        match job.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Reply::error(500, &format!("could not render {what}: {e}"))),
+            Err(e) => Err(Reply::error(500, &format!("could not render {what}: {e}"))),
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(Reply::error(
+            503,
+            &format!(
+                "rendering {what} took longer than render_timeout ({}s), waiting for the \
+                 previous render included; try again later or raise render_timeout",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// The one CPU profile that may run (process-wide: the profiler is).
+static CPU_BUSY: AtomicBool = AtomicBool::new(false);
+
+struct CpuTurn;
+
+impl CpuTurn {
+    fn take() -> Option<CpuTurn> {
+        CPU_BUSY
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(CpuTurn)
+    }
+}
+
+impl Drop for CpuTurn {
+    fn drop(&mut self) {
+        CPU_BUSY.store(false, Ordering::Release);
+    }
+}
+
+/// Parses `seconds` of a CPU profile: default 30, 1..=300.
+pub(crate) fn cpu_seconds(q: Option<&str>) -> Result<u64, Reply> {
+    match q {
+        None => Ok(DEFAULT_CPU_SECONDS),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (1..=MAX_CPU_SECONDS).contains(&n) => Ok(n),
+            _ => Err(Reply::error(
+                400,
+                &format!(
+                    "invalid seconds {s:?}: expected a whole number of seconds from 1 to \
+                     {MAX_CPU_SECONDS} (default {DEFAULT_CPU_SECONDS})"
+                ),
+            )),
+        },
+    }
+}
+
+/// `/debug/pprof/profile?seconds=N`: a CPU profile, gzipped pprof.
+pub(crate) async fn cpu_profile(state: &State, seconds: u64) -> Reply {
+    let Some(turn) = CpuTurn::take() else {
+        return Reply::error(
+            409,
+            "a CPU profile is already being taken (one at a time); retry when it finishes",
+        );
+    };
+    let guard = match pprof::ProfilerGuardBuilder::default()
+        .frequency(CPU_HZ)
+        .build()
+    {
+        Ok(g) => g,
+        Err(pprof::Error::Running) => {
+            return Reply::error(
+                409,
+                "a CPU profile is already being taken in this process (by pprof-rs outside \
+                 the exporter); retry when it finishes",
+            )
+        }
+        Err(e) => return Reply::error(500, &format!("could not start the CPU profiler: {e}")),
+    };
+    let mut shutdown = state.shutdown.clone();
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+        () = super::shutting_down(&mut shutdown) => {
+            return Reply::error(503, "the exporter is shutting down; the CPU profile was abandoned");
+        }
+    }
+    let built = render(state.render_timeout, "the CPU profile", move || {
+        let _turn = turn;
+        let report = guard.report().build().map_err(|e| e.to_string())?;
+        drop(guard);
+        let profile = report.pprof().map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        pprof::protos::Message::encode(&profile, &mut raw).map_err(|e| e.to_string())?;
+        gzip(&raw)
+    })
+    .await;
+    match built {
+        Ok(bytes) => Reply::binary(bytes, "profile"),
+        Err(r) => r,
+    }
+}
+
+/// `/debug/pprof/heap` and `/debug/pprof/allocs`: the heap profile as
+/// gzipped pprof, or Go's text format with `debug=1` (any `debug` > 0).
+/// `gc=N` is accepted and has no effect until allocscope has collection
+/// cycles (issue 5). Delta profiles (`seconds=N`) are not offered.
+pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)]) -> Reply {
+    let text = match query_get(q, "debug") {
+        None => false,
+        Some(d) => match d.parse::<u32>() {
+            Ok(n) => n > 0,
+            Err(_) => {
+                return Reply::error(
+                    400,
+                    &format!(
+                        "invalid debug {d:?}: expected 0 (gzipped pprof, the default) or 1 \
+                         (text)"
+                    ),
+                )
+            }
+        },
+    };
+    if query_get(q, "seconds").is_some() {
+        return Reply::error(
+            400,
+            "delta heap profiles (seconds=N) are not supported: fetch the profile twice and \
+             compare them (go tool pprof -base), or use POST /debug/pprof/baseline with \
+             /debug/pprof/heap.svg?diff=baseline",
+        );
+    }
+    let name = match kind {
+        PprofKind::Heap => "heap",
+        PprofKind::Allocs => "allocs",
+    };
+    let what = format!("the {name} profile");
+    let r = render(state.render_timeout, &what, move || {
+        let p = HeapProfile::capture();
+        Ok(if text {
+            Err(p.to_text(kind))
+        } else {
+            Ok(p.to_pprof(kind))
+        })
+    })
+    .await;
+    match r {
+        Ok(Ok(bytes)) => Reply::binary(bytes, name),
+        Ok(Err(text)) => Reply::text(text),
+        Err(r) => r,
+    }
+}
+
+/// `/debug/pprof/heap.svg?sample=…[&diff=baseline]`: the heap flamegraph,
+/// or what grew since the saved baseline.
+pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
+    let sample = match query_get(q, "sample")
+        .unwrap_or("inuse_space")
+        .parse::<SampleType>()
+    {
+        Ok(s) => s,
+        Err(e) => return Reply::error(400, &e.to_string()),
+    };
+    let baseline = match query_get(q, "diff") {
+        None => None,
+        Some("baseline") => match state.baseline() {
+            Some(b) => Some(b),
+            None => {
+                return Reply::error(
+                    409,
+                    "no baseline saved yet: POST /debug/pprof/baseline first, then ask for \
+                     /debug/pprof/heap.svg?diff=baseline",
+                )
+            }
+        },
+        Some(d) => {
+            return Reply::error(
+                400,
+                &format!("invalid diff {d:?}: the only diff is diff=baseline"),
+            )
+        }
+    };
+    let r = render(state.render_timeout, "the heap flamegraph", move || {
+        let now = HeapProfile::capture();
+        let mut svg = Vec::with_capacity(64 * 1024);
+        let opts = FlamegraphOptions::default();
+        match baseline {
+            Some(b) => now.diff(&b).flamegraph(sample, &opts, &mut svg),
+            None => now.flamegraph(sample, &opts, &mut svg),
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(svg)
+    })
+    .await;
+    match r {
+        Ok(svg) => Reply::svg(svg),
+        Err(r) => r,
+    }
+}
+
+/// `POST /debug/pprof/baseline`: captures the heap profile that
+/// `heap.svg?diff=baseline` compares with.
+pub(crate) async fn save_baseline(state: &State) -> Reply {
+    let r = render(state.render_timeout, "the baseline", || {
+        Ok(HeapProfile::capture())
+    })
+    .await;
+    match r {
+        Ok(p) => {
+            let msg = format!(
+                "baseline saved: {} buckets, {} bytes in use (estimated); \
+                 /debug/pprof/heap.svg?diff=baseline shows what grew since\n",
+                p.buckets().len(),
+                p.total(SampleType::InuseSpace)
+            );
+            state.set_baseline(p);
+            Reply::text(msg)
+        }
+        Err(r) => r,
+    }
+}
+
+/// Gzips `raw` (pprof files are gzipped protobuf).
+pub(crate) fn gzip(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(raw).map_err(|e| e.to_string())?;
+    z.finish().map_err(|e| e.to_string())
+}
+
+/// `/debug/pprof/cmdline`: the command line, arguments separated by NUL
+/// bytes, as Go.
+pub(crate) fn cmdline() -> Reply {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    Reply::text(args.join("\0"))
+}
+
+/// The profiles listed on the index page: path, description.
+const PROFILES: &[(&str, &str)] = &[
+    ("allocs", "A sampling of all past memory allocations (the heap profile with alloc_space as its default view)."),
+    ("heap", "A sampling of memory allocations of live objects. Add debug=1 for text."),
+    ("heap.svg", "The heap profile as a flamegraph (sample=inuse_space|inuse_objects|alloc_space|alloc_objects; diff=baseline for growth since the saved baseline)."),
+    ("profile", "CPU profile. You can specify the duration in the seconds GET parameter (1 to 300, default 30). After you get the profile file, use the go tool pprof command to investigate the profile."),
+    ("cmdline", "The command line invocation of the current program."),
+];
+
+/// `/debug/pprof/`: the HTML index.
+pub(crate) fn index() -> Reply {
+    let mut rows = String::new();
+    for (name, what) in PROFILES {
+        rows.push_str(&format!(
+            "<tr><td><a href=\"/debug/pprof/{name}\">{name}</a></td><td>{what}</td></tr>\n"
+        ));
+    }
+    Reply::html(format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>/debug/pprof/</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}td{{padding:.3em 1em;vertical-align:top}}\
+         </style></head><body>\n<h1>/debug/pprof/</h1>\n<p>Set debug=1 as a query parameter to \
+         export in legacy text format.</p>\n<table>\n{rows}</table>\n\
+         <form method=\"post\" action=\"/debug/pprof/baseline\"><p>\
+         <button type=\"submit\">Save a heap baseline</button> (POST /debug/pprof/baseline), then \
+         see what grew: <a href=\"/debug/pprof/heap.svg?diff=baseline\">heap.svg?diff=baseline</a>\
+         </p></form>\n<p><a href=\"/\">allocscope home</a> · <a href=\"/metrics\">/metrics</a></p>\
+         \n</body></html>\n"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds() {
+        assert_eq!(cpu_seconds(None).ok(), Some(30));
+        assert_eq!(cpu_seconds(Some("1")).ok(), Some(1));
+        assert_eq!(cpu_seconds(Some("300")).ok(), Some(300));
+        for bad in [
+            "0",
+            "301",
+            "-1",
+            "",
+            "2.5",
+            "abc",
+            "99999999999999999999999",
+        ] {
+            assert!(cpu_seconds(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn renders_are_bounded_in_time_and_queued() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let slow = tokio::spawn(render(Duration::from_millis(100), "slow", || {
+                std::thread::sleep(Duration::from_millis(600));
+                Ok(1)
+            }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // queued behind the slow one, which keeps its turn past its bound
+            let queued = render(Duration::from_millis(200), "queued", || Ok(2)).await;
+            let slow = slow.await.unwrap();
+            assert_eq!(slow.unwrap_err().status, 503);
+            let q = queued.unwrap_err();
+            assert_eq!(q.status, 503);
+            assert!(String::from_utf8_lossy(&q.body).contains("render_timeout"));
+            // once it has finished, renders run again
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert_eq!(
+                render(Duration::from_secs(5), "ok", || Ok(3)).await.ok(),
+                Some(3)
+            );
+            let e = render(Duration::from_secs(5), "failing", || {
+                Err::<(), _>("no".into())
+            })
+            .await
+            .unwrap_err();
+            assert_eq!(e.status, 500);
+            let p = render(
+                Duration::from_secs(5),
+                "panicking",
+                || -> Result<(), String> { panic!("boom") },
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(p.status, 500);
+        });
+    }
+
+    #[test]
+    fn one_cpu_profile_at_a_time() {
+        let a = CpuTurn::take().expect("free");
+        assert!(CpuTurn::take().is_none());
+        drop(a);
+        assert!(CpuTurn::take().is_some());
+    }
+}

@@ -1,0 +1,123 @@
+//! Scenario: the exporter read by the real tools. `promtool check metrics`
+//! on a scrape and `go tool pprof -top` on the CPU and heap profiles, skipped
+//! (with a message) when a tool is missing, failing instead when
+//! `ALLOCSCOPE_REQUIRE_TOOLS=1`.
+mod http;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use allocscope::server::{self, Config, ServerHandle};
+use http::{get, have_tool};
+
+#[global_allocator]
+static A: allocscope::AllocScope = allocscope::AllocScope::system();
+
+fn start() -> ServerHandle {
+    server::start(
+        Config::default()
+            .addr("127.0.0.1:0".parse().unwrap())
+            .log_interval(Duration::ZERO),
+    )
+    .expect("start")
+}
+
+fn check_metrics(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool failed: {said}");
+    assert!(said.trim().is_empty(), "promtool reports: {said}");
+}
+
+#[test]
+fn promtool_check_metrics_reports_nothing() {
+    if !have_tool("promtool", &["--version"]) {
+        return;
+    }
+    let s = start();
+    let r = get(s.local_addr(), "/metrics");
+    assert_eq!(r.status, 200);
+    check_metrics(&r.text());
+    s.shutdown();
+    // the full size-class switch too
+    let s = server::start(
+        Config::default()
+            .addr("127.0.0.1:0".parse().unwrap())
+            .log_interval(Duration::ZERO)
+            .full_size_classes(true),
+    )
+    .unwrap();
+    check_metrics(&get(s.local_addr(), "/metrics").text());
+    s.shutdown();
+}
+
+fn go_pprof_top(url: &str, tmp: &std::path::Path) -> String {
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-top", url])
+        .env("PPROF_TMPDIR", tmp)
+        .env("HOME", tmp)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof {url}: {stderr}\n{stdout}"
+    );
+    assert!(
+        !stderr.contains("symbolize") || !stderr.to_lowercase().contains("fail"),
+        "symbolization trouble: {stderr}"
+    );
+    stdout
+}
+
+#[test]
+fn go_tool_pprof_reads_cpu_and_heap_profiles() {
+    if !have_tool("go", &["version"]) {
+        return;
+    }
+    let tmp = std::env::temp_dir().join(format!("allocscope-pprof-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let s = start();
+    let base = format!("http://{}", s.local_addr());
+
+    let spin = std::thread::spawn(|| {
+        let t = Instant::now();
+        let mut v: Vec<u64> = Vec::new();
+        while t.elapsed() < Duration::from_secs(3) {
+            v.push(std::hint::black_box(v.len() as u64 * 31));
+            if v.len() > 10_000 {
+                v = Vec::new();
+            }
+        }
+    });
+    let cpu = go_pprof_top(&format!("{base}/debug/pprof/profile?seconds=2"), &tmp);
+    spin.join().unwrap();
+    assert!(cpu.contains("Type: cpu"), "{cpu}");
+    assert!(cpu.contains("flat%"), "{cpu}");
+
+    for (path, ty) in [("heap", "inuse_space"), ("allocs", "alloc_space")] {
+        let heap = go_pprof_top(&format!("{base}/debug/pprof/{path}"), &tmp);
+        assert!(heap.contains(&format!("Type: {ty}")), "{heap}");
+    }
+    s.shutdown();
+    let _ = std::fs::remove_dir_all(&tmp);
+}
