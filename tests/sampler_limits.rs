@@ -6,6 +6,16 @@ use allocscope::{AllocScope, SamplerLimits};
 #[global_allocator]
 static ALLOC: AllocScope = AllocScope::system();
 
+/// Limits can only be set before the first sample: keep the sampler off
+/// from before `main` (the test harness allocates before the test runs).
+extern "C" fn sampling_off() {
+    allocscope::set_sample_interval(0);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static SAMPLING_OFF: extern "C" fn() = sampling_off;
+
 #[test]
 fn caps_bound_the_sampler() {
     allocscope::set_sample_interval(0);
