@@ -33,7 +33,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::cold_path;
 
-use crate::counters::{self, if_fast_block, Block};
+use crate::counters::{self, if_fast_block};
 use crate::sampler;
 
 /// A global allocator that counts every allocation of the allocator it
@@ -164,10 +164,10 @@ impl<A: GlobalAlloc> AllocScope<A> {
             // Count first, so that no register but the result has to
             // survive the inner call; a refused allocation is un-counted.
             b.on_small_alloc_in_flight(layout.size());
-            if b.sample_point(layout.size()) {
+            if counters::sample_point(layout.size()) {
                 cold_path();
                 // SAFETY: the caller upholds the contract.
-                return unsafe { self.alloc_sampled(layout, zeroed, b, Counted::InFlight) };
+                return unsafe { self.alloc_sampled(layout, zeroed, Counted::InFlight) };
             }
             // SAFETY: the caller upholds the contract.
             let p = unsafe { self.inner_alloc(layout, zeroed) };
@@ -188,10 +188,10 @@ impl<A: GlobalAlloc> AllocScope<A> {
     /// As `GlobalAlloc::alloc`.
     #[inline(never)]
     unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        let (b, shared) = counters::current_or_attach();
-        if !shared && b.sample_point(layout.size()) {
+        let (_, shared) = counters::current_or_attach();
+        if !shared && counters::sample_point(layout.size()) {
             // SAFETY: the caller upholds the contract.
-            return unsafe { self.alloc_sampled(layout, zeroed, b, Counted::No) };
+            return unsafe { self.alloc_sampled(layout, zeroed, Counted::No) };
         }
         // SAFETY: the caller upholds the contract.
         let p = unsafe { self.inner_alloc(layout, zeroed) };
@@ -205,17 +205,11 @@ impl<A: GlobalAlloc> AllocScope<A> {
     /// As `GlobalAlloc::alloc`.
     #[cold]
     #[inline(never)]
-    unsafe fn alloc_sampled(
-        &self,
-        layout: Layout,
-        zeroed: bool,
-        b: &Block,
-        counted: Counted,
-    ) -> *mut u8 {
+    unsafe fn alloc_sampled(&self, layout: Layout, zeroed: bool, counted: Counted) -> *mut u8 {
         let size = layout.size();
         // SAFETY (all inner calls below): the caller upholds the contract;
         // `big` differs from `layout` only by a larger power-of-two align.
-        let p = match (sampler::begin(b), sampler::placement(layout)) {
+        let p = match (sampler::begin(), sampler::placement(layout)) {
             (Some(pending), Some(pl)) => {
                 let base = unsafe { self.inner_alloc(pl.inner, zeroed) };
                 if base.is_null() {
@@ -411,9 +405,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for AllocScope<A> {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old_sampled = sampler::may_be_sampled(ptr) && sampler::is_sampled(ptr);
-        let (b, shared) = counters::current_or_attach();
-        let pending = if !shared && b.sample_point(new_size) {
-            sampler::begin(b)
+        let (_, shared) = counters::current_or_attach();
+        let pending = if !shared && counters::sample_point(new_size) {
+            sampler::begin()
         } else {
             None
         };

@@ -60,11 +60,6 @@ pub(crate) struct Block {
     pub(crate) large: [LargeSlot; LARGE_SLOTS],
     pub(crate) reallocs: AtomicU64,
     pub(crate) failures: AtomicU64,
-    /// Bytes left before this thread's next heap sample (owner-written;
-    /// `set_sample_interval` may reset it from another thread).
-    pub(crate) sample_countdown: AtomicU64,
-    /// State of this block's sampling random generator (owner only).
-    pub(crate) rng: AtomicU64,
     /// Size of the allocation in flight on the fast path, counted before the
     /// inner call: lets a failed call be un-counted (owner only).
     pub(crate) in_flight: AtomicU64,
@@ -106,16 +101,6 @@ impl Block {
             c.store(c.load(Relaxed).wrapping_sub(1), Relaxed);
         }
         bump::<false>(&self.failures, 1);
-    }
-
-    /// Takes `size` bytes off this thread's sampling countdown (owner only);
-    /// true when it runs out: this allocation is to be sampled.
-    #[inline(always)]
-    pub(crate) fn sample_point(&self, size: usize) -> bool {
-        let c = self.sample_countdown.load(Relaxed);
-        let (left, out) = c.overflowing_sub(size as u64);
-        self.sample_countdown.store(left, Relaxed);
-        out
     }
 
     /// Counts a deallocation of `size <= SMALL_MAX` bytes by the owner.
@@ -251,8 +236,6 @@ impl Block {
             reallocs: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
-            sample_countdown: AtomicU64::new(u64::MAX),
-            rng: AtomicU64::new(0),
             in_use: AtomicBool::new(true),
             next: AtomicPtr::new(ptr::null_mut()),
             base: [Z; 6],
@@ -390,12 +373,16 @@ const EXITED: u8 = 3;
 struct Current {
     block: Cell<*const Block>,
     limit: Cell<usize>,
+    /// Bytes left before this thread's next sampling point (see
+    /// `sampler`). Next to `block` so the hot path subtracts from it in
+    /// place (`sub size, fs:[off+16]`).
+    countdown: Cell<u64>,
 }
 
 thread_local! {
     /// This thread's block, or null (not acquired yet, or handed back at exit).
     static CURRENT: Current = const {
-        Current { block: Cell::new(ptr::null()), limit: Cell::new(0) }
+        Current { block: Cell::new(ptr::null()), limit: Cell::new(0), countdown: Cell::new(0) }
     };
     static STATE: Cell<u8> = const { Cell::new(FRESH) };
 }
@@ -430,6 +417,28 @@ macro_rules! if_fast_block {
     }};
 }
 pub(crate) use if_fast_block;
+
+/// Takes `size` bytes off this thread's sampling countdown; true when it
+/// runs out (the sampler then decides). One `sub` on a thread-local.
+#[inline(always)]
+pub(crate) fn sample_point(size: usize) -> bool {
+    CURRENT.with(|c| {
+        let (left, out) = c.countdown.get().overflowing_sub(size as u64);
+        c.countdown.set(left);
+        out
+    })
+}
+
+/// This thread's sampling countdown (after the subtraction that ran out:
+/// `0 - countdown` is how far the last allocation went past it).
+pub(crate) fn countdown() -> u64 {
+    CURRENT.with(|c| c.countdown.get())
+}
+
+/// Sets this thread's sampling countdown.
+pub(crate) fn set_countdown(bytes: u64) {
+    CURRENT.with(|c| c.countdown.set(bytes))
+}
 
 /// The hot path's view of this thread: its block and the exclusive size
 /// limit of the fast path (see `Current`).
@@ -480,9 +489,6 @@ fn attach() -> (&'static Block, bool) {
     // SAFETY: `b` is a valid block that this thread now owns.
     let block = unsafe { &*b };
     block.set_base(block.totals());
-    block
-        .sample_countdown
-        .store(crate::sampler::attach_countdown(block), Relaxed);
     exit_hook::register(b);
     CURRENT.with(|c| {
         c.block.set(b);

@@ -208,3 +208,19 @@ fn limits_cannot_change_after_sampling_started() {
         .unwrap_err();
     assert!(bad.to_string().contains("max_stacks"), "{bad}");
 }
+
+#[test]
+fn large_allocations_are_sampled_across_check_ins() {
+    // a 4 MiB block at a 512 KiB interval is sampled with probability
+    // 1 - exp(-8) = 99.97%: the countdown's check-ins must not hide it
+    let _g = serial();
+    let prev = allocscope::set_sample_interval(512 * 1024);
+    let s0 = allocscope::sampler_stats().samples_total;
+    for _ in 0..50 {
+        let v: Vec<u8> = std::hint::black_box(Vec::with_capacity(4 << 20));
+        drop(v);
+    }
+    let s1 = allocscope::sampler_stats().samples_total;
+    allocscope::set_sample_interval(prev);
+    assert!(s1 - s0 >= 49, "{s0} -> {s1}");
+}

@@ -7,6 +7,7 @@
 //! zero, which happens with probability `1 - exp(-S / interval)`.
 //! Everything here is pure arithmetic: no allocation, no lock.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Default sample interval: 512 KiB, like Go and jemalloc.
@@ -21,15 +22,15 @@ pub(crate) const NEVER: u64 = u64::MAX;
 /// One step of xorshift64* (Vigna): fast, non-zero state, good enough for
 /// drawing exponential gaps.
 #[inline]
-pub(crate) fn next_random(state: &AtomicU64) -> u64 {
-    let mut x = state.load(Relaxed);
+pub(crate) fn next_random(state: &Cell<u64>) -> u64 {
+    let mut x = state.get();
     if x == 0 {
         x = seed();
     }
     x ^= x >> 12;
     x ^= x << 25;
     x ^= x >> 27;
-    state.store(x, Relaxed);
+    state.set(x);
     x.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
@@ -59,7 +60,7 @@ fn time_bits() -> u64 {
 
 /// Draws the next countdown for `interval` from the random state `rng`.
 #[inline]
-pub(crate) fn draw(interval: u64, rng: &AtomicU64) -> u64 {
+pub(crate) fn draw(interval: u64, rng: &Cell<u64>) -> u64 {
     match interval {
         0 => NEVER,
         1 => 0,
@@ -88,7 +89,7 @@ mod tests {
 
     #[test]
     fn draws_have_the_interval_as_mean() {
-        let rng = AtomicU64::new(12345);
+        let rng = Cell::new(12345);
         let n = 200_000;
         let interval = 4096;
         let sum: f64 = (0..n).map(|_| draw(interval, &rng) as f64).sum();
@@ -98,7 +99,7 @@ mod tests {
 
     #[test]
     fn special_intervals() {
-        let rng = AtomicU64::new(1);
+        let rng = Cell::new(1);
         assert_eq!(draw(0, &rng), NEVER);
         assert_eq!(draw(1, &rng), 0);
         assert_eq!(sample_probability(10, 0), 0.0);
@@ -110,7 +111,7 @@ mod tests {
     fn sampled_fraction_matches_poisson() {
         // simulate the countdown: objects of `size` bytes; the fraction sampled
         // must be 1 - exp(-size/interval)
-        let rng = AtomicU64::new(99);
+        let rng = Cell::new(99);
         for (size, interval) in [(256u64, 4096u64), (4096, 4096), (64 * 1024, 16 * 1024)] {
             let mut countdown = draw(interval, &rng);
             let n = 200_000;

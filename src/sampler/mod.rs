@@ -28,13 +28,13 @@ mod store;
 
 use std::alloc::Layout;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 pub use countdown::{sample_probability, DEFAULT_INTERVAL};
 pub use stack::{set_stack_capture, stack_capture, StackCapture, MAX_FRAMES};
 pub use store::SamplerLimits;
 
-use crate::counters::{self, Block};
+use crate::counters;
 
 /// Where a sampled block lies in what the inner allocator returned.
 #[derive(Clone, Copy, Debug)]
@@ -79,15 +79,15 @@ pub(crate) fn current_interval_for_profile() -> u64 {
 /// Sets the heap sample interval in bytes and returns the previous one:
 /// on average one allocation is sampled per `bytes` allocated (a Poisson
 /// process, like Go's `runtime.MemProfileRate`). 0 turns sampling off, 1
-/// samples every allocation. The default is 512 KiB. Every thread picks the
-/// new interval up at once (its countdown is redrawn), not only new threads.
+/// samples every allocation. The default is 512 KiB. The calling thread uses
+/// the new interval from its next allocation on, every other thread within
+/// its next 64 KiB of allocations (when it next checks in), so a change
+/// reaches running threads, not only new ones, at no cost to the hot path.
 pub fn set_sample_interval(bytes: u64) -> u64 {
     let prev = countdown::INTERVAL.swap(bytes, Relaxed);
-    static RESET_RNG: AtomicU64 = AtomicU64::new(0);
-    counters::for_each_block(|b| {
-        b.sample_countdown
-            .store(countdown::draw(bytes, &RESET_RNG), Relaxed);
-    });
+    // this thread: at once (its next allocation checks in)
+    AT_CHECK_IN.with(|c| c.set(true));
+    counters::set_countdown(0);
     prev
 }
 
@@ -149,12 +149,17 @@ pub fn sampler_stats() -> SamplerStats {
     }
 }
 
-/// A fresh countdown for a block that a thread has just attached.
-pub(crate) fn attach_countdown(block: &Block) -> u64 {
-    countdown::draw(sample_interval(), &block.rng)
-}
+/// The longest countdown a thread runs before it checks in: re-reads the
+/// interval (so a new one reaches every allocating thread within this many
+/// of its bytes) and continues the Poisson process without sampling.
+const CHECK_IN: u64 = 64 * 1024;
 
 thread_local! {
+    /// This thread's sampling random state.
+    static RNG: Cell<u64> = const { Cell::new(0) };
+    /// Whether the current countdown ends at a check-in rather than at a
+    /// sampling point. A thread starts at a check-in with a countdown of 0.
+    static AT_CHECK_IN: Cell<bool> = const { Cell::new(true) };
     /// Set while this thread is inside the sampler: an allocation made from
     /// there (none is expected) is never sampled.
     static IN_SAMPLER: Cell<bool> = const { Cell::new(false) };
@@ -167,16 +172,43 @@ pub(crate) struct Pending {
     interval: u64,
 }
 
-/// Called when an allocation ran its thread's countdown out: redraws the
-/// countdown, and if a sample can be taken, captures the stack. `None`
-/// means "allocate normally".
+/// Starts the next countdown: a fresh exponential gap, cut at [`CHECK_IN`].
+fn next_countdown(gap: u64) {
+    let check_in = gap > CHECK_IN;
+    AT_CHECK_IN.with(|c| c.set(check_in));
+    counters::set_countdown(if check_in { CHECK_IN } else { gap });
+}
+
+/// Called when an allocation ran its thread's countdown out. Decides
+/// whether it is sampled and starts the next countdown; if it is sampled
+/// and a sample can be taken, captures the stack. `None` means "allocate
+/// normally".
+///
+/// Sampling stays an exact Poisson process over allocated bytes across
+/// check-ins: at a check-in the gap to the next point is drawn afresh
+/// (memorylessness), and the allocation that crossed the check-in is
+/// sampled if that point falls within its bytes past the check-in.
 #[cold]
 #[inline(never)]
-pub(crate) fn begin(block: &Block) -> Option<Pending> {
+pub(crate) fn begin() -> Option<Pending> {
     let interval = sample_interval();
-    block
-        .sample_countdown
-        .store(countdown::draw(interval, &block.rng), Relaxed);
+    // how far the allocation went past the end of the countdown
+    let overshoot = 0u64.wrapping_sub(counters::countdown());
+    let sampled = if AT_CHECK_IN.with(Cell::get) {
+        let gap = RNG.with(|r| countdown::draw(interval, r));
+        if gap < overshoot {
+            true
+        } else {
+            next_countdown(gap - overshoot);
+            false
+        }
+    } else {
+        true
+    };
+    if !sampled {
+        return None;
+    }
+    next_countdown(RNG.with(|r| countdown::draw(interval, r)));
     if interval == 0 || IN_SAMPLER.with(Cell::get) {
         return None;
     }
@@ -220,8 +252,8 @@ pub(crate) fn placement(layout: Layout) -> Option<Placement> {
     }
 }
 
-/// Can `ptr` be a sampled block? Two tests: the only sampler check most
-/// frees pay.
+/// Can `ptr` be a sampled block? Two bit tests: the only sampler check
+/// most frees pay.
 #[inline(always)]
 pub(crate) fn may_be_sampled(ptr: *mut u8) -> bool {
     let a = ptr as usize;
