@@ -305,6 +305,41 @@ impl<A: GlobalAlloc> AllocScope<A> {
         }
     }
 
+    /// `realloc` on a thread without a block, of a block placed where
+    /// sampled blocks are, or that ran the sampling countdown out (`counted`:
+    /// the countdown ran out: `sample_point`).
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`.
+    #[inline(never)]
+    unsafe fn realloc_slow(
+        &self,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        sample_point: bool,
+    ) -> *mut u8 {
+        let old_sampled = sampler::may_be_sampled(ptr) && sampler::is_sampled(ptr);
+        let (_, shared) = counters::current_or_attach();
+        let pending = if sample_point || (!shared && counters::sample_point(new_size)) {
+            sampler::begin()
+        } else {
+            None
+        };
+        if old_sampled || pending.is_some() {
+            // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+            return unsafe { self.realloc_moving(ptr, layout, new_size, old_sampled, pending) };
+        }
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+        let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        if p.is_null() {
+            count_failure();
+        } else {
+            count_realloc(layout.size(), new_size);
+        }
+        p
+    }
+
     /// `realloc` that moves the block by hand: the old block was sampled
     /// (allocated with a raised alignment) or the new one is to be sampled.
     ///
@@ -404,23 +439,26 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for AllocScope<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old_sampled = sampler::may_be_sampled(ptr) && sampler::is_sampled(ptr);
-        let (_, shared) = counters::current_or_attach();
-        let pending = if !shared && counters::sample_point(new_size) {
-            sampler::begin()
-        } else {
-            None
-        };
-        if old_sampled || pending.is_some() {
+        let (block, limit) = counters::fast_state();
+        if limit == 0 || sampler::may_be_sampled(ptr) {
+            cold_path();
             // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
-            return unsafe { self.realloc_moving(ptr, layout, new_size, old_sampled, pending) };
+            return unsafe { self.realloc_slow(ptr, layout, new_size, false) };
+        }
+        if counters::sample_point(new_size) {
+            cold_path();
+            // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+            return unsafe { self.realloc_slow(ptr, layout, new_size, true) };
         }
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if p.is_null() {
+            cold_path();
             count_failure();
         } else {
-            count_realloc(layout.size(), new_size);
+            // SAFETY: a non-zero limit means `block` is this thread's own
+            // block (see `counters::if_fast_block`); blocks are never freed.
+            unsafe { &*block }.on_realloc::<false>(layout.size(), new_size);
         }
         p
     }

@@ -65,15 +65,21 @@ fn log_split(size: usize) -> (u32, usize) {
 }
 
 /// The large counter slot of a size above [`SMALL_MAX`]. Never panics.
+///
+/// With `s = size - 1` and `k = ilog2(s)`, the slot is `4(k - 8) + j`
+/// where `j` is the two bits below the top one: a `bsr`, a shift and a
+/// `lea`. The bounds are written so the compiler sees the slot is in range.
 #[inline(always)]
 pub(crate) fn large_slot(size: usize) -> usize {
     debug_assert!(size > SMALL_MAX);
-    let (k, j) = log_split(size);
+    let s = size.wrapping_sub(1);
+    let k = (s | 1).ilog2(); // `| 1`: never 0, so no panic branch
     if k > TOP_LOG2 {
-        LARGE_SLOTS - 1
-    } else {
-        ((k - LARGE_FIRST_LOG2) as usize) * 4 + j
+        return LARGE_SLOTS - 1;
     }
+    let k = k.max(LARGE_FIRST_LOG2);
+    let j = (s >> (k - 2)) & 3;
+    (k - LARGE_FIRST_LOG2) as usize * 4 + j
 }
 
 /// Public class index of large slot `slot`.
