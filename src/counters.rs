@@ -60,9 +60,6 @@ pub(crate) struct Block {
     pub(crate) large: [LargeSlot; LARGE_SLOTS],
     pub(crate) reallocs: AtomicU64,
     pub(crate) failures: AtomicU64,
-    /// Size of the allocation in flight on the fast path, counted before the
-    /// inner call: lets a failed call be un-counted (owner only).
-    pub(crate) in_flight: AtomicU64,
     // --- cold: ownership and per-owner baseline ---
     in_use: AtomicBool,
     next: AtomicPtr<Block>,
@@ -86,17 +83,17 @@ fn bump<const SHARED: bool>(c: &AtomicU64, v: u64) {
 
 impl Block {
     /// Counts an allocation of `size <= SMALL_MAX` bytes by the owner before
-    /// the inner allocator is called, remembering the size in case it fails.
+    /// the inner allocator is called, remembering the size (in the
+    /// thread-local, next to the countdown) in case the call fails.
     #[inline(always)]
     pub(crate) fn on_small_alloc_in_flight(&self, size: usize) {
-        self.in_flight.store(size as u64, Relaxed);
+        CURRENT.with(|c| c.in_flight.set(size));
         bump::<false>(&self.small_allocs[size], 1);
     }
 
-    /// Takes back the fast path's early count of an allocation the inner
-    /// allocator then refused, and counts the failure instead.
-    fn undo_small_alloc(&self) {
-        let size = self.in_flight.load(Relaxed) as usize;
+    /// Takes back the fast path's early count of an allocation of `size`
+    /// bytes the inner allocator then refused, and counts the failure.
+    fn undo_small_alloc(&self, size: usize) {
         if let Some(c) = self.small_allocs.get(size) {
             c.store(c.load(Relaxed).wrapping_sub(1), Relaxed);
         }
@@ -235,7 +232,6 @@ impl Block {
             large: [L; LARGE_SLOTS],
             reallocs: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
             in_use: AtomicBool::new(true),
             next: AtomicPtr::new(ptr::null_mut()),
             base: [Z; 6],
@@ -377,12 +373,15 @@ struct Current {
     /// `sampler`). Next to `block` so the hot path subtracts from it in
     /// place (`sub size, fs:[off+16]`).
     countdown: Cell<u64>,
+    /// Size of the allocation in flight on the fast path, counted before the
+    /// inner call: lets a failed call be un-counted.
+    in_flight: Cell<usize>,
 }
 
 thread_local! {
     /// This thread's block, or null (not acquired yet, or handed back at exit).
     static CURRENT: Current = const {
-        Current { block: Cell::new(ptr::null()), limit: Cell::new(0), countdown: Cell::new(0) }
+        Current { block: Cell::new(ptr::null()), limit: Cell::new(0), countdown: Cell::new(0), in_flight: Cell::new(0) }
     };
     static STATE: Cell<u8> = const { Cell::new(FRESH) };
 }
@@ -455,8 +454,9 @@ pub(crate) fn fast_state() -> (*const Block, usize) {
 pub(crate) fn undo_small_alloc() {
     let p = current();
     if !p.is_null() {
+        let size = CURRENT.with(|c| c.in_flight.get());
         // SAFETY: this thread's own block; blocks are never freed.
-        unsafe { &*p }.undo_small_alloc();
+        unsafe { &*p }.undo_small_alloc(size);
     }
 }
 
