@@ -70,8 +70,12 @@ fn promtool_check_metrics_reports_nothing() {
 }
 
 fn go_pprof_top(url: &str, tmp: &std::path::Path) -> String {
+    go_pprof("-top", url, tmp)
+}
+
+fn go_pprof(view: &str, url: &str, tmp: &std::path::Path) -> String {
     let out = Command::new("go")
-        .args(["tool", "pprof", "-top", url])
+        .args(["tool", "pprof", view, url])
         .env("PPROF_TMPDIR", tmp)
         .env("HOME", tmp)
         .output()
@@ -87,6 +91,14 @@ fn go_pprof_top(url: &str, tmp: &std::path::Path) -> String {
         "symbolization trouble: {stderr}"
     );
     stdout
+}
+
+/// Allocates 4 MiB in 4 KiB blocks and keeps them.
+#[inline(never)]
+fn retained_by_tool_test() -> Vec<Vec<u8>> {
+    (0..1024)
+        .map(|i| std::hint::black_box(vec![i as u8; 4096]))
+        .collect()
 }
 
 #[test]
@@ -114,10 +126,25 @@ fn go_tool_pprof_reads_cpu_and_heap_profiles() {
     assert!(cpu.contains("Type: cpu"), "{cpu}");
     assert!(cpu.contains("flat%"), "{cpu}");
 
+    // a known allocation site, sampled densely and kept live
+    let prev = allocscope::set_sample_interval(4096);
+    let kept = retained_by_tool_test();
+    allocscope::set_sample_interval(prev);
     for (path, ty) in [("heap", "inuse_space"), ("allocs", "alloc_space")] {
         let heap = go_pprof_top(&format!("{base}/debug/pprof/{path}"), &tmp);
         assert!(heap.contains(&format!("Type: {ty}")), "{heap}");
+        // the test's own function is in the stacks, by name, with no binary
+        let traces = go_pprof("-traces", &format!("{base}/debug/pprof/{path}"), &tmp);
+        assert!(
+            traces.contains("server_tools::retained_by_tool_test"),
+            "{traces}"
+        );
+        assert!(
+            !traces.contains("allocscope::sampler::"),
+            "allocscope's own frames are dropped: {traces}"
+        );
     }
+    drop(kept);
     s.shutdown();
     let _ = std::fs::remove_dir_all(&tmp);
 }

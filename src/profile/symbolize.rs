@@ -341,9 +341,16 @@ fn enclosing_function(_ret: usize) -> Option<usize> {
 pub(crate) fn is_allocator_frame(name: &str) -> bool {
     // Since Rust 1.89 the shims are mangled into a `__rustc` namespace.
     let n = name.strip_prefix("__rustc::").unwrap_or(name);
-    const PREFIXES: [&str; 7] = [
-        "allocscope::",
-        "<allocscope::",
+    // Only the allocation path: allocations made by allocscope's exporter
+    // or profile code are ordinary allocation sites.
+    const PREFIXES: [&str; 12] = [
+        "allocscope::alloc::",
+        "<allocscope::alloc::",
+        "<allocscope::AllocScope",
+        "allocscope::counters::",
+        "<allocscope::counters::",
+        "allocscope::sampler::",
+        "<allocscope::sampler::",
         "__rg_",
         "__rdl_",
         "std::alloc::__default_lib_allocator::",
@@ -354,6 +361,25 @@ pub(crate) fn is_allocator_frame(name: &str) -> bool {
         n,
         "__rust_alloc" | "__rust_alloc_zeroed" | "__rust_realloc" | "__rust_dealloc"
     ) || PREFIXES.iter().any(|p| n.starts_with(p))
+}
+
+/// allocscope's source files on the allocation path (relative to `src/`).
+const ALLOCATION_PATH_SOURCES: [&str; 3] = ["alloc.rs", "counters.rs", "sampler/"];
+
+/// Whether `file` is allocscope's `src/<rel>` (built here, or as a
+/// dependency from a registry: `…/allocscope-1.2.3/src/<rel>`).
+fn in_own_sources(file: &str, rel: &str) -> bool {
+    let here = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+    if let Some(rest) = file.strip_prefix(here) {
+        return rest.starts_with(rel);
+    }
+    let krate = env!("CARGO_PKG_NAME");
+    match file.find(&format!("/{krate}-")) {
+        Some(i) => file[i..]
+            .split_once("/src/")
+            .is_some_and(|(dir, rest)| !dir[1..].contains('/') && rest.starts_with(rel)),
+        None => false,
+    }
 }
 
 /// Whether `file` is a source file of crate `krate` as cargo lays crates out
@@ -386,8 +412,9 @@ fn classify(f: &Frame) -> Class {
     // Inlined frames may carry only a short name (line-tables-only debug
     // info): their source file still tells which crate they come from.
     if is_allocator_frame(&f.name)
-        || file.starts_with(concat!(env!("CARGO_MANIFEST_DIR"), "/src/"))
-        || in_crate_sources(file, env!("CARGO_PKG_NAME"))
+        || ALLOCATION_PATH_SOURCES
+            .iter()
+            .any(|f| in_own_sources(file, f))
         || in_crate_sources(file, "backtrace")
     {
         return Class::Allocator;
@@ -473,6 +500,24 @@ mod tests {
     }
 
     #[test]
+    fn only_the_allocation_path_sources_are_allocator_files() {
+        let here = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+        assert!(in_own_sources(&format!("{here}alloc.rs"), "alloc.rs"));
+        assert!(in_own_sources(
+            &format!("{here}sampler/stack.rs"),
+            "sampler/"
+        ));
+        assert!(!in_own_sources(&format!("{here}main.rs"), "alloc.rs"));
+        assert!(!in_own_sources(&format!("{here}server/mod.rs"), "sampler/"));
+        let reg = "/home/u/.cargo/registry/src/index.crates.io-x/allocscope-0.3.1/src/counters.rs";
+        assert!(in_own_sources(reg, "counters.rs"));
+        assert!(!in_own_sources(
+            "/w/allocscope-demo/src/counters.rs/../x",
+            "alloc.rs"
+        ));
+    }
+
+    #[test]
     fn allocator_frames_are_recognised() {
         for n in [
             "allocscope::sampler::record",
@@ -495,6 +540,8 @@ mod tests {
             "alloc::alloc::alloc",
             "myapp::cache::Cache::insert",
             "allocscope_demo::main",
+            "allocscope::server::metrics::Metrics::render",
+            "allocscope::measure",
             "<alloc::vec::Vec<T> as core::clone::Clone>::clone",
             "__rust_begin_short_backtrace",
             "0x1234",
