@@ -279,9 +279,3 @@ pub(crate) fn take(ptr: *mut u8) -> bool {
 pub(crate) fn is_sampled(ptr: *mut u8) -> bool {
     store::maybe_sampled(ptr as usize) && store::is_live_sample(ptr as usize)
 }
-
-/// In a forked child: the thread that held the sampler's lock is gone.
-#[allow(dead_code)]
-pub(crate) fn after_fork_in_child() {
-    store::reset_lock_after_fork();
-}

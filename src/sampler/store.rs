@@ -339,6 +339,20 @@ pub(crate) fn reset_lock_after_fork() {
     LOCK.store(false, Release);
 }
 
+/// In a child forked while another thread held the lock, nobody would ever
+/// release it: the child resets it (the arenas themselves are consistent at
+/// every step an inserter can be stopped at, as for concurrent readers).
+fn register_fork_handler() {
+    #[cfg(unix)]
+    {
+        extern "C" fn in_child() {
+            reset_lock_after_fork();
+        }
+        // SAFETY: registers a handler that only stores to an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    }
+}
+
 /// Creates the arenas (under the lock). False if that failed.
 fn ensure_created() -> bool {
     match STATE.load(Acquire) {
@@ -360,6 +374,9 @@ fn ensure_created() -> bool {
         .live_shift
         .store(64 - live_cap.trailing_zeros(), Relaxed);
     STATE.store(if ok { 1 } else { 2 }, Release);
+    if ok {
+        register_fork_handler();
+    }
     if !ok {
         log::warn!("allocscope: could not map the heap sampler's memory; sampling is disabled");
     }
