@@ -66,6 +66,8 @@ pub use reclaim::Reclaimer;
 
 #[cfg(feature = "profile")]
 pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
+#[cfg(feature = "profile")]
+pub(crate) use near_limit::{KEEP_EXPECTED, RATIO_EXPECTED};
 
 /// How often the collector thread checks live bytes against the goal and
 /// the limit while either is set.
