@@ -512,3 +512,60 @@ fn near_limit_profiles_are_written_and_pruned() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// With many threads' counter blocks a full check is expensive (about
+/// 1 µs a block): checks stay under a small share of a core while the heap
+/// is idle, and a trigger is still acted on promptly.
+#[test]
+fn many_threads_bound_the_checks() {
+    fresh_process("many_threads_bound_the_checks", || {
+        let mut parked = Vec::new();
+        for _ in 0..300 {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let (ready, go) = std::sync::mpsc::channel::<()>();
+            let h = std::thread::spawn(move || {
+                let v = std::hint::black_box(vec![0u8; 100]);
+                ready.send(()).unwrap();
+                let _ = rx.recv();
+                drop(v);
+            });
+            go.recv().unwrap();
+            parked.push((tx, h));
+        }
+        allocscope::start_collector();
+        std::thread::sleep(Duration::from_millis(300));
+        let s0 = allocscope::collection_stats();
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(1500));
+        let s1 = allocscope::collection_stats();
+        let share = (s1.poll_time - s0.poll_time).as_secs_f64() / t0.elapsed().as_secs_f64();
+        let per = (s1.poll_time - s0.poll_time) / (s1.polls - s0.polls).max(1) as u32;
+        eprintln!(
+            "{} blocks: {} checks in 1.5 s, {per:?} each, {:.3}% of a core",
+            allocscope::core_info().blocks,
+            s1.polls - s0.polls,
+            share * 100.0
+        );
+        assert!(s1.polls > s0.polls, "the backstop checks");
+        assert!(
+            share < 0.01,
+            "idle checks take {:.3}% of a core",
+            share * 100.0
+        );
+        let mut held = Vec::new();
+        let goal = allocscope::heap_goal();
+        let crossed = SystemTime::now();
+        grow_to(&mut held, goal + CHUNK as u64);
+        wait_for("a cycle", Duration::from_secs(3), || {
+            !allocscope::cycles().is_empty()
+        });
+        let c = &allocscope::cycles()[0];
+        let latency = c.start.duration_since(crossed).unwrap_or_default();
+        eprintln!("acted on {latency:?} after the growth started");
+        assert!(latency < Duration::from_millis(300), "{latency:?}");
+        for (tx, h) in parked {
+            drop(tx);
+            h.join().unwrap();
+        }
+    });
+}

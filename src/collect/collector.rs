@@ -9,6 +9,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -153,6 +154,7 @@ pub(super) fn read_settings<R>(f: impl FnOnce(&Settings) -> R) -> R {
 /// them at once.
 pub(super) fn update_settings<R>(f: impl FnOnce(&mut Settings) -> R) -> R {
     let r = f(&mut shared().settings);
+    FORCE_CHECK.store(true, Relaxed);
     wake();
     r
 }
@@ -207,18 +209,122 @@ fn running() -> bool {
     THREAD.get().is_some()
 }
 
-/// The collector thread: checks live bytes every [`POLL_INTERVAL`] while a
-/// threshold or a limit is set, parks otherwise.
+/// Set by setters and manual cycles: the next poll folds at once.
+static FORCE_CHECK: AtomicBool = AtomicBool::new(true);
+
+/// Full checks (a fold of every counter block, about 1 µs per block) take
+/// at most this share of one core...
+const CHECK_SHARE: f64 = 0.01;
+/// ...and happen at every poll while that costs at most this share (a
+/// process with a few threads: exact 5 ms checks).
+const CHEAP_CHECK_SHARE: f64 = 0.002;
+/// Longest time between two full checks, whatever the samples say: the
+/// backstop for growth the sampler does not see (sampling off, a large
+/// allocation that happened not to be sampled, frees)...
+const BACKSTOP: Duration = Duration::from_millis(100);
+/// ...or longer, so that backstop checks alone take at most this share of
+/// a core (an idle process with very many threads).
+const BACKSTOP_SHARE: f64 = 0.0025;
+
+/// Closer to the level than this many sample intervals (and than
+/// `NEAR_SAMPLES × NEAR_MIN`), full checks run at the budget's pace.
+const NEAR_SAMPLES: u64 = 4;
+const NEAR_MIN: u64 = 256 * 1024;
+
+/// When the collector thread folds the counters ("a full check").
+///
+/// Every [`POLL_INTERVAL`] it reads the sampler's global count of sample
+/// points (two relaxed loads): each stands for about `sample_interval`
+/// bytes allocated, so `new samples × interval` estimates the allocation
+/// since the last full check without reading any counter block. A full
+/// check runs when the estimate reaches a quarter of the headroom the last
+/// check left below the goal (or the near-limit level), whenever that
+/// headroom is within [`NEAR_SAMPLES`] sample intervals, at least every
+/// [`BACKSTOP`] (or [`BACKSTOP_SHARE`] of a core), and at every poll when a
+/// fold is cheap; never more often than [`CHECK_SHARE`] of a core allows.
+#[derive(Debug)]
+struct Checks {
+    last: Option<Instant>,
+    /// Moving average of a fold's duration, seconds.
+    cost: f64,
+    samples: u64,
+    live: u64,
+}
+
+impl Checks {
+    fn due(&self, now: Instant, level: u64, interval: u64) -> bool {
+        let Some(last) = self.last else { return true };
+        let since = now.saturating_duration_since(last);
+        let spacing = POLL_INTERVAL.max(Duration::from_secs_f64(self.cost / CHECK_SHARE));
+        if since < spacing {
+            return false;
+        }
+        let backstop = BACKSTOP.max(Duration::from_secs_f64(self.cost / BACKSTOP_SHARE));
+        if self.cost <= POLL_INTERVAL.as_secs_f64() * CHEAP_CHECK_SHARE || since >= backstop {
+            return true;
+        }
+        // Within a few samples' worth of bytes of the level, the samples
+        // cannot tell: check as often as the budget allows.
+        let headroom = level.saturating_sub(self.live);
+        if headroom <= NEAR_SAMPLES * interval.max(NEAR_MIN) {
+            return true;
+        }
+        let grown = crate::sampler::sample_points()
+            .wrapping_sub(self.samples)
+            .saturating_mul(interval);
+        grown >= headroom / 4
+    }
+
+    /// Folds the counters: live bytes now.
+    fn fold(&mut self, now: Instant) -> (u64, Duration) {
+        let samples = crate::sampler::sample_points();
+        let t0 = Instant::now();
+        let live = counters::live_bytes();
+        let took = t0.elapsed();
+        let secs = took.as_secs_f64();
+        self.cost = if self.last.is_none() {
+            secs
+        } else {
+            0.8 * self.cost + 0.2 * secs
+        };
+        self.last = Some(now);
+        self.samples = samples;
+        self.live = live;
+        (live, took)
+    }
+}
+
+/// The collector thread: watches live bytes while a threshold or a limit
+/// is set (see [`Checks`]), parks otherwise.
 fn run() {
+    let mut checks = Checks {
+        last: None,
+        cost: 0.0,
+        samples: 0,
+        live: 0,
+    };
     loop {
-        if !read_settings(Settings::watching) {
+        let (watching, level) = read_settings(|s| {
+            let goal = s.goal();
+            #[cfg(feature = "profile")]
+            let goal = s
+                .memory_limit
+                .and_then(super::near_limit::level)
+                .map_or(goal, |l| l.min(goal));
+            (s.watching(), goal)
+        });
+        if !watching {
             // Woken by a setter.
             std::thread::park();
             continue;
         }
-        let t0 = Instant::now();
-        let live = counters::live_bytes();
-        let took = t0.elapsed();
+        let now = Instant::now();
+        let forced = FORCE_CHECK.swap(false, Relaxed);
+        if !forced && !checks.due(now, level, crate::sample_interval()) {
+            std::thread::park_timeout(POLL_INTERVAL);
+            continue;
+        }
+        let (live, took) = checks.fold(now);
         let (due, limit) = {
             let mut s = shared();
             s.counters.polls += 1;
@@ -244,7 +350,11 @@ fn run() {
         let _ = limit;
         match due {
             Some(Ok(())) => {
-                run_automatic();
+                if let Some(c) = run_automatic() {
+                    // the cycle measured live bytes at its end
+                    checks.live = c.live_bytes_after;
+                    checks.samples = crate::sampler::sample_points();
+                }
             }
             Some(Err(wait)) => {
                 // The budget is spent: wait until it refills (or a setter
@@ -315,7 +425,10 @@ pub(super) fn run_manual() -> Cycle {
     }
     let turn = CYCLE.lock().unwrap_or_else(PoisonError::into_inner);
     let (start, t0, live) = (SystemTime::now(), Instant::now(), counters::live_bytes());
-    run_locked(&turn, CycleReason::Manual, start, t0, live)
+    let c = run_locked(&turn, CycleReason::Manual, start, t0, live);
+    // the goal moved: the collector looks again at once
+    FORCE_CHECK.store(true, Relaxed);
+    c
 }
 
 /// An automatic cycle, if its trigger still holds once the cycle lock is

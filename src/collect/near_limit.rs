@@ -137,14 +137,19 @@ pub(super) fn written() -> u64 {
     WRITTEN.load(Relaxed)
 }
 
+/// The live bytes at which a profile is written under `limit`, if
+/// near-limit profiles are on.
+pub(super) fn level(limit: u64) -> Option<u64> {
+    ENABLED.load(Relaxed).then(|| {
+        let ratio = f64::from_bits(RATIO_BITS.load(Relaxed));
+        (ratio * limit as f64) as u64
+    })
+}
+
 /// Called by the collector thread after each check of live bytes.
 pub(super) fn check(live: u64, limit: Option<u64>) {
     let Some(limit) = limit else { return };
-    if !ENABLED.load(Relaxed) {
-        return;
-    }
-    let ratio = f64::from_bits(RATIO_BITS.load(Relaxed));
-    if (live as f64) < ratio * limit as f64 {
+    if level(limit).is_none_or(|l| live < l) {
         return;
     }
     let Some(cfg) = near_limit_profiles() else {

@@ -149,6 +149,17 @@ pub fn sampler_stats() -> SamplerStats {
     }
 }
 
+/// Sample points reached so far, recorded or dropped: each stands for
+/// about [`sample_interval`] bytes allocated (a Poisson process over
+/// allocated bytes), so their growth estimates allocation without folding
+/// the counters. Two relaxed loads; read by the collector's periodic check
+/// (`crate::collect`), never on an allocation path.
+pub(crate) fn sample_points() -> u64 {
+    store::SAMPLES
+        .load(Relaxed)
+        .wrapping_add(store::DROPPED.load(Relaxed))
+}
+
 /// A fresh countdown for a block that a thread has just attached.
 pub(crate) fn attach_countdown(block: &Block) -> u64 {
     countdown::draw(sample_interval(), &block.rng)
