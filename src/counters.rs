@@ -615,6 +615,79 @@ pub(crate) fn fold_all() -> (Totals, ClassCounts) {
     (t, classes)
 }
 
+/// Live bytes of the whole process (allocated minus freed bytes, 0 if a
+/// racing read makes that negative), folding only what that needs: the
+/// exact-size slots' net counts times their size and the large slots' byte
+/// sums, about 700 relaxed loads per block and no class arrays. Used by the
+/// collector's periodic check (`crate::collect`); never on the hot path.
+/// Does not allocate.
+///
+/// Cost: about 0.5 µs per block whose lines are cached, 1-2.5 µs per cold
+/// block; the next block is prefetched while one is summed, and four
+/// accumulators keep the adds independent.
+pub(crate) fn live_bytes() -> u64 {
+    let mut net = block_net_bytes(&ORPHAN);
+    let mut p = HEAD.load(Acquire);
+    while !p.is_null() {
+        // SAFETY: blocks are published with a Release CAS after being fully
+        // initialised and are never freed or unpublished.
+        let b = unsafe { &*p };
+        let next = b.next.load(Acquire);
+        prefetch_block(next);
+        net = net.wrapping_add(block_net_bytes(b));
+        p = next;
+    }
+    // Wrapping sums: the true value is allocated - freed >= 0 once the
+    // writers are synchronised; a racing read may be slightly negative.
+    if (net as i64) < 0 {
+        0
+    } else {
+        net
+    }
+}
+
+/// One block's allocated minus freed bytes (wrapping).
+#[inline]
+fn block_net_bytes(b: &Block) -> u64 {
+    let mut acc = [0u64; 4];
+    for (i, (a, f)) in b.small_allocs.iter().zip(&b.small_frees).enumerate() {
+        let n = a.load(Relaxed).wrapping_sub(f.load(Relaxed));
+        acc[i & 3] = acc[i & 3].wrapping_add(n.wrapping_mul(i as u64));
+    }
+    for (i, l) in b.large.iter().enumerate() {
+        let n = l
+            .alloc_bytes
+            .load(Relaxed)
+            .wrapping_sub(l.freed_bytes.load(Relaxed));
+        acc[i & 3] = acc[i & 3].wrapping_add(n);
+    }
+    acc[0]
+        .wrapping_add(acc[1])
+        .wrapping_add(acc[2])
+        .wrapping_add(acc[3])
+}
+
+/// Asks the CPU to start loading the counters of block `p` (a hint: no
+/// effect on correctness, none on a null pointer or elsewhere than x86-64).
+#[inline]
+fn prefetch_block(p: *const Block) {
+    #[cfg(target_arch = "x86_64")]
+    if !p.is_null() {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let end = std::mem::offset_of!(Block, reallocs);
+        let base = p.cast::<i8>();
+        let mut off = 0;
+        while off < end {
+            // SAFETY: `off < size_of::<Block>()`, so the address lies in
+            // the block's mapping; a prefetch never faults anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The current thread's totals since it attached its block (attaching one
 /// if needed).
 pub(crate) fn thread_totals() -> Totals {

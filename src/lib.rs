@@ -39,6 +39,10 @@
 //! - `counters` — per-thread counter blocks and their registry.
 //! - [`size_class`] — size to class mapping.
 //! - `stats` — snapshots ([`Stats`], [`ThreadStats`], [`measure`]).
+//! - `collect` — collection cycles: the threshold ([`set_threshold`]), the
+//!   memory limit ([`set_memory_limit`]), reclaimers
+//!   ([`register_reclaimer`]), the collector thread, release to the OS
+//!   ([`collect`], [`cycles`], [`collection_stats`]).
 //! - `profile` (feature `profile`) — heap profiles: symbolisation,
 //!   un-sampling, folded stacks, pprof, flamegraphs, diffs (`HeapProfile`).
 //! - [`server`] (feature `server`, default) — the HTTP exporter: Prometheus
@@ -48,6 +52,7 @@
 #![warn(missing_debug_implementations)]
 
 mod alloc;
+mod collect;
 mod counters;
 mod error;
 #[cfg(feature = "profile")]
@@ -59,6 +64,15 @@ pub mod size_class;
 mod stats;
 
 pub use alloc::AllocScope;
+pub use collect::{
+    collect, collection_stats, collector_time_share, cycles, heap_goal, memory_limit,
+    register_reclaimer, release_to_os, set_collector_time_share, set_memory_limit,
+    set_release_to_os, set_threshold, start_collector, threshold, CollectionStats, Cycle,
+    CycleReason, Pressure, Reclaimer, ReleaseToOs, CYCLE_HISTORY, DEFAULT_THRESHOLD,
+    DEFAULT_TIME_SHARE, DURATION_BUCKETS, MIN_HEAP_GOAL, POLL_INTERVAL,
+};
+#[cfg(feature = "profile")]
+pub use collect::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
 pub use error::Error;
 #[cfg(feature = "profile")]
 #[doc(hidden)]

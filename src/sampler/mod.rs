@@ -149,6 +149,17 @@ pub fn sampler_stats() -> SamplerStats {
     }
 }
 
+/// Sample points reached so far, recorded or dropped: each stands for
+/// about [`sample_interval`] bytes allocated (a Poisson process over
+/// allocated bytes), so their growth estimates allocation without folding
+/// the counters. Two relaxed loads; read by the collector's periodic check
+/// (`crate::collect`), never on an allocation path.
+pub(crate) fn sample_points() -> u64 {
+    store::SAMPLES
+        .load(Relaxed)
+        .wrapping_add(store::DROPPED.load(Relaxed))
+}
+
 /// The longest countdown a thread runs before it checks in: re-reads the
 /// interval (so a new one reaches every allocating thread within this many
 /// of its bytes) and continues the Poisson process without sampling.

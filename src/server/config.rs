@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::Error;
+use crate::{Error, ReleaseToOs};
 
 /// The file read by [`Config::load`] when `ALLOCSCOPE_CONFIG` is not set
 /// (relative to the working directory; optional).
@@ -26,6 +26,14 @@ pub const KEYS: &[&str] = &[
     "full_size_classes",
     "render_timeout",
     "worker_threads",
+    "threshold",
+    "memory_limit",
+    "release_to_os",
+    "collector_time_share",
+    "near_limit_profile_dir",
+    "near_limit_ratio",
+    "near_limit_profiles_keep",
+    "near_limit_profile_interval",
 ];
 
 const SIZE_EXPECTED: &str =
@@ -39,6 +47,13 @@ const TOKEN_EXPECTED: &str =
     "at least 16 visible ASCII characters without spaces (e.g. the output of `openssl rand -hex 16`)";
 const RENDER_TIMEOUT_EXPECTED: &str = "a duration from 1s to 10m, such as 30s";
 const WORKERS_EXPECTED: &str = "a whole number from 1 to 16";
+/// What `threshold` (and `POST /gc?set=`) accepts.
+pub(crate) const THRESHOLD_EXPECTED: &str =
+    "a whole number of percent from 0 to 4294967295 (e.g. 100, 200), or off";
+/// What `memory_limit` (and `POST /gc?memory_limit=`) accepts.
+pub(crate) const MEMORY_LIMIT_EXPECTED: &str =
+    "a size above 0: a whole number with a unit B, KiB, MiB, GiB or TiB (e.g. 512MiB, 2GiB), or off";
+const INTERVAL_EXPECTED: &str = "a duration of at least 1s, such as 30s or 1m";
 
 /// Shortest accepted bearer token.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -55,7 +70,7 @@ pub const MIN_TOKEN_LEN: usize = 16;
 ///     .log_interval(std::time::Duration::ZERO);
 /// assert_eq!(c.sample_interval, 512 * 1024);
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
     /// Where the exporter listens. Default `127.0.0.1:6060` (where Go
@@ -79,6 +94,27 @@ pub struct Config {
     pub render_timeout: Duration,
     /// Async worker threads of the exporter's own runtime. Default 1.
     pub worker_threads: usize,
+    /// Collection threshold in percent, as Go's `GOGC` (`None` = off).
+    /// Default 100. See [`crate::set_threshold`].
+    pub threshold: Option<u32>,
+    /// Soft limit on live heap bytes, as Go's `GOMEMLIMIT` (`None` = off,
+    /// the default). See [`crate::set_memory_limit`].
+    pub memory_limit: Option<u64>,
+    /// Whether cycles return free memory to the OS. Default
+    /// [`ReleaseToOs::Auto`] (`true`).
+    pub release_to_os: ReleaseToOs,
+    /// Share of wall time automatic cycles may take, in `(0, 1]`. Default 0.1.
+    pub collector_time_share: f64,
+    /// Where heap profiles are written near the memory limit (`None`, the
+    /// default: not written).
+    pub near_limit_profile_dir: Option<PathBuf>,
+    /// Share of the memory limit at which they are written, in `(0, 1]`.
+    /// Default 0.9.
+    pub near_limit_ratio: f64,
+    /// How many of the newest near-limit profiles are kept. Default 5.
+    pub near_limit_profiles_keep: usize,
+    /// At most one near-limit profile per this interval. Default 1 min.
+    pub near_limit_profile_interval: Duration,
 }
 
 impl Default for Config {
@@ -92,6 +128,14 @@ impl Default for Config {
             full_size_classes: false,
             render_timeout: Duration::from_secs(30),
             worker_threads: 1,
+            threshold: Some(crate::DEFAULT_THRESHOLD),
+            memory_limit: None,
+            release_to_os: ReleaseToOs::Auto,
+            collector_time_share: crate::DEFAULT_TIME_SHARE,
+            near_limit_profile_dir: None,
+            near_limit_ratio: 0.9,
+            near_limit_profiles_keep: 5,
+            near_limit_profile_interval: Duration::from_secs(60),
         }
     }
 }
@@ -108,6 +152,17 @@ impl fmt::Debug for Config {
             .field("full_size_classes", &self.full_size_classes)
             .field("render_timeout", &self.render_timeout)
             .field("worker_threads", &self.worker_threads)
+            .field("threshold", &self.threshold)
+            .field("memory_limit", &self.memory_limit)
+            .field("release_to_os", &self.release_to_os)
+            .field("collector_time_share", &self.collector_time_share)
+            .field("near_limit_profile_dir", &self.near_limit_profile_dir)
+            .field("near_limit_ratio", &self.near_limit_ratio)
+            .field("near_limit_profiles_keep", &self.near_limit_profiles_keep)
+            .field(
+                "near_limit_profile_interval",
+                &self.near_limit_profile_interval,
+            )
             .finish()
     }
 }
@@ -169,8 +224,75 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::threshold`] (percent; `None` = off).
+    #[must_use]
+    pub fn threshold(mut self, percent: Option<u32>) -> Self {
+        self.threshold = percent;
+        self
+    }
+
+    /// Sets [`Config::memory_limit`] (bytes; `None` = off).
+    #[must_use]
+    pub fn memory_limit(mut self, bytes: Option<u64>) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+
+    /// Sets [`Config::release_to_os`].
+    #[must_use]
+    pub fn release_to_os(mut self, mode: ReleaseToOs) -> Self {
+        self.release_to_os = mode;
+        self
+    }
+
+    /// Sets [`Config::collector_time_share`].
+    #[must_use]
+    pub fn collector_time_share(mut self, share: f64) -> Self {
+        self.collector_time_share = share;
+        self
+    }
+
+    /// Sets [`Config::near_limit_profile_dir`].
+    #[must_use]
+    pub fn near_limit_profile_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.near_limit_profile_dir = dir;
+        self
+    }
+
+    /// Sets [`Config::near_limit_ratio`].
+    #[must_use]
+    pub fn near_limit_ratio(mut self, ratio: f64) -> Self {
+        self.near_limit_ratio = ratio;
+        self
+    }
+
+    /// Sets [`Config::near_limit_profiles_keep`].
+    #[must_use]
+    pub fn near_limit_profiles_keep(mut self, keep: usize) -> Self {
+        self.near_limit_profiles_keep = keep;
+        self
+    }
+
+    /// Sets [`Config::near_limit_profile_interval`].
+    #[must_use]
+    pub fn near_limit_profile_interval(mut self, every: Duration) -> Self {
+        self.near_limit_profile_interval = every;
+        self
+    }
+
+    /// The near-limit profile setting this configuration asks for.
+    pub(crate) fn near_limit_profiles(&self) -> Option<crate::NearLimitProfiles> {
+        self.near_limit_profile_dir.as_ref().map(|d| {
+            crate::NearLimitProfiles::new(d)
+                .ratio(self.near_limit_ratio)
+                .keep(self.near_limit_profiles_keep)
+                .min_interval(self.near_limit_profile_interval)
+        })
+    }
+
     /// Checks the values the setters cannot check (the token, the render
-    /// timeout, the worker count). [`super::start`] calls it.
+    /// timeout, the worker count, the collector's shares and counts).
+    /// [`super::start`] calls it.
     pub fn validate(&self) -> Result<(), Error> {
         if let Some(t) = &self.token {
             check_token(t)?;
@@ -189,6 +311,37 @@ impl Config {
                 "worker_threads",
                 self.worker_threads.to_string(),
                 WORKERS_EXPECTED,
+            ));
+        }
+        if self.memory_limit == Some(0) {
+            return Err(invalid("memory_limit", "0", MEMORY_LIMIT_EXPECTED));
+        }
+        if !valid_share(self.collector_time_share) {
+            return Err(invalid(
+                "collector_time_share",
+                self.collector_time_share.to_string(),
+                crate::collect::TIME_SHARE_EXPECTED,
+            ));
+        }
+        if !valid_share(self.near_limit_ratio) {
+            return Err(invalid(
+                "near_limit_ratio",
+                self.near_limit_ratio.to_string(),
+                crate::collect::RATIO_EXPECTED,
+            ));
+        }
+        if !(1..=1000).contains(&self.near_limit_profiles_keep) {
+            return Err(invalid(
+                "near_limit_profiles_keep",
+                self.near_limit_profiles_keep.to_string(),
+                crate::collect::KEEP_EXPECTED,
+            ));
+        }
+        if self.near_limit_profile_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "near_limit_profile_interval",
+                format!("{:?}", self.near_limit_profile_interval),
+                INTERVAL_EXPECTED,
             ));
         }
         Ok(())
@@ -321,6 +474,44 @@ impl Config {
                 Ok(n) if (1..=16).contains(&n) => Ok(self.worker_threads(n)),
                 _ => Err(invalid("worker_threads", t, WORKERS_EXPECTED)),
             },
+            "threshold" => parse_threshold(t)
+                .map(|p| self.threshold(p))
+                .map_err(|_| invalid("threshold", t, THRESHOLD_EXPECTED)),
+            "memory_limit" => parse_memory_limit(t)
+                .map(|l| self.memory_limit(l))
+                .map_err(|_| invalid("memory_limit", t, MEMORY_LIMIT_EXPECTED)),
+            "release_to_os" => t.parse::<ReleaseToOs>().map(|m| self.release_to_os(m)),
+            "collector_time_share" => match t.parse::<f64>() {
+                Ok(v) if valid_share(v) => Ok(self.collector_time_share(v)),
+                _ => Err(invalid(
+                    "collector_time_share",
+                    t,
+                    crate::collect::TIME_SHARE_EXPECTED,
+                )),
+            },
+            "near_limit_profile_dir" => {
+                Ok(self.near_limit_profile_dir((!t.is_empty()).then(|| PathBuf::from(t))))
+            }
+            "near_limit_ratio" => match t.parse::<f64>() {
+                Ok(v) if valid_share(v) => Ok(self.near_limit_ratio(v)),
+                _ => Err(invalid(
+                    "near_limit_ratio",
+                    t,
+                    crate::collect::RATIO_EXPECTED,
+                )),
+            },
+            "near_limit_profiles_keep" => match t.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => Ok(self.near_limit_profiles_keep(n)),
+                _ => Err(invalid(
+                    "near_limit_profiles_keep",
+                    t,
+                    crate::collect::KEEP_EXPECTED,
+                )),
+            },
+            "near_limit_profile_interval" => match parse_duration(t) {
+                Ok(d) if d >= Duration::from_secs(1) => Ok(self.near_limit_profile_interval(d)),
+                _ => Err(invalid("near_limit_profile_interval", t, INTERVAL_EXPECTED)),
+            },
             _ => return Err(UnknownKey),
         })
     }
@@ -348,6 +539,55 @@ fn check_token(t: &str) -> Result<(), Error> {
             TOKEN_EXPECTED,
         ))
     }
+}
+
+/// A share in `(0, 1]` (NaN is not).
+fn valid_share(v: f64) -> bool {
+    v > 0.0 && v <= 1.0
+}
+
+/// Parses a collection threshold: `off` (any case) is `None`, otherwise a
+/// whole number of percent (digits only: no sign, no fraction).
+///
+/// # Errors
+/// A message saying what is wrong with `s`.
+pub(crate) fn parse_threshold(s: &str) -> Result<Option<u32>, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{s:?} is not a whole number of percent or off"));
+    }
+    s.parse::<u32>()
+        .map(Some)
+        .map_err(|_| format!("{s:?} is too large"))
+}
+
+/// Parses a memory limit: `off` (any case) is `None`, otherwise a size as
+/// [`parse_size`] takes it, `TiB` included, above 0.
+///
+/// # Errors
+/// A message saying what is wrong with `s`.
+pub(crate) fn parse_memory_limit(s: &str) -> Result<Option<u64>, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let n = match s.len().checked_sub(3).and_then(|i| s.get(i..)) {
+        Some(unit) if unit.eq_ignore_ascii_case("tib") => {
+            let (n, rest) = split_number(&s[..s.len() - 3])?;
+            if !rest.is_empty() {
+                return Err(format!("{s:?} is not a size"));
+            }
+            n.checked_mul(1 << 40)
+                .ok_or_else(|| format!("{s:?} does not fit in 64 bits"))?
+        }
+        _ => parse_size(s)?,
+    };
+    if n == 0 {
+        return Err("a memory limit of 0 would collect constantly: use off".to_string());
+    }
+    Ok(Some(n))
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -590,6 +830,117 @@ mod tests {
     }
 
     #[test]
+    fn thresholds_and_limits() {
+        assert_eq!(parse_threshold("100"), Ok(Some(100)));
+        assert_eq!(parse_threshold("0"), Ok(Some(0)));
+        assert_eq!(parse_threshold("off"), Ok(None));
+        assert_eq!(parse_threshold("OFF"), Ok(None));
+        assert_eq!(parse_threshold("4294967295"), Ok(Some(u32::MAX)));
+        for bad in ["", "-1", "+5", "1.5", "abc", "4294967296", " 100", "10%"] {
+            assert!(parse_threshold(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_memory_limit("off"), Ok(None));
+        assert_eq!(parse_memory_limit("2GiB"), Ok(Some(2 << 30)));
+        assert_eq!(parse_memory_limit("512 MiB"), Ok(Some(512 << 20)));
+        assert_eq!(parse_memory_limit("1TiB"), Ok(Some(1 << 40)));
+        assert_eq!(parse_memory_limit("3 tib"), Ok(Some(3 << 40)));
+        assert_eq!(parse_memory_limit("4096"), Ok(Some(4096)));
+        for bad in [
+            "",
+            "0",
+            "0GiB",
+            "-1",
+            "2GB",
+            "2.5GiB",
+            "lots",
+            "TiB",
+            "x TiB",
+            "16777216TiB",
+            "99999999999999999999",
+        ] {
+            assert!(parse_memory_limit(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn collector_keys() {
+        let c = Config::load_from(
+            None,
+            vars(&[
+                ("ALLOCSCOPE_THRESHOLD", "200"),
+                ("ALLOCSCOPE_MEMORY_LIMIT", "2GiB"),
+                ("ALLOCSCOPE_RELEASE_TO_OS", "false"),
+                ("ALLOCSCOPE_COLLECTOR_TIME_SHARE", "0.25"),
+                ("ALLOCSCOPE_NEAR_LIMIT_PROFILE_DIR", "/var/tmp/heaps"),
+                ("ALLOCSCOPE_NEAR_LIMIT_RATIO", "0.8"),
+                ("ALLOCSCOPE_NEAR_LIMIT_PROFILES_KEEP", "3"),
+                ("ALLOCSCOPE_NEAR_LIMIT_PROFILE_INTERVAL", "30s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.threshold, Some(200));
+        assert_eq!(c.memory_limit, Some(2 << 30));
+        assert_eq!(c.release_to_os, ReleaseToOs::Never);
+        assert_eq!(c.collector_time_share, 0.25);
+        assert_eq!(
+            c.near_limit_profile_dir.as_deref(),
+            Some(Path::new("/var/tmp/heaps"))
+        );
+        assert_eq!(c.near_limit_ratio, 0.8);
+        assert_eq!(c.near_limit_profiles_keep, 3);
+        assert_eq!(c.near_limit_profile_interval, Duration::from_secs(30));
+        let n = c.near_limit_profiles().unwrap();
+        assert_eq!((n.ratio, n.keep), (0.8, 3));
+        let c = Config::load_from(
+            None,
+            vars(&[
+                ("ALLOCSCOPE_THRESHOLD", "off"),
+                ("ALLOCSCOPE_MEMORY_LIMIT", "off"),
+                ("ALLOCSCOPE_RELEASE_TO_OS", "always"),
+                ("ALLOCSCOPE_NEAR_LIMIT_PROFILE_DIR", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.threshold, None);
+        assert_eq!(c.memory_limit, None);
+        assert_eq!(c.release_to_os, ReleaseToOs::Always);
+        assert!(c.near_limit_profiles().is_none());
+        // TOML types: integers, floats, booleans
+        let p = write(
+            "gc.toml",
+            "threshold = 50\nmemory_limit = \"1TiB\"\nrelease_to_os = true\n\
+             collector_time_share = 0.5\nnear_limit_ratio = 1\n",
+        );
+        let c = Config::load_from(Some(&p), vars(&[])).unwrap();
+        assert_eq!(c.threshold, Some(50));
+        assert_eq!(c.memory_limit, Some(1 << 40));
+        assert_eq!(c.release_to_os, ReleaseToOs::Auto);
+        assert_eq!(c.collector_time_share, 0.5);
+        assert_eq!(c.near_limit_ratio, 1.0);
+        for (k, v, needle) in [
+            ("ALLOCSCOPE_THRESHOLD", "-1", "off"),
+            ("ALLOCSCOPE_THRESHOLD", "lots", "percent"),
+            ("ALLOCSCOPE_THRESHOLD", "99999999999", "percent"),
+            ("ALLOCSCOPE_MEMORY_LIMIT", "2GB", "GiB"),
+            ("ALLOCSCOPE_MEMORY_LIMIT", "0", "off"),
+            ("ALLOCSCOPE_RELEASE_TO_OS", "maybe", "always"),
+            ("ALLOCSCOPE_COLLECTOR_TIME_SHARE", "0", "at most 1"),
+            ("ALLOCSCOPE_COLLECTOR_TIME_SHARE", "10%", "0.1"),
+            ("ALLOCSCOPE_COLLECTOR_TIME_SHARE", "NaN", "0.1"),
+            ("ALLOCSCOPE_NEAR_LIMIT_RATIO", "1.5", "0.9"),
+            ("ALLOCSCOPE_NEAR_LIMIT_PROFILES_KEEP", "0", "1 to 1000"),
+            ("ALLOCSCOPE_NEAR_LIMIT_PROFILE_INTERVAL", "10ms", "1s"),
+        ] {
+            let e = err(None, &[(k, v)]);
+            let key = k.strip_prefix("ALLOCSCOPE_").unwrap().to_ascii_lowercase();
+            assert!(
+                e.contains(&key) && e.contains(v) && e.contains(needle),
+                "{k}={v}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn validate_catches_setter_values() {
         assert!(Config::default().validate().is_ok());
         assert!(Config::default().token("x").validate().is_err());
@@ -598,5 +949,15 @@ mod tests {
             .render_timeout(Duration::ZERO)
             .validate()
             .is_err());
+        for bad in [
+            Config::default().collector_time_share(0.0),
+            Config::default().collector_time_share(f64::NAN),
+            Config::default().near_limit_ratio(2.0),
+            Config::default().near_limit_profiles_keep(0),
+            Config::default().near_limit_profile_interval(Duration::ZERO),
+            Config::default().memory_limit(Some(0)),
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! since the service may be offline.
 //!
 //! Owns the page only. The numbers refresh by reading `/metrics` (open even
-//! with a token), the flamegraph is `/debug/pprof/heap.svg` embedded.
+//! with a token) and `/gc` (the collector's state); the flamegraph is
+//! `/debug/pprof/heap.svg` embedded. The threshold form and the "collect
+//! now" button POST to `/gc?set=…` and `/gc/collect`.
 
 use super::log::{mib, LogSample};
 use super::{Reply, State};
@@ -42,7 +44,9 @@ border-radius:6px;padding:.6em 1em;min-width:9em}.card b{display:block;font-size
 .card small{color:#666}#spark{background:#fff;border:1px solid #ddd;border-radius:6px}\
 ul{columns:2;max-width:60em}li{margin:.2em 0}a{color:#1a5fb4}code{background:#eee;padding:0 .2em}\
 .note{background:#fff3cd;border:1px solid #e0c96b;padding:.6em 1em;border-radius:6px}\
-object{width:100%;min-height:480px;border:1px solid #ddd;background:#fff}";
+object{width:100%;min-height:480px;border:1px solid #ddd;background:#fff}\
+table{border-collapse:collapse;background:#fff;font-size:.9em}td,th{border:1px solid #ddd;\
+padding:.2em .6em;text-align:right}th{background:#f0f0f0}#gcresult{margin-left:.6em;color:#555}";
 
 const SCRIPT: &str = r#"
 (function(){
@@ -68,6 +72,29 @@ const SCRIPT: &str = r#"
     hist.push(m.allocscope_heap_live_bytes||0);if(hist.length>60)hist.shift();spark();
     set('status','updated '+new Date().toLocaleTimeString());
   }).catch(function(e){set('status','cannot read /metrics: '+e);});}
+  function gbytes(b){return b===null?'none':mib(b);}
+  function cycles(list){var tb=document.getElementById('cycles');if(!tb)return;
+    while(tb.firstChild)tb.removeChild(tb.firstChild);
+    list.slice(0,10).forEach(function(c){var tr=document.createElement('tr');
+      [c.number,c.reason,new Date(c.start_unix_seconds*1000).toLocaleTimeString(),gbytes(c.goal_bytes),
+       mib(c.live_bytes_before)+' \u2192 '+mib(c.live_bytes_after),mib(c.released_bytes),mib(c.reclaimed_bytes),
+       (c.duration_seconds*1000).toFixed(2)+' ms'].forEach(function(v){
+        var td=document.createElement('td');td.textContent=v;tr.appendChild(td);});tb.appendChild(tr);});}
+  function gc(){fetch('/gc').then(function(r){return r.json();}).then(function(g){
+    set('gc_threshold',g.threshold===null?'off':g.threshold+'%');
+    set('gc_goal','heap goal '+gbytes(g.heap_goal_bytes));
+    set('gc_limit',g.memory_limit_bytes===null?'off':mib(g.memory_limit_bytes));
+    set('collections',g.cycles);
+    set('collections_sub',g.last_cycles.length?'last: '+g.last_cycles[0].reason:'none yet');
+    cycles(g.last_cycles);}).catch(function(){});}
+  function post(url){fetch(url,{method:'POST'}).then(function(r){return r.json();}).then(function(j){
+    set('gcresult',j.error?j.error:JSON.stringify(j));gc();}).catch(function(e){set('gcresult',''+e);});}
+  var form=document.getElementById('gcform');
+  if(form)form.addEventListener('submit',function(e){e.preventDefault();
+    post('/gc?set='+encodeURIComponent(document.getElementById('gcset').value.trim()));});
+  var now=document.getElementById('gcnow');
+  if(now)now.addEventListener('click',function(){post('/gc/collect');});
+  gc();setInterval(gc,2000);
   var sel=document.getElementById('sample');
   if(sel)sel.addEventListener('change',function(){
     document.getElementById('fg').setAttribute('data','/debug/pprof/heap.svg?sample='+sel.value);});
@@ -89,6 +116,20 @@ pub(crate) fn page(state: &State) -> Reply {
     } else {
         size(sampler.interval)
     };
+    let gc = crate::collection_stats();
+    let recent = crate::cycles();
+    let threshold = gc
+        .threshold
+        .map_or_else(|| "off".to_string(), |t| format!("{t}%"));
+    let goal = if gc.heap_goal == u64::MAX {
+        "none".to_string()
+    } else {
+        mib(gc.heap_goal)
+    };
+    let limit = gc.memory_limit.map_or_else(|| "off".to_string(), mib);
+    let last_cycle = recent
+        .last()
+        .map_or_else(|| "none yet".to_string(), |c| format!("last: {}", c.reason));
     let card = |id: &str, title: &str, value: String, sub: &str, sub_id: &str| {
         format!(
             "<div class=\"card\"><small>{title}</small><b id=\"{id}\">{}</b>\
@@ -138,8 +179,22 @@ pub(crate) fn page(state: &State) -> Reply {
             "collections",
             "collections",
             now.collections.to_string(),
-            "collection cycles (none yet)",
+            &last_cycle,
             "collections_sub",
+        ),
+        card(
+            "gc_threshold",
+            "collection threshold",
+            threshold,
+            &format!("heap goal {goal}"),
+            "gc_goal",
+        ),
+        card(
+            "gc_limit",
+            "memory limit",
+            limit,
+            "soft limit on live bytes",
+            "gc_limit_sub",
         ),
     ]
     .concat();
@@ -178,6 +233,7 @@ pub(crate) fn page(state: &State) -> Reply {
             "CPU profile, 10 s (pprof)",
         ),
         ("/debug/pprof/cmdline", "command line"),
+        ("/gc", "collection cycles (JSON)"),
     ]
     .iter()
     .map(|(href, what)| format!("<li><a href=\"{href}\">{what}</a> <code>{href}</code></li>"))
@@ -203,6 +259,54 @@ pub(crate) fn page(state: &State) -> Reply {
             escape(&addr)
         )
     };
+    let rows: String = recent
+        .iter()
+        .rev()
+        .take(10)
+        .map(|c| {
+            let goal = if c.goal_bytes == u64::MAX {
+                "none".to_string()
+            } else {
+                mib(c.goal_bytes)
+            };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td></td><td>{goal}</td><td>{} \u{2192} {}</td>\
+                 <td>{}</td><td>{}</td><td>{:.2} ms</td></tr>",
+                c.number,
+                c.reason,
+                mib(c.live_bytes_before),
+                mib(c.live_bytes_after),
+                mib(c.released_bytes),
+                mib(c.reclaimed_bytes),
+                c.duration.as_secs_f64() * 1000.0
+            )
+        })
+        .collect();
+    let controls = if state.policy.profiles_visible() {
+        format!(
+            "<form id=\"gcform\"><label>Threshold (percent, or off) \
+             <input id=\"gcset\" name=\"set\" size=\"6\" value=\"{}\"></label> \
+             <button type=\"submit\">Set threshold</button> \
+             <button type=\"button\" id=\"gcnow\">Collect now</button>\
+             <span id=\"gcresult\"></span></form>\
+             <p>From a shell: <code>curl -X POST 'http://{addr}/gc?set=200'</code>, \
+             <code>curl -X POST http://{addr}/gc/collect</code>.</p>",
+            escape(
+                &gc.threshold
+                    .map_or_else(|| "off".to_string(), |t| t.to_string())
+            ),
+            addr = escape(&state.addr.to_string()),
+        )
+    } else {
+        "<p class=\"note\">Collection controls are off on a non-loopback address without a \
+         token (see above).</p>"
+            .to_string()
+    };
+    let collection = format!(
+        "{controls}<table><thead><tr><th>#</th><th>reason</th><th>time</th><th>goal</th>\
+         <th>live before \u{2192} after</th><th>released</th><th>reclaimed</th>\
+         <th>duration</th></tr></thead><tbody id=\"cycles\">{rows}</tbody></table>"
+    );
     Reply::html(format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -215,6 +319,7 @@ pub(crate) fn page(state: &State) -> Reply {
          aria-label=\"live heap over time\"><polyline id=\"line\" fill=\"none\" stroke=\"#1a5fb4\" \
          stroke-width=\"2\" points=\"\"/><text id=\"sparkmax\" x=\"4\" y=\"12\" font-size=\"10\" \
          fill=\"#666\"></text></svg>\n\
+         <h2>Collection cycles</h2>\n{collection}\n\
          <h2>Views</h2>\n<ul>{links}</ul>\n\
          <p>From a shell: <code>go tool pprof http://{addr}/debug/pprof/heap</code>, \
          <code>go tool pprof -seconds 10 http://{addr}/debug/pprof/profile</code>.</p>\n\

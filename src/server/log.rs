@@ -17,8 +17,7 @@ pub(crate) struct LogSample {
     pub allocations: u64,
     /// Resident set size, when the OS tells.
     pub rss_bytes: Option<u64>,
-    /// Collection cycles run so far. Always 0 until the collector (issue 5)
-    /// lands; it will read its cycle count here.
+    /// Collection cycles run so far, all reasons.
     pub collections: u64,
     /// OS threads of the process, when the OS tells.
     pub threads: Option<u64>,
@@ -33,7 +32,7 @@ impl LogSample {
             live_objects: s.live_objects(),
             allocations: s.allocations,
             rss_bytes: p.map(|p| p.rss_bytes),
-            collections: 0,
+            collections: crate::collection_stats().cycles(),
             threads: p.map(|p| p.threads),
         }
     }
@@ -131,12 +130,12 @@ mod tests {
             live_objects: 52013,
             allocations: 21_000,
             rss_bytes: Some(10 * 1024 * 1024),
-            collections: 0,
+            collections: 17,
             threads: Some(9),
         };
         assert_eq!(
             format_line(&now, &prev, Duration::from_secs(10)),
-            "heap=5.1 MiB live (52013 objects), rss=10.0 MiB, allocs/s=2000, collections=0, threads=9"
+            "heap=5.1 MiB live (52013 objects), rss=10.0 MiB, allocs/s=2000, collections=17, threads=9"
         );
         let unknown = LogSample::default();
         assert_eq!(

@@ -7,9 +7,9 @@
 //! counted in `allocscope_exporter_scrape_errors_total`: a scrape returns
 //! partial data rather than none, never an error.
 //!
-//! Extension point: a later metrics source (the collector's cycles, issue 5)
-//! adds a field to [`Snapshot`], its rows to [`METRICS`] and a section to
-//! `SECTIONS`.
+//! Extension point: a later metrics source adds a field to [`Snapshot`],
+//! its rows to [`METRICS`] and a section to `SECTIONS` (as the collector's
+//! [`crate::CollectionStats`] did).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,7 +22,7 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, Registry, TextEncoder};
 
-use crate::{CoreInfo, SamplerStats, Stats};
+use crate::{CollectionStats, CoreInfo, CycleReason, SamplerStats, Stats};
 
 /// The Content-Type of `/metrics` answers.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -55,6 +55,19 @@ pub const METRICS: &[(&str, &str, MetricType)] = &[
     ("allocscope_core_blocks", "Per-thread counter blocks ever created (one per concurrently live thread).", GAUGE),
     ("allocscope_core_blocks_attached", "Counter blocks attached to a live thread.", GAUGE),
     ("allocscope_core_memory_bytes", "Memory used by the counter blocks.", GAUGE),
+    ("allocscope_collections_total", "Collection cycles run, by reason: threshold (live bytes passed the heap goal), limit (passed the memory limit), manual.", COUNTER),
+    ("allocscope_collection_duration_seconds", "Duration of collection cycles: reclaimers, release to the OS and measurements.", HISTOGRAM),
+    ("allocscope_heap_goal_bytes", "Live bytes at which the next automatic collection cycle runs: the smaller of the threshold's goal and the memory limit (+Inf when neither is set).", GAUGE),
+    ("allocscope_collection_threshold_ratio", "Collection threshold as a ratio (1 = GOGC 100: collect when the heap doubles); -1 when off.", GAUGE),
+    ("allocscope_memory_limit_bytes", "Soft limit on live heap bytes (+Inf when off).", GAUGE),
+    ("allocscope_collection_time_share_ratio", "Share of wall time automatic collection cycles may take (the CPU limiter).", GAUGE),
+    ("allocscope_collection_skipped_triggers_total", "Automatic collection triggers skipped because cycles had used their share of wall time.", COUNTER),
+    ("allocscope_collection_released_bytes_total", "Resident memory returned to the OS by collection cycles.", COUNTER),
+    ("allocscope_collection_reclaimed_bytes_total", "Bytes the registered reclaimers reported freeing in collection cycles.", COUNTER),
+    ("allocscope_collection_reclaimer_panics_total", "Reclaimer calls that panicked (caught; the cycle went on).", COUNTER),
+    ("allocscope_collection_reclaimers", "Reclaimers registered.", GAUGE),
+    ("allocscope_collection_near_limit_profiles_total", "Heap profiles written to near_limit_profile_dir near the memory limit.", COUNTER),
+    ("allocscope_collection_poll_seconds_total", "Time the collector thread spent checking live bytes against the goal and the limit.", COUNTER),
     ("allocscope_exporter_scrape_errors_total", "Metric sections left out of a scrape because reading them failed.", COUNTER),
     ("allocscope_build_info", "Always 1; labels name the allocscope version and its compiled features.", GAUGE),
 ];
@@ -76,6 +89,8 @@ pub struct Snapshot {
     pub sampler: SamplerStats,
     /// The counting core's own footprint.
     pub core: CoreInfo,
+    /// The collector: settings and cycle counters.
+    pub collection: CollectionStats,
 }
 
 impl Snapshot {
@@ -85,6 +100,7 @@ impl Snapshot {
             stats: crate::stats(),
             sampler: crate::sampler_stats(),
             core: crate::core_info(),
+            collection: crate::collection_stats(),
         }
     }
 }
@@ -97,7 +113,7 @@ const SECTIONS: &[(&str, Section)] = &[
     ("size classes", size_class_section),
     ("sampler", sampler_section),
     ("counters", counters_section),
-    // issue 5: ("collector", collector_section) — collections_total & co.
+    ("collector", collector_section),
 ];
 
 /// A prometheus [`Collector`] for everything allocscope knows. Register it
@@ -117,6 +133,8 @@ impl HeapCollector {
             .filter_map(|(name, help, _)| {
                 let labels = if *name == "allocscope_heap_size_class_live_bytes" {
                     vec![CLASS_LABEL.to_string()]
+                } else if *name == "allocscope_collections_total" {
+                    vec!["reason".to_string()]
                 } else if *name == "allocscope_build_info" {
                     vec!["version".to_string(), "features".to_string()]
                 } else {
@@ -365,6 +383,101 @@ fn counters_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
     out.push(gauge(
         "allocscope_core_memory_bytes",
         s.core.memory_bytes as f64,
+    ));
+}
+
+fn counter_metric(v: f64, labels: Vec<LabelPair>) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(v);
+    let mut m = Metric::default();
+    m.set_counter(c);
+    m.set_label(labels);
+    m
+}
+
+fn collector_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
+    let c = &s.collection;
+    let by_reason = CycleReason::ALL
+        .iter()
+        .map(|r| counter_metric(c.cycles_for(*r) as f64, vec![label("reason", r.as_str())]))
+        .collect();
+    out.push(family("allocscope_collections_total", COUNTER, by_reason));
+
+    let mut h = Histogram::default();
+    h.set_sample_count(c.cycles());
+    h.set_sample_sum(c.total_duration.as_secs_f64());
+    let mut cumulative = 0;
+    let buckets = crate::DURATION_BUCKETS
+        .iter()
+        .zip(&c.duration_buckets)
+        .map(|(&bound, &n)| {
+            cumulative += n;
+            let mut b = Bucket::default();
+            b.set_upper_bound(bound);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    h.set_bucket(buckets);
+    let mut m = Metric::default();
+    m.set_histogram(h);
+    out.push(family(
+        "allocscope_collection_duration_seconds",
+        HISTOGRAM,
+        vec![m],
+    ));
+
+    let inf_if_max = |v: u64| {
+        if v == u64::MAX {
+            f64::INFINITY
+        } else {
+            v as f64
+        }
+    };
+    out.push(gauge("allocscope_heap_goal_bytes", inf_if_max(c.heap_goal)));
+    out.push(gauge(
+        "allocscope_collection_threshold_ratio",
+        c.threshold.map_or(-1.0, |t| f64::from(t) / 100.0),
+    ));
+    out.push(gauge(
+        "allocscope_memory_limit_bytes",
+        c.memory_limit.map_or(f64::INFINITY, |l| l as f64),
+    ));
+    out.push(gauge(
+        "allocscope_collection_time_share_ratio",
+        c.time_share,
+    ));
+    for (name, v) in [
+        (
+            "allocscope_collection_skipped_triggers_total",
+            c.skipped_triggers as f64,
+        ),
+        (
+            "allocscope_collection_released_bytes_total",
+            c.released_bytes as f64,
+        ),
+        (
+            "allocscope_collection_reclaimed_bytes_total",
+            c.reclaimed_bytes as f64,
+        ),
+        (
+            "allocscope_collection_reclaimer_panics_total",
+            c.reclaimer_panics as f64,
+        ),
+        (
+            "allocscope_collection_near_limit_profiles_total",
+            c.near_limit_profiles as f64,
+        ),
+        (
+            "allocscope_collection_poll_seconds_total",
+            c.poll_time.as_secs_f64(),
+        ),
+    ] {
+        out.push(counter(name, v));
+    }
+    out.push(gauge(
+        "allocscope_collection_reclaimers",
+        c.reclaimers as f64,
     ));
 }
 

@@ -5,7 +5,8 @@
 //! body and query limits → handler), the response conventions (Go's pprof
 //! headers) and the background server ([`start`], [`ServerHandle`]).
 //! Submodules: [`config`](Config) (keys, loading, parsers), `metrics`,
-//! `pprof` (profiles, render queue), `auth`, `landing`, `log`.
+//! `pprof` (profiles, render queue), `gc` (collection cycles), `auth`,
+//! `landing`, `log`.
 //!
 //! ```no_run
 //! # #[global_allocator]
@@ -15,13 +16,16 @@
 //! # Ok::<(), allocscope::Error>(())
 //! ```
 //!
-//! Extension point: a control endpoint (issue 5's `/gc`) adds a `Route`
-//! variant, its line in `route()` and `Route::methods` (POST for changes)
-//! and `Access::Control`; the pipeline then gives it the 405, 401 and 403
-//! answers the others get.
+//! Extension point: a control endpoint adds a `Route` variant, its line in
+//! `route()` and `Route::methods` (POST for changes) and `Access::Control`;
+//! the pipeline then gives it the 405, 401 and 403 answers the others get.
+//! `/gc` answers GET (read, `Access::Page`) and POST (change,
+//! `Access::Control`) on one path, so its access depends on the method, a
+//! GET carrying a change is a 405, and its errors are JSON.
 
 mod auth;
 mod config;
+mod gc;
 mod landing;
 mod log;
 mod metrics;
@@ -149,6 +153,10 @@ pub(crate) enum Route {
     Baseline,
     CpuProfile,
     Cmdline,
+    /// `/gc`: GET reads the collector's state, POST changes it.
+    Gc,
+    /// `/gc/collect`: POST runs a collection cycle.
+    GcCollect,
     /// `/debug/pprof/<name>` for a profile allocscope does not have.
     UnknownProfile(String),
 }
@@ -158,19 +166,28 @@ impl Route {
     fn methods(&self) -> &'static [Method] {
         const READ: &[Method] = &[Method::GET, Method::HEAD];
         const CHANGE: &[Method] = &[Method::POST];
+        const BOTH: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
         match self {
-            Route::Baseline => CHANGE,
+            Route::Baseline | Route::GcCollect => CHANGE,
+            Route::Gc => BOTH,
             _ => READ,
         }
     }
 
-    fn access(&self) -> Access {
+    fn access(&self, method: &Method) -> Access {
         match self {
             Route::Metrics => Access::Public,
             Route::Landing => Access::Page,
-            Route::Baseline => Access::Control,
+            Route::Gc if method != Method::POST => Access::Page,
+            Route::Baseline | Route::Gc | Route::GcCollect => Access::Control,
             _ => Access::Profile,
         }
+    }
+
+    /// Whether errors are JSON (the `/gc` endpoints) rather than Go's
+    /// text.
+    fn json_errors(&self) -> bool {
+        matches!(self, Route::Gc | Route::GcCollect)
     }
 }
 
@@ -186,6 +203,8 @@ pub(crate) fn route(path: &str) -> Option<Route> {
         "/debug/pprof/baseline" => Route::Baseline,
         "/debug/pprof/profile" => Route::CpuProfile,
         "/debug/pprof/cmdline" => Route::Cmdline,
+        "/gc" => Route::Gc,
+        "/gc/collect" => Route::GcCollect,
         p => Route::UnknownProfile(p.strip_prefix("/debug/pprof/")?.to_string()),
     })
 }
@@ -331,10 +350,15 @@ where
     S: warp::Stream<Item = Result<B, warp::Error>>,
     B: warp::Buf,
 {
+    let json_errors = route.json_errors();
     let reply = match pipeline(route, method, &query, &headers, body, &state).await {
         Ok(r) | Err(r) => r,
     };
-    reply.into_response()
+    if json_errors && reply.status.as_u16() >= 400 {
+        reply.into_json_error().into_response()
+    } else {
+        reply.into_response()
+    }
 }
 
 async fn pipeline<S, B>(
@@ -370,13 +394,19 @@ where
         ));
         return Err(r);
     }
+    if route == Route::Gc {
+        if let Some(r) = gc::read_with_change(&method, query) {
+            return Err(r);
+        }
+    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    match state
-        .policy
-        .check(route.access(), authorization, &state.addr.to_string())
-    {
+    match state.policy.check(
+        route.access(&method),
+        authorization,
+        &state.addr.to_string(),
+    ) {
         Verdict::Allow => {}
         Verdict::Unauthorized(m) => {
             return Err(
@@ -387,10 +417,10 @@ where
     }
     drain_body(headers, body).await?;
     let q = parse_query(query)?;
-    Ok(dispatch(route, &q, state).await)
+    Ok(dispatch(route, &method, &q, state).await)
 }
 
-async fn dispatch(route: Route, q: &[(String, String)], state: &State) -> Reply {
+async fn dispatch(route: Route, method: &Method, q: &[(String, String)], state: &State) -> Reply {
     match route {
         Route::Landing => landing::page(state),
         Route::Metrics => Reply::new(
@@ -408,6 +438,9 @@ async fn dispatch(route: Route, q: &[(String, String)], state: &State) -> Reply 
         Route::Allocs => pprof::heap(state, crate::PprofKind::Allocs, q).await,
         Route::HeapSvg => pprof::heap_svg(state, q).await,
         Route::Baseline => pprof::save_baseline(state).await,
+        Route::Gc if method == Method::POST => gc::post(q),
+        Route::Gc => gc::get(q),
+        Route::GcCollect => gc::collect(q).await,
         Route::UnknownProfile(name) => Reply::error(
             404,
             &format!(
@@ -458,10 +491,23 @@ pub fn routes(
     filter(Arc::new(State::new(config, config.addr, rx)))
 }
 
-/// Applies the process-wide settings of `config` (the sample interval).
-/// [`start`] calls it.
+/// Applies the process-wide settings of `config`: the sample interval and
+/// the collector's (threshold, memory limit, release to the OS, time
+/// share, near-limit profiles), and starts the collector thread. [`start`]
+/// calls it. A value [`Config::validate`] would refuse is logged and left
+/// as it was.
 pub fn apply(config: &Config) {
     crate::set_sample_interval(config.sample_interval);
+    crate::set_threshold(config.threshold);
+    crate::set_memory_limit(config.memory_limit);
+    crate::set_release_to_os(config.release_to_os);
+    if let Err(e) = crate::set_collector_time_share(config.collector_time_share) {
+        tracing::warn!(target: "allocscope", "{e}");
+    }
+    if let Err(e) = crate::set_near_limit_profiles(config.near_limit_profiles()) {
+        tracing::warn!(target: "allocscope", "{e}");
+    }
+    crate::start_collector();
 }
 
 /// The periodic info line (`heap=… live (… objects), rss=…, allocs/s=…,
@@ -477,7 +523,7 @@ async fn recover(r: warp::Rejection) -> Result<warp::reply::Response, Infallible
     let reply = if r.is_not_found() {
         Reply::error(
             404,
-            "404 page not found; allocscope serves /, /metrics and /debug/pprof/",
+            "404 page not found; allocscope serves /, /metrics, /debug/pprof/ and /gc",
         )
     } else {
         Reply::error(400, &format!("bad request: {r:?}"))
@@ -659,6 +705,9 @@ mod tests {
         assert_eq!(route("/metrics/"), None);
         assert_eq!(route("/nope"), None);
         assert_eq!(route("/debug/pprofx"), None);
+        assert_eq!(route("/gc"), Some(Route::Gc));
+        assert_eq!(route("/gc/collect"), Some(Route::GcCollect));
+        assert_eq!(route("/gc/"), None);
     }
 
     #[test]

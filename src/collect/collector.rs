@@ -1,0 +1,656 @@
+//! The collector's state (settings, counters, recent cycles, CPU budget),
+//! its thread, and the running of one cycle.
+//!
+//! Locks: `SHARED` guards settings and counters and is held only for
+//! reads and updates, never while a reclaimer runs; `CYCLE` serialises
+//! cycles and is held while one runs. Neither is reachable from the
+//! allocator.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::Thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{
+    os, reclaim, threshold_goal, CollectionStats, Cycle, CycleReason, Pressure, ReleaseToOs,
+    CYCLE_HISTORY, DEFAULT_THRESHOLD, DEFAULT_TIME_SHARE, DURATION_BUCKETS, POLL_INTERVAL,
+};
+use crate::counters;
+
+/// The CPU limiter's burst: the bucket holds `share × BURST` of cycle time.
+const BURST: Duration = Duration::from_secs(1);
+
+/// The settings users change.
+#[derive(Debug)]
+pub(super) struct Settings {
+    pub(super) threshold: Option<u32>,
+    pub(super) memory_limit: Option<u64>,
+    pub(super) release: ReleaseToOs,
+    pub(super) time_share: f64,
+    /// Live bytes after the last cycle (before the first one: when the
+    /// collector started).
+    base: u64,
+}
+
+impl Settings {
+    /// The heap goal: the smaller of the threshold's goal and the limit.
+    pub(super) fn goal(&self) -> u64 {
+        let by_threshold = self
+            .threshold
+            .map_or(u64::MAX, |t| threshold_goal(self.base, t));
+        by_threshold.min(self.memory_limit.unwrap_or(u64::MAX))
+    }
+
+    /// Whether anything can trigger an automatic cycle.
+    fn watching(&self) -> bool {
+        self.threshold.is_some() || self.memory_limit.is_some()
+    }
+
+    fn pressure(&self, reason: CycleReason, live: u64) -> Pressure {
+        let goal = self.goal();
+        Pressure {
+            reason,
+            live_bytes: live,
+            goal_bytes: goal,
+            memory_limit: self.memory_limit,
+            over_goal_bytes: live.saturating_sub(goal),
+            over_limit_bytes: self.memory_limit.map_or(0, |l| live.saturating_sub(l)),
+        }
+    }
+}
+
+/// The CPU limiter: a token bucket of cycle time that fills at
+/// `time_share` seconds per second, up to `time_share × BURST`.
+#[derive(Debug)]
+struct Budget {
+    /// Seconds of cycle time available (negative: owed).
+    tokens: f64,
+    at: Instant,
+}
+
+impl Budget {
+    fn refill(&mut self, now: Instant, share: f64) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * share).min(share * BURST.as_secs_f64());
+        self.at = now;
+    }
+
+    /// `Ok` if an automatic cycle may start now, else how long until one
+    /// may.
+    fn check(&mut self, now: Instant, share: f64) -> Result<(), Duration> {
+        self.refill(now, share);
+        if self.tokens > 0.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (-self.tokens / share).clamp(0.0, 3600.0),
+            ))
+        }
+    }
+
+    fn charge(&mut self, now: Instant, share: f64, spent: Duration) {
+        self.refill(now, share);
+        self.tokens -= spent.as_secs_f64();
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    cycles_by_reason: [u64; 3],
+    skipped_triggers: u64,
+    total_duration: Duration,
+    duration_buckets: [u64; DURATION_BUCKETS.len() + 1],
+    released_bytes: u64,
+    reclaimed_bytes: u64,
+    reclaimer_panics: u64,
+    polls: u64,
+    poll_time: Duration,
+    /// Number of the last cycle started.
+    last_number: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    settings: Settings,
+    counters: Counters,
+    history: VecDeque<Cycle>,
+    budget: Budget,
+}
+
+fn shared() -> MutexGuard<'static, Shared> {
+    static SHARED: OnceLock<Mutex<Shared>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let share = DEFAULT_TIME_SHARE;
+            Mutex::new(Shared {
+                settings: Settings {
+                    threshold: Some(DEFAULT_THRESHOLD),
+                    memory_limit: None,
+                    release: ReleaseToOs::Auto,
+                    time_share: share,
+                    base: counters::live_bytes(),
+                },
+                counters: Counters::default(),
+                history: VecDeque::with_capacity(CYCLE_HISTORY),
+                budget: Budget {
+                    tokens: share * BURST.as_secs_f64(),
+                    at: Instant::now(),
+                },
+            })
+        })
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads the settings.
+pub(super) fn read_settings<R>(f: impl FnOnce(&Settings) -> R) -> R {
+    f(&shared().settings)
+}
+
+/// Changes the settings and wakes the collector thread so that it acts on
+/// them at once.
+pub(super) fn update_settings<R>(f: impl FnOnce(&mut Settings) -> R) -> R {
+    let r = f(&mut shared().settings);
+    FORCE_CHECK.store(true, Relaxed);
+    wake();
+    r
+}
+
+// ---------------------------------------------------------------------------
+// The collector thread.
+// ---------------------------------------------------------------------------
+
+static THREAD: OnceLock<Thread> = OnceLock::new();
+static STARTING: Mutex<()> = Mutex::new(());
+
+fn wake() {
+    if let Some(t) = THREAD.get() {
+        t.unpark();
+    }
+}
+
+/// Starts the collector thread once. A failure to spawn is logged and
+/// retried at the next call.
+pub(super) fn start() {
+    if THREAD.get().is_some() {
+        return;
+    }
+    let _once = STARTING.lock().unwrap_or_else(PoisonError::into_inner);
+    if THREAD.get().is_some() {
+        return;
+    }
+    {
+        // "live bytes at collector start" is the first goal's base
+        let mut s = shared();
+        if s.counters.last_number == 0 {
+            s.settings.base = counters::live_bytes();
+        }
+    }
+    match std::thread::Builder::new()
+        .name("allocscope-collect".into())
+        .spawn(run)
+    {
+        Ok(h) => {
+            let _ = THREAD.set(h.thread().clone());
+        }
+        Err(e) => log::error!(
+            target: "allocscope",
+            "cannot start the collector thread ({e}): no automatic collection cycles until \
+             it can be started (it is retried at the next set_threshold, set_memory_limit, \
+             register_reclaimer or collect)"
+        ),
+    }
+}
+
+fn running() -> bool {
+    THREAD.get().is_some()
+}
+
+/// Set by setters and manual cycles: the next poll folds at once.
+static FORCE_CHECK: AtomicBool = AtomicBool::new(true);
+
+/// Full checks (a fold of every counter block, about 1 µs per block) take
+/// at most this share of one core...
+const CHECK_SHARE: f64 = 0.01;
+/// ...and happen at every poll while that costs at most this share (a
+/// process with a few threads: exact 5 ms checks).
+const CHEAP_CHECK_SHARE: f64 = 0.002;
+/// Longest time between two full checks, whatever the samples say: the
+/// backstop for growth the sampler does not see (sampling off, a large
+/// allocation that happened not to be sampled, frees)...
+const BACKSTOP: Duration = Duration::from_millis(100);
+/// ...or longer, so that backstop checks alone take at most this share of
+/// a core (an idle process with very many threads).
+const BACKSTOP_SHARE: f64 = 0.0025;
+
+/// Closer to the level than this many sample intervals (and than
+/// `NEAR_SAMPLES × NEAR_MIN`), full checks run at the budget's pace.
+const NEAR_SAMPLES: u64 = 4;
+const NEAR_MIN: u64 = 256 * 1024;
+
+/// When the collector thread folds the counters ("a full check").
+///
+/// Every [`POLL_INTERVAL`] it reads the sampler's global count of sample
+/// points (two relaxed loads): each stands for about `sample_interval`
+/// bytes allocated, so `new samples × interval` estimates the allocation
+/// since the last full check without reading any counter block. A full
+/// check runs when the estimate reaches a quarter of the headroom the last
+/// check left below the goal (or the near-limit level), whenever that
+/// headroom is within [`NEAR_SAMPLES`] sample intervals, at least every
+/// [`BACKSTOP`] (or [`BACKSTOP_SHARE`] of a core), and at every poll when a
+/// fold is cheap; never more often than [`CHECK_SHARE`] of a core allows.
+#[derive(Debug)]
+struct Checks {
+    last: Option<Instant>,
+    /// Moving average of a fold's duration, seconds.
+    cost: f64,
+    samples: u64,
+    live: u64,
+}
+
+impl Checks {
+    fn due(&self, now: Instant, level: u64, interval: u64) -> bool {
+        let Some(last) = self.last else { return true };
+        let since = now.saturating_duration_since(last);
+        let spacing = POLL_INTERVAL.max(Duration::from_secs_f64(self.cost / CHECK_SHARE));
+        if since < spacing {
+            return false;
+        }
+        let backstop = BACKSTOP.max(Duration::from_secs_f64(self.cost / BACKSTOP_SHARE));
+        if self.cost <= POLL_INTERVAL.as_secs_f64() * CHEAP_CHECK_SHARE || since >= backstop {
+            return true;
+        }
+        // Within a few samples' worth of bytes of the level, the samples
+        // cannot tell: check as often as the budget allows.
+        let headroom = level.saturating_sub(self.live);
+        if headroom <= NEAR_SAMPLES * interval.max(NEAR_MIN) {
+            return true;
+        }
+        let grown = crate::sampler::sample_points()
+            .wrapping_sub(self.samples)
+            .saturating_mul(interval);
+        grown >= headroom / 4
+    }
+
+    /// Folds the counters: live bytes now.
+    fn fold(&mut self, now: Instant) -> (u64, Duration) {
+        let samples = crate::sampler::sample_points();
+        let t0 = Instant::now();
+        let live = counters::live_bytes();
+        let took = t0.elapsed();
+        let secs = took.as_secs_f64();
+        self.cost = if self.last.is_none() {
+            secs
+        } else {
+            0.8 * self.cost + 0.2 * secs
+        };
+        self.last = Some(now);
+        self.samples = samples;
+        self.live = live;
+        (live, took)
+    }
+}
+
+/// The collector thread: watches live bytes while a threshold or a limit
+/// is set (see [`Checks`]), parks otherwise.
+fn run() {
+    let mut checks = Checks {
+        last: None,
+        cost: 0.0,
+        samples: 0,
+        live: 0,
+    };
+    loop {
+        let (watching, level) = read_settings(|s| {
+            let goal = s.goal();
+            #[cfg(feature = "profile")]
+            let goal = s
+                .memory_limit
+                .and_then(super::near_limit::level)
+                .map_or(goal, |l| l.min(goal));
+            (s.watching(), goal)
+        });
+        if !watching {
+            // Woken by a setter.
+            std::thread::park();
+            continue;
+        }
+        let now = Instant::now();
+        let forced = FORCE_CHECK.swap(false, Relaxed);
+        if !forced && !checks.due(now, level, crate::sample_interval()) {
+            std::thread::park_timeout(POLL_INTERVAL);
+            continue;
+        }
+        let (live, took) = checks.fold(now);
+        let (due, limit) = {
+            let mut s = shared();
+            s.counters.polls += 1;
+            s.counters.poll_time += took;
+            let limit = s.settings.memory_limit;
+            let due = if live > s.settings.goal() {
+                let share = s.settings.time_share;
+                match s.budget.check(Instant::now(), share) {
+                    Ok(()) => Some(Ok(())),
+                    Err(wait) => {
+                        s.counters.skipped_triggers += 1;
+                        Some(Err(wait))
+                    }
+                }
+            } else {
+                None
+            };
+            (due, limit)
+        };
+        #[cfg(feature = "profile")]
+        super::near_limit::check(live, limit);
+        #[cfg(not(feature = "profile"))]
+        let _ = limit;
+        match due {
+            Some(Ok(())) => {
+                if let Some(c) = run_automatic() {
+                    // the cycle measured live bytes at its end
+                    checks.live = c.live_bytes_after;
+                    checks.samples = crate::sampler::sample_points();
+                }
+            }
+            Some(Err(wait)) => {
+                // The budget is spent: wait until it refills (or a setter
+                // wakes us), then look again.
+                std::thread::park_timeout(wait.max(POLL_INTERVAL));
+                continue;
+            }
+            None => {}
+        }
+        std::thread::park_timeout(POLL_INTERVAL);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One cycle.
+// ---------------------------------------------------------------------------
+
+static CYCLE: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Set on the thread running a cycle, while it runs.
+    static IN_CYCLE: Cell<bool> = const { Cell::new(false) };
+}
+
+struct InCycle;
+
+impl InCycle {
+    fn enter() -> InCycle {
+        IN_CYCLE.with(|c| c.set(true));
+        InCycle
+    }
+}
+
+impl Drop for InCycle {
+    fn drop(&mut self) {
+        IN_CYCLE.with(|c| c.set(false));
+    }
+}
+
+/// A manual cycle ([`super::collect`]).
+pub(super) fn run_manual() -> Cycle {
+    if IN_CYCLE.with(Cell::get) {
+        log::warn!(
+            target: "allocscope",
+            "allocscope::collect() called from inside a reclaimer: cycles do not nest, nothing ran"
+        );
+        let (live, s) = (counters::live_bytes(), shared());
+        let goal = s.settings.goal();
+        return Cycle {
+            number: 0,
+            reason: CycleReason::Manual,
+            start: SystemTime::now(),
+            duration: Duration::ZERO,
+            goal_bytes: goal,
+            memory_limit: s.settings.memory_limit,
+            threshold: s.settings.threshold,
+            live_bytes_before: live,
+            live_bytes_after: live,
+            resident_bytes_before: None,
+            resident_bytes_after: None,
+            released_to_os: false,
+            released_bytes: 0,
+            reclaimed_bytes: 0,
+            reclaimers: 0,
+            reclaimer_panics: 0,
+            next_goal_bytes: goal,
+        };
+    }
+    let turn = CYCLE.lock().unwrap_or_else(PoisonError::into_inner);
+    let (start, t0, live) = (SystemTime::now(), Instant::now(), counters::live_bytes());
+    let c = run_locked(&turn, CycleReason::Manual, start, t0, live);
+    // the goal moved: the collector looks again at once
+    FORCE_CHECK.store(true, Relaxed);
+    c
+}
+
+/// An automatic cycle, if its trigger still holds once the cycle lock is
+/// held (a manual cycle may have run meanwhile).
+fn run_automatic() -> Option<Cycle> {
+    let turn = CYCLE.lock().unwrap_or_else(PoisonError::into_inner);
+    let (start, t0, live) = (SystemTime::now(), Instant::now(), counters::live_bytes());
+    let reason = {
+        let s = shared();
+        if s.settings.memory_limit.is_some_and(|l| live > l) {
+            CycleReason::Limit
+        } else if live > s.settings.goal() {
+            CycleReason::Threshold
+        } else {
+            return None;
+        }
+    };
+    Some(run_locked(&turn, reason, start, t0, live))
+}
+
+/// Runs one cycle; the caller holds the cycle lock (`_turn`) and measured
+/// the live bytes at `t0`.
+fn run_locked(
+    _turn: &MutexGuard<'_, ()>,
+    reason: CycleReason,
+    start: SystemTime,
+    t0: Instant,
+    live_before: u64,
+) -> Cycle {
+    let _in = InCycle::enter();
+    let (number, pressure, threshold, release) = {
+        let mut s = shared();
+        s.counters.last_number += 1;
+        (
+            s.counters.last_number,
+            s.settings.pressure(reason, live_before),
+            s.settings.threshold,
+            s.settings.release,
+        )
+    };
+    let resident_before = os::resident_bytes();
+
+    let mut reclaimed = 0u64;
+    let mut called = 0usize;
+    let mut panics = 0usize;
+    for r in reclaim::snapshot() {
+        if !r.active() {
+            continue;
+        }
+        called += 1;
+        match catch_unwind(AssertUnwindSafe(|| (r.f)(&pressure))) {
+            Ok(n) => reclaimed = reclaimed.saturating_add(n as u64),
+            Err(payload) => {
+                panics += 1;
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic payload".to_string());
+                log::error!(
+                    target: "allocscope",
+                    "reclaimer {:?} panicked in collection cycle {number} ({}): {msg}; \
+                     the other reclaimers still ran",
+                    r.name,
+                    pressure.reason
+                );
+                // Dropping a panic payload can itself panic.
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            }
+        }
+    }
+    let (released_to_os, released) = os::release(release);
+    let live_after = counters::live_bytes();
+    let resident_after = os::resident_bytes();
+    let duration = t0.elapsed();
+
+    let mut s = shared();
+    s.settings.base = live_after;
+    let next_goal = s.settings.goal();
+    let c = &mut s.counters;
+    c.cycles_by_reason[pressure.reason.index()] += 1;
+    c.total_duration += duration;
+    let secs = duration.as_secs_f64();
+    let bucket = DURATION_BUCKETS
+        .iter()
+        .position(|&b| secs <= b)
+        .unwrap_or(DURATION_BUCKETS.len());
+    c.duration_buckets[bucket] += 1;
+    c.released_bytes = c.released_bytes.saturating_add(released);
+    c.reclaimed_bytes = c.reclaimed_bytes.saturating_add(reclaimed);
+    c.reclaimer_panics += panics as u64;
+    if pressure.reason != CycleReason::Manual {
+        let share = s.settings.time_share;
+        s.budget.charge(Instant::now(), share, duration);
+    }
+    let cycle = Cycle {
+        number,
+        reason: pressure.reason,
+        start,
+        duration,
+        goal_bytes: pressure.goal_bytes,
+        memory_limit: pressure.memory_limit,
+        threshold,
+        live_bytes_before: live_before,
+        live_bytes_after: live_after,
+        resident_bytes_before: resident_before,
+        resident_bytes_after: resident_after,
+        released_to_os,
+        released_bytes: released,
+        reclaimed_bytes: reclaimed,
+        reclaimers: called,
+        reclaimer_panics: panics,
+        next_goal_bytes: next_goal,
+    };
+    if s.history.len() == CYCLE_HISTORY {
+        s.history.pop_front();
+    }
+    s.history.push_back(cycle.clone());
+    drop(s);
+    log::debug!(
+        target: "allocscope",
+        "collection cycle {number} ({}): live {live_before} -> {live_after} bytes, \
+         reclaimers reported {reclaimed}, released {released}, took {duration:?}",
+        pressure.reason
+    );
+    cycle
+}
+
+/// The recent cycles, oldest first.
+pub(super) fn history() -> Vec<Cycle> {
+    shared().history.iter().cloned().collect()
+}
+
+/// The collector's settings and counters.
+pub(super) fn stats() -> CollectionStats {
+    let live = counters::live_bytes();
+    let reclaimers = reclaim::count();
+    let s = shared();
+    let c = &s.counters;
+    CollectionStats {
+        threshold: s.settings.threshold,
+        memory_limit: s.settings.memory_limit,
+        heap_goal: s.settings.goal(),
+        live_bytes: live,
+        cycles_by_reason: c.cycles_by_reason,
+        skipped_triggers: c.skipped_triggers,
+        total_duration: c.total_duration,
+        duration_buckets: c.duration_buckets,
+        released_bytes: c.released_bytes,
+        reclaimed_bytes: c.reclaimed_bytes,
+        reclaimer_panics: c.reclaimer_panics,
+        reclaimers,
+        #[cfg(feature = "profile")]
+        near_limit_profiles: super::near_limit::written(),
+        #[cfg(not(feature = "profile"))]
+        near_limit_profiles: 0,
+        polls: c.polls,
+        poll_time: c.poll_time,
+        collector_running: running(),
+        release_to_os: s.settings.release,
+        glibc_malloc_detected: os::glibc_malloc_detected(),
+        time_share: s.settings.time_share,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_limits_the_share() {
+        let t0 = Instant::now();
+        let share = 0.1;
+        let mut b = Budget {
+            tokens: share * BURST.as_secs_f64(),
+            at: t0,
+        };
+        // Cycles of 20 ms back to back, as often as allowed, for 10 s.
+        let mut now = t0;
+        let mut busy = Duration::ZERO;
+        let end = t0 + Duration::from_secs(10);
+        while now < end {
+            match b.check(now, share) {
+                Ok(()) => {
+                    now += Duration::from_millis(20);
+                    b.charge(now, share, Duration::from_millis(20));
+                    busy += Duration::from_millis(20);
+                }
+                Err(wait) => now += wait.max(Duration::from_millis(1)),
+            }
+        }
+        let total = now - t0;
+        // share × T plus the burst plus one cycle
+        let bound = total.mul_f64(share) + BURST.mul_f64(share) + Duration::from_millis(20);
+        assert!(busy <= bound, "{busy:?} > {bound:?}");
+        assert!(busy >= total.mul_f64(share * 0.9), "{busy:?} too little");
+    }
+
+    #[test]
+    fn goal_is_the_smaller_of_threshold_and_limit() {
+        let mut s = Settings {
+            threshold: Some(100),
+            memory_limit: None,
+            release: ReleaseToOs::Never,
+            time_share: 0.1,
+            base: 10 << 20,
+        };
+        assert_eq!(s.goal(), 20 << 20);
+        s.memory_limit = Some(15 << 20);
+        assert_eq!(s.goal(), 15 << 20);
+        s.threshold = None;
+        assert_eq!(s.goal(), 15 << 20);
+        s.memory_limit = None;
+        assert_eq!(s.goal(), u64::MAX);
+        assert!(!s.watching());
+        let p = Settings {
+            memory_limit: Some(5),
+            threshold: Some(100),
+            ..s
+        }
+        .pressure(CycleReason::Limit, 30 << 20);
+        assert_eq!(p.over_limit_bytes, (30 << 20) - 5);
+        assert_eq!(p.goal_bytes, 5);
+    }
+}
