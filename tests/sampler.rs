@@ -14,6 +14,13 @@ static ALLOC: AllocScope = AllocScope::system();
 /// The interval is process-wide: tests that change it run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Sampling points reached: recorded samples plus samples dropped because
+/// another thread (the test harness's) held the sampler's lock at that
+/// moment, which is allowed.
+fn points(s: &allocscope::SamplerStats) -> u64 {
+    s.samples_total + s.dropped_samples
+}
+
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -33,12 +40,14 @@ fn interval_api() {
 fn off_samples_nothing_and_one_samples_everything() {
     let _g = serial();
     let prev = allocscope::set_sample_interval(0);
-    let before = allocscope::sampler_stats().samples_total;
+    let before = points(&allocscope::sampler_stats());
     let v: Vec<Box<[u8; 100]>> = (0..1000).map(|_| Box::new([1u8; 100])).collect();
-    assert_eq!(
-        allocscope::sampler_stats().samples_total,
-        before,
-        "interval 0 samples nothing"
+    // this thread samples nothing; the harness's threads may still run out
+    // a countdown drawn before (they check in within 64 KiB)
+    let after = points(&allocscope::sampler_stats());
+    assert!(
+        after <= before + 3,
+        "interval 0 samples nothing: {before} -> {after}"
     );
     drop(v);
 
@@ -50,18 +59,16 @@ fn off_samples_nothing_and_one_samples_everything() {
     allocscope::set_sample_interval(prev);
     // the 1000 boxes and the vector itself, at least (other tests' threads
     // may sample too, never fewer)
+    let dropped = s1.dropped_samples - s0.dropped_samples;
+    assert!(points(&s1) - points(&s0) >= 1001, "{s0:?} -> {s1:?}");
     assert!(
-        s1.samples_total - s0.samples_total >= 1001,
-        "{s0:?} -> {s1:?}"
-    );
-    assert!(
-        s1.live_samples >= s0.live_samples + 1000,
+        s1.live_samples + dropped >= s0.live_samples + 1000,
         "{s0:?} -> {s1:?}"
     );
     drop(v);
     let s2 = allocscope::sampler_stats();
     assert!(
-        s2.live_samples + 1000 <= s1.live_samples + 5,
+        s2.live_samples + 1000 <= s1.live_samples + dropped + 5,
         "frees remove samples: {s1:?} -> {s2:?}"
     );
     assert!(
@@ -75,7 +82,7 @@ fn off_samples_nothing_and_one_samples_everything() {
 fn sampled_blocks_keep_alignment_contents_and_zeroing() {
     let _g = serial();
     let prev = allocscope::set_sample_interval(1);
-    let s0 = allocscope::sampler_stats().samples_total;
+    let s0 = points(&allocscope::sampler_stats());
     for align_log2 in 0..=13u32 {
         for size in [1usize, 7, 8, 24, 100, 4096, 70_000] {
             let l = Layout::from_size_align(size, 1 << align_log2).unwrap();
@@ -111,7 +118,7 @@ fn sampled_blocks_keep_alignment_contents_and_zeroing() {
             }
         }
     }
-    let s1 = allocscope::sampler_stats().samples_total;
+    let s1 = points(&allocscope::sampler_stats());
     allocscope::set_sample_interval(prev);
     assert!(
         s1 - s0 >= 14 * 7 * 3,
@@ -154,11 +161,11 @@ fn a_new_interval_reaches_running_threads() {
         // allocate continuously; record how many samples appear
         while !s.load(SeqCst) {
             std::hint::black_box(vec![0u8; 64]);
-            c.store(allocscope::sampler_stats().samples_total, SeqCst);
+            c.store(points(&allocscope::sampler_stats()), SeqCst);
         }
     });
     std::thread::sleep(std::time::Duration::from_millis(50));
-    let before = allocscope::sampler_stats().samples_total;
+    let before = points(&allocscope::sampler_stats());
     allocscope::set_sample_interval(1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while sampled_here.load(SeqCst) < before + 100 && std::time::Instant::now() < deadline {
@@ -188,7 +195,7 @@ fn stack_capture_methods_both_work() {
         let v: Vec<Vec<u8>> = std::hint::black_box((0..50).map(|i| vec![0u8; 10 + i]).collect());
         let s1 = allocscope::sampler_stats();
         allocscope::set_sample_interval(prev);
-        assert!(s1.samples_total >= s0.samples_total + 51, "{m:?}");
+        assert!(points(&s1) >= points(&s0) + 51, "{m:?}");
         drop(v);
     }
     allocscope::set_stack_capture(default);
@@ -215,12 +222,12 @@ fn large_allocations_are_sampled_across_check_ins() {
     // 1 - exp(-8) = 99.97%: the countdown's check-ins must not hide it
     let _g = serial();
     let prev = allocscope::set_sample_interval(512 * 1024);
-    let s0 = allocscope::sampler_stats().samples_total;
+    let s0 = points(&allocscope::sampler_stats());
     for _ in 0..50 {
         let v: Vec<u8> = std::hint::black_box(Vec::with_capacity(4 << 20));
         drop(v);
     }
-    let s1 = allocscope::sampler_stats().samples_total;
+    let s1 = points(&allocscope::sampler_stats());
     allocscope::set_sample_interval(prev);
     assert!(s1 - s0 >= 49, "{s0} -> {s1}");
 }
