@@ -34,12 +34,25 @@ fn handle_request(i: u64) -> usize {
     resp.len()
 }
 
-/// A cache that grows by 200 entries a second and is trimmed at 20,000.
+/// A cache that grows by 200 entries a second and is trimmed at 20,000, or
+/// when a collection cycle asks (its reclaimer).
 struct Cache {
     map: HashMap<u64, Vec<u8>>,
 }
 
 impl Cache {
+    /// Drops the older half of the entries; returns the bytes it freed.
+    fn shed(&mut self) -> usize {
+        let mut keys: Vec<u64> = self.map.keys().copied().collect();
+        keys.sort_unstable();
+        let mut freed = 0;
+        for k in &keys[..keys.len() / 2] {
+            freed += self.map.remove(k).map_or(0, |v| v.capacity());
+        }
+        self.map.shrink_to_fit();
+        freed
+    }
+
     fn fill(&mut self, tick: u64) {
         for k in 0..200 {
             self.map
@@ -103,15 +116,23 @@ fn main() -> ExitCode {
             })
             .expect("spawn a worker");
     }
-    let mut cache = Cache {
+    let cache = std::sync::Arc::new(std::sync::Mutex::new(Cache {
         map: HashMap::new(),
-    };
+    }));
+    // a collection cycle (threshold, memory limit, `POST /gc/collect`) sheds
+    // half of the cache
+    let shed = cache.clone();
+    let _reclaimer = allocscope::register_reclaimer("demo-cache", move |_pressure| {
+        shed.lock().map_or(0, |mut c| c.shed())
+    });
     let mut leaked = Vec::new();
     let mut tick = 0u64;
     loop {
         std::thread::sleep(Duration::from_secs(1));
         tick += 1;
-        cache.fill(tick);
+        if let Ok(mut c) = cache.lock() {
+            c.fill(tick);
+        }
         leak_a_little(&mut leaked);
         if limit.is_some_and(|l| start.elapsed().as_secs() >= l) {
             break;
