@@ -12,7 +12,7 @@
 //!   up to `..=1 GiB`;
 //! - one last class for everything larger (`max_size == usize::MAX`).
 //!
-//! Internally the hot path counts sizes up to [`SMALL_MAX`] *exactly* (one
+//! Internally the hot path counts sizes up to 256 bytes (`SMALL_MAX`) *exactly* (one
 //! counter per byte size, so byte totals are `count × size` and need no second
 //! add), and larger sizes per class with a count and a byte sum.
 
