@@ -1,0 +1,323 @@
+//! Scenario: `AllocScope::system()` with the exporter, driven by a real
+//! browser. Headless Chromium (Debian `chromium`, through `chromedriver`'s
+//! WebDriver protocol) opens the landing page and waits until the live
+//! numbers render, sets the collection threshold through the page's form,
+//! opens the heap flamegraph and uses inferno's search in it. Screenshots are
+//! kept in `target/test-artifacts/`. Skipped (with a message) when
+//! chromium or chromedriver is missing, unless ALLOCSCOPE_REQUIRE_TOOLS=1.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use allocscope::server::{self, Config};
+use serde_json::{json, Value};
+
+#[global_allocator]
+static ALLOC: allocscope::AllocScope = allocscope::AllocScope::system();
+
+fn have(path: &str) -> bool {
+    if std::path::Path::new(path).exists() {
+        return true;
+    }
+    let msg = format!(
+        "SKIPPED tools_chromium: {path} is missing (Debian packages chromium and chromium-driver)"
+    );
+    if std::env::var("ALLOCSCOPE_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("{msg}, and ALLOCSCOPE_REQUIRE_TOOLS=1");
+    }
+    eprintln!("{msg}");
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One WebDriver call: JSON in, the `value` of the JSON answer out.
+fn wd(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Value {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("chromedriver {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    // read the head, then exactly Content-Length bytes (chromedriver keeps
+    // the connection open)
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let (head_end, len) = loop {
+        let n = s
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(n > 0, "{method} {path}: connection closed early");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..i]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("{method} {path}: no Content-Length in {head}"));
+            break (i + 4, len);
+        }
+    };
+    while raw.len() < head_end + len {
+        let n = s
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(n > 0, "{method} {path}: connection closed early");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let json_body = String::from_utf8_lossy(&raw[head_end..head_end + len]).into_owned();
+    let start = 0;
+    let end = json_body.len();
+    let v: Value = serde_json::from_str(&json_body[start..end])
+        .unwrap_or_else(|e| panic!("{method} {path}: bad JSON ({e}): {json_body}"));
+    if let Some(err) = v["value"].get("error") {
+        panic!(
+            "{method} {path}: WebDriver error {err}: {}",
+            v["value"]["message"]
+        );
+    }
+    v["value"].clone()
+}
+
+struct Driver {
+    child: Child,
+    addr: SocketAddr,
+    session: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let mut s = TcpStream::connect(self.addr).ok();
+            if let Some(s) = s.as_mut() {
+                let _ = s.write_all(
+                    format!(
+                        "DELETE /session/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        self.session
+                    )
+                    .as_bytes(),
+                );
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut d = Driver {
+            child,
+            addr,
+            session: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile =
+            std::env::temp_dir().join(format!("allocscope-chromium-{}", std::process::id()));
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--window-size=1280,1400", format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let v = wd(addr, "POST", "/session", Some(caps));
+        d.session = v["sessionId"].as_str().expect("a session id").to_owned();
+        d
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        wd(
+            self.addr,
+            method,
+            &format!("/session/{}{path}", self.session),
+            body,
+        )
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn script(&self, js: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": js, "args": [] })),
+        )
+    }
+
+    fn element(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}"))
+            .to_owned()
+    }
+
+    /// Polls `js` until it returns a truthy value.
+    fn wait_for(&self, js: &str, what: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.script(js);
+            if !(v.is_null() || v == json!(false) || v == json!("")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn screenshot(&self, name: &str) {
+        let v = self.call("GET", "/screenshot", None);
+        let png = base64_decode(v.as_str().expect("base64 screenshot"));
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter_map(val) {
+        acc = (acc << 6) | c as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn landing_page_numbers_form_and_flamegraph_search_in_chromium() {
+    if !have("/usr/bin/chromium") || !have("/usr/bin/chromedriver") {
+        return;
+    }
+    // something to see in the heap profile
+    allocscope::set_sample_interval(16 * 1024);
+    let kept: Vec<Vec<u8>> = (0..2000)
+        .map(|i| std::hint::black_box(vec![i as u8; 4096]))
+        .collect();
+    let srv = server::start(
+        Config::default()
+            .addr("127.0.0.1:0".parse().unwrap())
+            .log_interval(Duration::ZERO),
+    )
+    .expect("start the exporter");
+    let base = format!("http://{}", srv.local_addr());
+    let d = Driver::start();
+
+    // the landing page renders live numbers
+    d.go(&format!("{base}/"));
+    d.wait_for(
+        "var s=document.getElementById('status');return s&&s.textContent.indexOf('updated')===0;",
+        "the live numbers",
+    );
+    let live = d.script("return document.getElementById('live').textContent;");
+    assert!(
+        live.as_str().is_some_and(|t| t.contains("MiB")),
+        "live heap shown: {live}"
+    );
+    d.wait_for(
+        "var t=document.getElementById('gc_threshold');return t&&t.textContent.indexOf('%')>0;",
+        "the threshold card",
+    );
+    d.screenshot("landing.png");
+
+    // set the threshold through the form, as a person would
+    let input = d.element("#gcset");
+    d.call("POST", &format!("/element/{input}/clear"), Some(json!({})));
+    d.call(
+        "POST",
+        &format!("/element/{input}/value"),
+        Some(json!({"text": "250"})),
+    );
+    let submit = d.element("#gcform button[type=submit]");
+    d.call("POST", &format!("/element/{submit}/click"), Some(json!({})));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while allocscope::threshold() != Some(250) {
+        assert!(
+            Instant::now() < deadline,
+            "the form did not set the threshold: {:?}",
+            allocscope::threshold()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.wait_for(
+        "return document.getElementById('gc_threshold').textContent==='250%';",
+        "the page to show 250%",
+    );
+    d.screenshot("landing-threshold.png");
+
+    // the flamegraph, and inferno's search inside it
+    d.go(&format!("{base}/debug/pprof/heap.svg?sample=inuse_space"));
+    d.wait_for(
+        "return document.getElementById('frames')!==null&&typeof search==='function';",
+        "the flamegraph",
+    );
+    let title = d.script("return document.getElementById('title').textContent;");
+    assert!(
+        title.as_str().is_some_and(|t| t.contains("sampled every")),
+        "flamegraph title: {title}"
+    );
+    d.script("search('tools_chromium'); return null;");
+    let matched = d.wait_for(
+        "var m=document.getElementById('matched');return m&&m.textContent.indexOf('Matched')>=0?m.textContent:'';",
+        "search results",
+    );
+    assert!(
+        matched.as_str().is_some_and(|m| m.contains('%')),
+        "search matched this test's frames: {matched}"
+    );
+    d.screenshot("flamegraph-search.png");
+    drop(d);
+    srv.shutdown();
+    allocscope::set_threshold(Some(100));
+    drop(kept);
+}
