@@ -1,66 +1,13 @@
 //! Allocation op sequences through `AllocScope` against a model: the
 //! thread's `measure()` delta equals what the operations imply.
 #![no_main]
-use std::alloc::{GlobalAlloc, Layout};
-
-use allocscope::{AllocScope, ThreadStats};
+use allocscope::AllocScope;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/alloc_ops.rs"]
+mod body;
 
 #[global_allocator]
 static ALLOC: AllocScope = AllocScope::system();
 
-fuzz_target!(|data: &[u8]| {
-    let mut live: Vec<(*mut u8, Layout)> = Vec::with_capacity(data.len());
-    let mut model = ThreadStats::default();
-    let ((), got) = allocscope::measure(|| {
-        for chunk in data.chunks(4) {
-            let [op, a, b, c] = match *chunk {
-                [op, a, b, c] => [op, a, b, c],
-                _ => break,
-            };
-            let size = (usize::from(a) << 8 | usize::from(b)) << (c % 8);
-            match op % 4 {
-                0 | 1 => {
-                    let layout = Layout::from_size_align(size, 1 << (c % 13)).unwrap();
-                    let p = unsafe { if op % 4 == 0 { ALLOC.alloc(layout) } else { ALLOC.alloc_zeroed(layout) } };
-                    if p.is_null() {
-                        model.alloc_failures += 1;
-                    } else {
-                        model.allocations += 1;
-                        model.allocated_bytes += size as u64;
-                        live.push((p, layout));
-                    }
-                }
-                2 if !live.is_empty() => {
-                    let i = usize::from(a) % live.len();
-                    let (p, l) = live[i];
-                    let new = size.max(1);
-                    let q = unsafe { ALLOC.realloc(p, l, new) };
-                    if q.is_null() {
-                        model.alloc_failures += 1;
-                    } else {
-                        model.reallocations += 1;
-                        model.allocations += 1;
-                        model.deallocations += 1;
-                        model.allocated_bytes += new as u64;
-                        model.freed_bytes += l.size() as u64;
-                        live[i] = (q, Layout::from_size_align(new, l.align()).unwrap());
-                    }
-                }
-                3 if !live.is_empty() => {
-                    let (p, l) = live.swap_remove(usize::from(a) % live.len());
-                    unsafe { ALLOC.dealloc(p, l) };
-                    model.deallocations += 1;
-                    model.freed_bytes += l.size() as u64;
-                }
-                _ => {}
-            }
-        }
-        for (p, l) in live.drain(..) {
-            unsafe { ALLOC.dealloc(p, l) };
-            model.deallocations += 1;
-            model.freed_bytes += l.size() as u64;
-        }
-    });
-    assert_eq!(got, model);
-});
+fuzz_target!(|data: &[u8]| body::run(&ALLOC, data));

@@ -210,47 +210,61 @@ pub(crate) fn get(q: &[(String, String)]) -> Reply {
     )
 }
 
-/// `POST /gc?set=…&memory_limit=…`: every value is checked before any is
-/// applied.
-pub(crate) fn post(q: &[(String, String)]) -> Reply {
+/// The parameters of `POST /gc`, all checked, none applied: `set` and
+/// `memory_limit` (outer `None`: not given). Pure (the fuzz target `query`
+/// calls it).
+#[allow(clippy::type_complexity)]
+pub(crate) fn post_params(
+    q: &[(String, String)],
+) -> Result<(Option<Option<u32>>, Option<Option<u64>>), Reply> {
     let mut set: Option<Option<u32>> = None;
     let mut limit: Option<Option<u64>> = None;
     for (k, v) in q {
         match k.as_str() {
-            "set" if set.is_some() => return error(400, "parameter \"set\" given twice"),
+            "set" if set.is_some() => return Err(error(400, "parameter \"set\" given twice")),
             "memory_limit" if limit.is_some() => {
-                return error(400, "parameter \"memory_limit\" given twice")
+                return Err(error(400, "parameter \"memory_limit\" given twice"))
             }
             "set" => match parse_threshold(v) {
                 Ok(t) => set = Some(t),
                 Err(_) => {
-                    return error(
+                    return Err(error(
                         400,
                         &format!("invalid set {v:?}: expected {THRESHOLD_EXPECTED}"),
-                    )
+                    ))
                 }
             },
             "memory_limit" => match parse_memory_limit(v) {
                 Ok(l) => limit = Some(l),
                 Err(_) => {
-                    return error(
+                    return Err(error(
                         400,
                         &format!("invalid memory_limit {v:?}: expected {MEMORY_LIMIT_EXPECTED}"),
-                    )
+                    ))
                 }
             },
-            _ => return error(400, &format!("unknown parameter {k:?}: {PARAMS}")),
+            _ => return Err(error(400, &format!("unknown parameter {k:?}: {PARAMS}"))),
         }
     }
     if set.is_none() && limit.is_none() {
-        return error(
+        return Err(error(
             400,
             &format!(
                 "nothing to change: {PARAMS}; GET /gc reads the state, POST /gc/collect runs \
                  a cycle"
             ),
-        );
+        ));
     }
+    Ok((set, limit))
+}
+
+/// `POST /gc?set=…&memory_limit=…`: every value is checked before any is
+/// applied.
+pub(crate) fn post(q: &[(String, String)]) -> Reply {
+    let (set, limit) = match post_params(q) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let mut o = Obj::new();
     if let Some(t) = set {
         let previous = crate::set_threshold(t);

@@ -304,6 +304,43 @@ pub(crate) fn query_get<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a 
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// What every endpoint's query parsing makes of one query string, with
+/// nothing applied; for the fuzz target `query` and its replay in
+/// `cargo test`. Errors are HTTP statuses.
+#[doc(hidden)]
+#[derive(Debug)]
+#[allow(clippy::type_complexity)]
+pub struct QueryForFuzz {
+    /// The decoded parameters.
+    pub params: Vec<(String, String)>,
+    /// `/debug/pprof/profile`: the seconds.
+    pub cpu_seconds: Result<u64, u16>,
+    /// `/debug/pprof/heap` and `allocs`: whether text (`debug` > 0).
+    pub heap_text: Result<bool, u16>,
+    /// `/debug/pprof/heap.svg`: the sample type and whether `diff=baseline`.
+    pub svg: Result<(crate::SampleType, bool), u16>,
+    /// `POST /gc`: `set` and `memory_limit` (outer `None`: not given).
+    pub gc_post: Result<(Option<Option<u32>>, Option<Option<u64>>), u16>,
+    /// `GET /gc` with this query: the 405 status if it carries a change.
+    pub gc_get_change: Option<u16>,
+}
+
+/// Runs every endpoint's query parsing over `query` (see [`QueryForFuzz`]);
+/// `Err` is the status `parse_query` answers with.
+#[doc(hidden)]
+pub fn __parse_query_for_fuzz(query: &str) -> Result<QueryForFuzz, u16> {
+    let q = parse_query(query).map_err(|r| r.status.as_u16())?;
+    let st = |r: Reply| r.status.as_u16();
+    Ok(QueryForFuzz {
+        cpu_seconds: pprof::cpu_seconds(query_get(&q, "seconds")).map_err(st),
+        heap_text: pprof::heap_params(&q).map_err(st),
+        svg: pprof::svg_params(&q).map_err(st),
+        gc_post: gc::post_params(&q).map_err(st),
+        gc_get_change: gc::read_with_change(&Method::GET, query).map(st),
+        params: q,
+    })
+}
+
 /// Reads and discards a body of at most [`MAX_BODY_BYTES`].
 async fn drain_body<S, B>(headers: &HeaderMap, body: S) -> Result<(), Reply>
 where

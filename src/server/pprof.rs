@@ -168,34 +168,44 @@ pub(crate) async fn cpu_profile(state: &State, seconds: u64) -> Reply {
     }
 }
 
-/// `/debug/pprof/heap` and `/debug/pprof/allocs`: the heap profile as
-/// gzipped pprof, or Go's text format with `debug=1` (any `debug` > 0).
-/// `gc=N` is accepted and has no effect until allocscope has collection
-/// cycles (issue 5). Delta profiles (`seconds=N`) are not offered.
-pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)]) -> Reply {
+/// The parameters of `/debug/pprof/heap` and `allocs`: whether `debug`
+/// asks for text. Pure (the fuzz target `query` calls it).
+pub(crate) fn heap_params(q: &[(String, String)]) -> Result<bool, Reply> {
     let text = match query_get(q, "debug") {
         None => false,
         Some(d) => match d.parse::<u32>() {
             Ok(n) => n > 0,
             Err(_) => {
-                return Reply::error(
+                return Err(Reply::error(
                     400,
                     &format!(
                         "invalid debug {d:?}: expected 0 (gzipped pprof, the default) or 1 \
                          (text)"
                     ),
-                )
+                ))
             }
         },
     };
     if query_get(q, "seconds").is_some() {
-        return Reply::error(
+        return Err(Reply::error(
             400,
             "delta heap profiles (seconds=N) are not supported: fetch the profile twice and \
              compare them (go tool pprof -base), or use POST /debug/pprof/baseline with \
              /debug/pprof/heap.svg?diff=baseline",
-        );
+        ));
     }
+    Ok(text)
+}
+
+/// `/debug/pprof/heap` and `/debug/pprof/allocs`: the heap profile as
+/// gzipped pprof, or Go's text format with `debug=1` (any `debug` > 0).
+/// `gc=N` is accepted and has no effect until allocscope has collection
+/// cycles (issue 5). Delta profiles (`seconds=N`) are not offered.
+pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)]) -> Reply {
+    let text = match heap_params(q) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
     let name = match kind {
         PprofKind::Heap => "heap",
         PprofKind::Allocs => "allocs",
@@ -217,19 +227,36 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
     }
 }
 
+/// The parameters of `/debug/pprof/heap.svg`: the sample type and whether
+/// `diff=baseline` was asked for. Pure (the fuzz target `query` calls it).
+pub(crate) fn svg_params(q: &[(String, String)]) -> Result<(SampleType, bool), Reply> {
+    let sample = query_get(q, "sample")
+        .unwrap_or("inuse_space")
+        .parse::<SampleType>()
+        .map_err(|e| Reply::error(400, &e.to_string()))?;
+    let diff = match query_get(q, "diff") {
+        None => false,
+        Some("baseline") => true,
+        Some(d) => {
+            return Err(Reply::error(
+                400,
+                &format!("invalid diff {d:?}: the only diff is diff=baseline"),
+            ))
+        }
+    };
+    Ok((sample, diff))
+}
+
 /// `/debug/pprof/heap.svg?sample=…[&diff=baseline]`: the heap flamegraph,
 /// or what grew since the saved baseline.
 pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
-    let sample = match query_get(q, "sample")
-        .unwrap_or("inuse_space")
-        .parse::<SampleType>()
-    {
-        Ok(s) => s,
-        Err(e) => return Reply::error(400, &e.to_string()),
+    let (sample, diff) = match svg_params(q) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
-    let baseline = match query_get(q, "diff") {
-        None => None,
-        Some("baseline") => match state.baseline() {
+    let baseline = match diff {
+        false => None,
+        true => match state.baseline() {
             Some(b) => Some(b),
             None => {
                 return Reply::error(
@@ -239,12 +266,6 @@ pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
                 )
             }
         },
-        Some(d) => {
-            return Reply::error(
-                400,
-                &format!("invalid diff {d:?}: the only diff is diff=baseline"),
-            )
-        }
     };
     let r = render(state.render_timeout, "the heap flamegraph", move || {
         let now = HeapProfile::capture();

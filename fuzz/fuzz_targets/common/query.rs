@@ -1,0 +1,114 @@
+//! Body of the `query` fuzz target (also run by `tests/fuzz_replay.rs`):
+//! every endpoint's query parsing never panics, answers errors with the
+//! documented statuses, and keeps accepted values within their documented
+//! ranges; decoded parameters re-encode to the same parameters.
+use allocscope::server::{
+    __parse_query_for_fuzz, QueryForFuzz, DEFAULT_CPU_SECONDS, MAX_CPU_SECONDS, MAX_QUERY_BYTES,
+};
+
+/// The input is the raw query string (invalid UTF-8 replaced, as a URI's
+/// query is ASCII anyway).
+pub fn run(data: &[u8]) {
+    let q = String::from_utf8_lossy(data);
+    let parsed = match __parse_query_for_fuzz(&q) {
+        Ok(p) => p,
+        Err(status) => {
+            let expected = if q.len() > MAX_QUERY_BYTES { 414 } else { 400 };
+            assert_eq!(status, expected, "{q:?}");
+            return;
+        }
+    };
+    assert!(q.len() <= MAX_QUERY_BYTES);
+    check(&q, &parsed);
+    // Percent-encoding every decoded byte gives back the same parameters.
+    let again = encode(&parsed.params);
+    match __parse_query_for_fuzz(&again) {
+        Ok(p) => assert_eq!(p.params, parsed.params, "{q:?} -> {again:?}"),
+        Err(status) => assert!(
+            status == 414 && again.len() > MAX_QUERY_BYTES,
+            "{q:?} -> {again:?}: {status}"
+        ),
+    }
+}
+
+fn get<'a>(p: &'a QueryForFuzz, key: &str) -> Option<&'a str> {
+    p.params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn check(q: &str, p: &QueryForFuzz) {
+    // At most one parameter per `&`-separated piece.
+    assert!(p.params.len() <= q.split('&').count());
+    // CPU profile seconds: default 30, else 1..=300.
+    match (&p.cpu_seconds, get(p, "seconds")) {
+        (Ok(s), None) => assert_eq!(*s, DEFAULT_CPU_SECONDS),
+        (Ok(s), Some(v)) => {
+            assert!((1..=MAX_CPU_SECONDS).contains(s), "{q:?}");
+            assert_eq!(v.parse::<u64>().ok(), Some(*s), "{q:?}");
+        }
+        (Err(st), v) => assert!(*st == 400 && v.is_some(), "{q:?}"),
+    }
+    // Heap: debug is a u32 (text when > 0); seconds= is refused.
+    match &p.heap_text {
+        Ok(text) => {
+            assert!(get(p, "seconds").is_none(), "{q:?}");
+            let d = get(p, "debug").map(|d| d.parse::<u32>().expect("accepted debug"));
+            assert_eq!(*text, d.unwrap_or(0) > 0, "{q:?}");
+        }
+        Err(st) => assert_eq!(*st, 400, "{q:?}"),
+    }
+    // heap.svg: one of the four sample types; diff only `baseline`.
+    match &p.svg {
+        Ok((sample, diff)) => {
+            let name = get(p, "sample").unwrap_or("inuse_space");
+            assert_eq!(name.parse::<allocscope::SampleType>().ok(), Some(*sample));
+            assert_eq!(*diff, get(p, "diff").is_some(), "{q:?}");
+        }
+        Err(st) => assert_eq!(*st, 400, "{q:?}"),
+    }
+    // POST /gc: only set and memory_limit, each once, at least one.
+    match &p.gc_post {
+        Ok((set, limit)) => {
+            assert!(set.is_some() || limit.is_some(), "{q:?}");
+            assert!(p
+                .params
+                .iter()
+                .all(|(k, _)| k == "set" || k == "memory_limit"));
+            assert!(p.params.len() <= 2, "{q:?}");
+            if let Some(Some(n)) = limit {
+                assert!(*n > 0, "{q:?}");
+            }
+        }
+        Err(st) => assert_eq!(*st, 400, "{q:?}"),
+    }
+    // GET /gc carrying a change: 405, and only then.
+    let changes = p
+        .params
+        .iter()
+        .any(|(k, _)| k == "set" || k == "memory_limit");
+    assert_eq!(p.gc_get_change, changes.then_some(405), "{q:?}");
+}
+
+fn encode(params: &[(String, String)]) -> String {
+    fn enc(s: &str, out: &mut String) {
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    let mut out = String::new();
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        enc(k, &mut out);
+        out.push('=');
+        enc(v, &mut out);
+    }
+    out
+}
