@@ -189,6 +189,44 @@ impl<A: GlobalAlloc> AllocScope<A> {
         })
     }
 
+    /// Allocates a block of `layout`: placed as a sampled block and recorded
+    /// when `pending` is a sample being taken (falling back to an ordinary
+    /// block if the larger request fails or the sample cannot be recorded),
+    /// an ordinary block otherwise. Does not count.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn alloc_placed(
+        &self,
+        layout: Layout,
+        zeroed: bool,
+        pending: Option<sampler::Pending>,
+    ) -> *mut u8 {
+        // SAFETY (all inner calls): the caller upholds the contract; the
+        // placement only enlarges a valid layout.
+        let (Some(pending), Some(pl)) = (pending, sampler::placement(layout)) else {
+            return unsafe { self.inner_alloc(layout, zeroed) };
+        };
+        let base = unsafe { self.inner_alloc(pl.inner, zeroed) };
+        if base.is_null() {
+            // the larger request may be what failed
+            return unsafe { self.inner_alloc(layout, zeroed) };
+        }
+        // SAFETY: `offset + size <= pl.inner.size()`.
+        let p = unsafe { base.add(pl.offset) };
+        if sampler::commit(&pending, p, layout.size()) {
+            return p;
+        }
+        // not recorded: give the block back and allocate it with its own
+        // layout, as an ordinary block
+        unsafe {
+            self.inner.dealloc(base, pl.inner);
+            self.inner_alloc(layout, zeroed)
+        }
+    }
+
     /// `alloc` of a large block or on a thread without a block.
     ///
     /// # Safety
@@ -214,31 +252,8 @@ impl<A: GlobalAlloc> AllocScope<A> {
     #[inline(never)]
     unsafe fn alloc_sampled(&self, layout: Layout, zeroed: bool, counted: Counted) -> *mut u8 {
         let size = layout.size();
-        // SAFETY (all inner calls below): the caller upholds the contract;
-        // `big` differs from `layout` only by a larger power-of-two align.
-        let p = match (sampler::begin(), sampler::placement(layout)) {
-            (Some(pending), Some(pl)) => {
-                let base = unsafe { self.inner_alloc(pl.inner, zeroed) };
-                if base.is_null() {
-                    // the larger request may be what failed
-                    unsafe { self.inner_alloc(layout, zeroed) }
-                } else {
-                    // SAFETY: `offset + size <= pl.inner.size()`.
-                    let p = unsafe { base.add(pl.offset) };
-                    if sampler::commit(&pending, p, size) {
-                        p
-                    } else {
-                        // not recorded: give the block back and allocate it
-                        // with its own layout, as an ordinary block
-                        unsafe {
-                            self.inner.dealloc(base, pl.inner);
-                            self.inner_alloc(layout, zeroed)
-                        }
-                    }
-                }
-            }
-            _ => unsafe { self.inner_alloc(layout, zeroed) },
-        };
+        // SAFETY: the caller upholds the contract.
+        let p = unsafe { self.alloc_placed(layout, zeroed, sampler::begin()) };
         match counted {
             Counted::InFlight if p.is_null() => counters::undo_small_alloc(),
             Counted::InFlight => {}
@@ -377,28 +392,8 @@ impl<A: GlobalAlloc> AllocScope<A> {
             count_failure();
             return std::ptr::null_mut();
         };
-        // SAFETY (inner calls): the caller upholds the contract; `big` only
-        // raises the alignment of a valid layout.
-        let q = match (pending, sampler::placement(new_layout)) {
-            (Some(pending), Some(pl)) => {
-                let base = unsafe { self.inner.alloc(pl.inner) };
-                if base.is_null() {
-                    unsafe { self.inner.alloc(new_layout) }
-                } else {
-                    // SAFETY: `offset + new_size <= pl.inner.size()`.
-                    let q = unsafe { base.add(pl.offset) };
-                    if sampler::commit(&pending, q, new_size) {
-                        q
-                    } else {
-                        unsafe {
-                            self.inner.dealloc(base, pl.inner);
-                            self.inner.alloc(new_layout)
-                        }
-                    }
-                }
-            }
-            _ => unsafe { self.inner.alloc(new_layout) },
-        };
+        // SAFETY: the caller upholds the contract.
+        let q = unsafe { self.alloc_placed(new_layout, false, pending) };
         if q.is_null() {
             // the old block stays live (and sampled, if it was)
             count_failure();
