@@ -6,41 +6,56 @@
 //! a panic here aborts it.
 //!
 //! # Where the instructions go
-//! An `alloc` of at most 256 bytes on a thread with a counter block adds,
-//! around the inner call (x86-64, as compiled):
-//! 1. the thread-local's address (`mov $off, reg`) and one compare of the
-//!    size against the thread's fast-path limit (`cmp fs:[reg+8], size;
-//!    jae`): 257 while the thread owns a block, 0 before it has one or after
-//!    its exit hook, so this one compare also proves the block pointer valid;
-//! 2. the block pointer load (`mov blk, fs:[reg]`);
-//! 3. the in-flight size, stored beside it (`mov fs:[reg+24], size`), so a
-//!    refused allocation can be un-counted out of line without keeping a
-//!    register alive across the inner call;
-//! 4. one non-atomic increment of `small[size]` in the thread's own block
-//!    (`inc qword [blk + size*8]`): the byte total of an exact-size slot is
-//!    `count × size`, so no second add is needed;
-//! 5. the sampling countdown, in place in the thread-local
-//!    (`sub fs:[reg+16], size; jb sample`);
-//! 6. the null test of the result (`test; je`).
+//! Measured with callgrind (README, "Measured overhead"): an alloc+free pair
+//! of small blocks costs 14 instructions more than `System`'s own with
+//! sampling off, about 14.3 with sampling at the default interval (x86-64,
+//! frame pointers on). Per call, as compiled:
 //!
-//! A `dealloc` adds the two bit tests that rule out a sampled block
-//! (`test $8; jne` and `test $0xff7; je`: sampled blocks sit at 8 mod 16 or
-//! 0 mod 4096), then steps 1, 2 and 4 on the free counter, and tail-calls
-//! the inner `dealloc`. Measured with callgrind (README, "Measured
-//! overhead"), an alloc+free pair of small blocks costs about 24
-//! instructions more than the wrapped allocator's own with sampling off,
-//! and the sampling at the default interval adds about 1 with the
-//! frame-pointer walk. Sizes above 256 bytes, threads without a block, sampled
-//! allocations and candidate sampled frees take out-of-line paths; `realloc`
-//! counts inline on the owner's block after the inner call. No atomic
+//! An `alloc` of at most 256 bytes on a thread with counters of its own
+//! (8 more than `System::alloc`):
+//! 1. the thread-local's offset (`mov $off, rax`; one thread-local holds
+//!    everything the fast path touches, see `counters`);
+//! 2. one compare of the size against the fast-path limit looked up by the
+//!    alignment's low byte (`movzx ecx, sil; cmp rdx, fs:[rax+rcx*8]; jae`):
+//!    the limit is 257 for alignments 1 to 16 while the thread counts in its
+//!    thread-local counters and 0 otherwise, so this one compare bounds the
+//!    size, proves the counters live and the alignment small enough for
+//!    `malloc` itself;
+//! 3. the in-flight size, so that a refused allocation can be un-counted out
+//!    of line without keeping a register alive across the inner call
+//!    (`mov fs:[rax+IN], rdx`);
+//! 4. one non-atomic increment of the exact-size counter in the thread's own
+//!    storage (`inc qword fs:[rax+rdx*8+SMALL]`): bytes are `count × size`;
+//! 5. the sampling countdown, in place (`sub fs:[rax+CD], rdx; jb`);
+//! 6. the inner call is a `call`, not `System`'s tail `jmp`, so that a null
+//!    result can be seen (`test rax, rax; je`, and the return). Wrapping
+//!    `System` on glibc or musl, the fast path calls `malloc` itself, which
+//!    saves `System`'s own six-instruction alignment check (see
+//!    `direct_malloc`).
+//!
+//! A `dealloc` of at most 256 bytes (7 more than `System::dealloc`):
+//! 1. `ptr - align`, in place (`sub rsi, rdx`): its bit 3 is clear for every
+//!    block that may be sampled (see `sampler::may_be_sampled`);
+//! 2. the thread-local's offset, and one compare of the size against the
+//!    limit looked up by the low byte of `ptr - align` (`movzx; cmp; jae`):
+//!    non-zero only where bit 3 is set, so this compare also rules out a
+//!    sampled block;
+//! 3. the exact-size free counter (`inc qword fs:[...]`);
+//! 4. `ptr` is rebuilt by the `lea` that passes it to `free`, which replaces
+//!    the copy `System` makes, and the inner `dealloc` is tail-called.
+//!
+//! Sizes above 256 bytes, threads without counters, sampled allocations,
+//! over-aligned blocks and candidate sampled frees take out-of-line paths.
+//! `realloc` is counted before the inner call, like `alloc`. No atomic
 //! read-modify-write, no lock and no cache line written by another thread is
-//! touched on the fast paths: snapshots fold the blocks on demand
+//! touched on the fast paths: snapshots fold the counters on demand
 //! ([`crate::counters`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::any::TypeId;
 use std::hint::cold_path;
 
-use crate::counters::{self, if_fast_block};
+use crate::counters::{self, if_fast_small};
 use crate::sampler;
 
 /// A global allocator that counts every allocation of the allocator it
@@ -146,7 +161,66 @@ enum Counted {
     No,
 }
 
-impl<A: GlobalAlloc> AllocScope<A> {
+/// Does the wrapped allocator `A` hand small blocks straight to `malloc`?
+/// True for [`System`] on targets whose `malloc` aligns every block to 16
+/// bytes (glibc and musl on x86-64 and AArch64): there `System::alloc` of a
+/// layout with `align <= 16` is `malloc(size)` behind a check of `align`
+/// against `size` that such a `malloc` does not need, and the fast path calls
+/// `malloc` itself (the same function, the same blocks, which `System`'s
+/// `dealloc` and `realloc` accept). The comparison folds to a constant.
+#[inline(always)]
+fn direct_malloc<A: 'static>() -> bool {
+    cfg!(all(
+        target_os = "linux",
+        any(target_env = "gnu", target_env = "musl"),
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )) && TypeId::of::<A>() == TypeId::of::<System>()
+}
+
+impl<A: GlobalAlloc + 'static> AllocScope<A> {
+    /// The inner allocation of the fast path (with `direct_malloc`, the
+    /// alignment is at most `counters::FAST_MAX_ALIGN` = 16).
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc` / `alloc_zeroed`.
+    #[inline(always)]
+    unsafe fn inner_alloc_fast(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        #[cfg(target_os = "linux")]
+        if direct_malloc::<A>() {
+            // SAFETY: `direct_malloc` holds only where `malloc` aligns every
+            // block to 16 >= `layout.align()` (the caller); the size is
+            // non-zero (the caller's contract). `System` frees and
+            // reallocates such blocks with `free` and `realloc`.
+            return unsafe {
+                if zeroed {
+                    libc::calloc(layout.size(), 1).cast()
+                } else {
+                    libc::malloc(layout.size()).cast()
+                }
+            };
+        }
+        // SAFETY: the caller upholds the contract.
+        unsafe { self.inner_alloc(layout, zeroed) }
+    }
+
+    /// The inner `realloc` of the fast path, for an alignment of at most 8.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`.
+    #[inline(always)]
+    unsafe fn inner_realloc_fast(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        #[cfg(target_os = "linux")]
+        if direct_malloc::<A>() {
+            // SAFETY: as in `inner_alloc_fast`: `System` allocated `ptr`
+            // with `malloc` or `posix_memalign`, which `realloc` accepts, and
+            // `realloc`'s blocks are aligned to 16 >= `layout.align()`;
+            // `new_size` is non-zero (the caller's contract).
+            return unsafe { libc::realloc(ptr.cast(), new_size).cast() };
+        }
+        // SAFETY: the caller upholds the contract.
+        unsafe { self.inner.realloc(ptr, layout, new_size) }
+    }
+
     /// # Safety
     /// As `GlobalAlloc::alloc` / `alloc_zeroed`.
     #[inline(always)]
@@ -167,17 +241,25 @@ impl<A: GlobalAlloc> AllocScope<A> {
     /// As `GlobalAlloc::alloc`.
     #[inline(always)]
     unsafe fn alloc_impl(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        if_fast_block!(layout.size(), |b| {
+        // With `malloc` called directly, the one compare also checks the
+        // alignment (see `counters::fast_limit_for`).
+        let align = if direct_malloc::<A>() {
+            layout.align()
+        } else {
+            1
+        };
+        if_fast_small!(layout.size(), align align, {
             // Count first, so that no register but the result has to
             // survive the inner call; a refused allocation is un-counted.
-            b.on_small_alloc_in_flight(layout.size());
+            counters::small_alloc_in_flight(layout.size());
             if counters::sample_point(layout.size()) {
                 cold_path();
                 // SAFETY: the caller upholds the contract.
                 return unsafe { self.alloc_sampled(layout, zeroed, Counted::InFlight) };
             }
-            // SAFETY: the caller upholds the contract.
-            let p = unsafe { self.inner_alloc(layout, zeroed) };
+            // SAFETY: the caller upholds the contract; the alignment was
+            // checked with the size.
+            let p = unsafe { self.inner_alloc_fast(layout, zeroed) };
             if p.is_null() {
                 cold_path();
                 counters::undo_small_alloc();
@@ -219,6 +301,10 @@ impl<A: GlobalAlloc> AllocScope<A> {
         if sampler::commit(&pending, p, layout.size()) {
             return p;
         }
+        if pl.offset == 0 && pl.inner == layout {
+            // not recorded, but not moved either: an ordinary block already
+            return base;
+        }
         // not recorded: give the block back and allocate it with its own
         // layout, as an ordinary block
         unsafe {
@@ -233,14 +319,19 @@ impl<A: GlobalAlloc> AllocScope<A> {
     /// As `GlobalAlloc::alloc`.
     #[inline(never)]
     unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        let (_, shared) = counters::current_or_attach();
+        let (b, shared) = counters::current_or_attach();
         if !shared && counters::sample_point(layout.size()) {
             // SAFETY: the caller upholds the contract.
             return unsafe { self.alloc_sampled(layout, zeroed, Counted::No) };
         }
         // SAFETY: the caller upholds the contract.
         let p = unsafe { self.inner_alloc(layout, zeroed) };
-        count_result(p, layout.size());
+        if shared || p.is_null() {
+            count_result(p, layout.size());
+        } else {
+            // the thread's own block: counted in place
+            b.on_alloc::<false>(layout.size());
+        }
         p
     }
 
@@ -262,21 +353,47 @@ impl<A: GlobalAlloc> AllocScope<A> {
         p
     }
 
-    /// `dealloc` of a block known not to be sampled: counted on the owner's
-    /// exact-size slot, then a tail call of the inner `dealloc`.
+    /// `dealloc` of a block known not to be sampled, given as `shifted = ptr
+    /// - align` (see `dealloc`): counted in the thread's exact-size slot,
+    /// then a tail call of the inner `dealloc`.
     ///
     /// # Safety
-    /// As `GlobalAlloc::dealloc`.
+    /// As `GlobalAlloc::dealloc` of `shifted + layout.align()`.
     #[inline(always)]
-    unsafe fn dealloc_unsampled(&self, ptr: *mut u8, layout: Layout) {
-        if_fast_block!(layout.size(), |b| {
-            b.on_small_dealloc(layout.size());
+    unsafe fn dealloc_unsampled(&self, shifted: *mut u8, layout: Layout) {
+        if_fast_small!(layout.size(), {
+            counters::small_dealloc(layout.size());
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-            unsafe { self.inner.dealloc(ptr, layout) }
+            unsafe { self.inner.dealloc(sampler::unshift(shifted, layout.align()), layout) }
         }, else {
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-            unsafe { self.dealloc_slow(ptr, layout) }
+            unsafe { self.dealloc_slow(shifted, layout) }
         })
+    }
+
+    /// `dealloc` that missed the fast path, given as `shifted = ptr -
+    /// align`: a block that may be sampled, a large one, or a thread
+    /// without counters of its own.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::dealloc` of `shifted + layout.align()`.
+    #[inline(never)]
+    unsafe fn dealloc_other(&self, shifted: *mut u8, layout: Layout) {
+        if sampler::may_be_sampled_shifted(shifted) {
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            unsafe { self.dealloc_candidate(shifted, layout) }
+        } else if counters::fast_limit() != 0 {
+            // a large block on a thread with counters of its own
+            counters::large_dealloc_owned(layout.size());
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            unsafe {
+                self.inner
+                    .dealloc(sampler::unshift(shifted, layout.align()), layout)
+            }
+        } else {
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            unsafe { self.dealloc_slow(shifted, layout) }
+        }
     }
 
     /// `dealloc` of a large block or on a thread without a block: kept out of
@@ -284,29 +401,31 @@ impl<A: GlobalAlloc> AllocScope<A> {
     /// `dealloc`.
     ///
     /// # Safety
-    /// As `GlobalAlloc::dealloc`.
+    /// As `GlobalAlloc::dealloc` of `shifted + layout.align()`.
     #[inline(never)]
-    unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
+    unsafe fn dealloc_slow(&self, shifted: *mut u8, layout: Layout) {
+        let ptr = shifted.wrapping_byte_add(layout.align());
         count_dealloc(layout.size());
         // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
         unsafe { self.inner.dealloc(ptr, layout) }
     }
 
     /// `dealloc` of a pointer placed where sampled blocks are (see
-    /// [`sampler::may_be_sampled`]). An ordinary block goes on as in
-    /// `dealloc` after one filter lookup.
+    /// [`sampler::may_be_sampled`]), given as `shifted = ptr - align`. An
+    /// ordinary block goes on as in `dealloc` after one filter lookup.
     ///
     /// # Safety
     /// As `GlobalAlloc::dealloc`.
     #[inline(never)]
-    unsafe fn dealloc_candidate(&self, ptr: *mut u8, layout: Layout) {
+    unsafe fn dealloc_candidate(&self, shifted: *mut u8, layout: Layout) {
+        let ptr = shifted.wrapping_byte_add(layout.align());
         if sampler::maybe_sampled(ptr) {
             cold_path();
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
             return unsafe { self.dealloc_maybe_sampled(ptr, layout) };
         }
         // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-        unsafe { self.dealloc_unsampled(ptr, layout) }
+        unsafe { self.dealloc_unsampled(shifted, layout) }
     }
 
     /// `dealloc` of a pointer the sampler's filter says may be sampled.
@@ -352,7 +471,7 @@ impl<A: GlobalAlloc> AllocScope<A> {
         new_size: usize,
         sample_point: bool,
     ) -> *mut u8 {
-        let old_sampled = sampler::may_be_sampled(ptr) && sampler::is_sampled(ptr);
+        let old_sampled = sampler::may_be_sampled(ptr, layout.align()) && sampler::is_sampled(ptr);
         let (_, shared) = counters::current_or_attach();
         let pending = if sample_point || (!shared && counters::sample_point(new_size)) {
             sampler::begin()
@@ -420,7 +539,7 @@ impl<A: GlobalAlloc> AllocScope<A> {
 // same placement), and frees
 // every block with the layout it was allocated with. The counting around the
 // calls neither allocates nor touches the returned memory.
-unsafe impl<A: GlobalAlloc> GlobalAlloc for AllocScope<A> {
+unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for AllocScope<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
@@ -435,19 +554,32 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for AllocScope<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if sampler::may_be_sampled(ptr) {
-            cold_path();
+        // `ptr - align` (see `sampler::may_be_sampled`), computed in place
+        // and added back for the inner call: saves the copy of `ptr`.
+        let shifted = sampler::opaque(ptr.wrapping_byte_sub(layout.align()));
+        // One compare: a small block, that cannot be sampled, on a thread
+        // with counters of its own (see `counters::fast_free_limit`).
+        if layout.size() < counters::fast_free_limit(shifted) {
+            // SAFETY: every limit is at most `SMALL_SLOTS`.
+            unsafe { std::hint::assert_unchecked(layout.size() < crate::size_class::SMALL_SLOTS) };
+            counters::small_dealloc(layout.size());
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-            return unsafe { self.dealloc_candidate(ptr, layout) };
+            unsafe {
+                self.inner
+                    .dealloc(sampler::unshift(shifted, layout.align()), layout)
+            }
+        } else {
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            unsafe { self.dealloc_other(shifted, layout) }
         }
-        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-        unsafe { self.dealloc_unsampled(ptr, layout) }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let (block, limit) = counters::fast_state();
-        if limit == 0 || sampler::may_be_sampled(ptr) {
+        // One compare rules out a thread without counters, a block that may
+        // be sampled and (so) an alignment above 8 (see
+        // `counters::fast_free_limit`).
+        if counters::fast_free_limit(ptr.wrapping_byte_sub(layout.align())) == 0 {
             cold_path();
             // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
             return unsafe { self.realloc_slow(ptr, layout, new_size, false) };
@@ -457,15 +589,15 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for AllocScope<A> {
             // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
             return unsafe { self.realloc_slow(ptr, layout, new_size, true) };
         }
-        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
-        let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        // Count first (the limit was checked above), so that no register
+        // has to survive the inner call; a refused call is un-counted.
+        counters::realloc_in_flight(layout.size(), new_size);
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract; the
+        // alignment is at most 8 (above).
+        let p = unsafe { self.inner_realloc_fast(ptr, layout, new_size) };
         if p.is_null() {
             cold_path();
-            count_failure();
-        } else {
-            // SAFETY: a non-zero limit means `block` is this thread's own
-            // block (see `counters::if_fast_block`); blocks are never freed.
-            unsafe { &*block }.on_realloc::<false>(layout.size(), new_size);
+            counters::undo_realloc();
         }
         p
     }

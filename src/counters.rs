@@ -4,6 +4,13 @@
 //! that lets a snapshot find them, and the thread-local pointer the hot path
 //! reads.
 //!
+//! A thread's exact-size counters (sizes up to 256 bytes, nearly every
+//! event) live in its own thread-local storage ([`Small`]), so the hot path
+//! addresses them directly (`inc qword fs:[OFF + size*8]`, no pointer to
+//! load). Its block points at them while the thread runs, and the thread's
+//! exit hook folds them into the block before the thread-local storage goes
+//! away (see [`Block::read_small`] for how snapshots read them safely).
+//!
 //! Rules this module keeps (it runs inside the global allocator):
 //! - **never allocate, lock, block or panic** on a counting path. Blocks come
 //!   from `mmap` (not from the allocator being wrapped), the registry is a
@@ -49,20 +56,50 @@ pub(crate) struct Totals {
     pub(crate) alloc_failures: u64,
 }
 
+/// Exact-size counters: events of exactly `size` bytes, `size <=
+/// SMALL_MAX`, so that the bytes are `count × size`.
+#[repr(C)]
+pub(crate) struct Small {
+    pub(crate) allocs: [AtomicU64; SMALL_SLOTS],
+    pub(crate) frees: [AtomicU64; SMALL_SLOTS],
+}
+
+impl Small {
+    const fn new() -> Small {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const Z: AtomicU64 = AtomicU64::new(0);
+        Small {
+            allocs: [Z; SMALL_SLOTS],
+            frees: [Z; SMALL_SLOTS],
+        }
+    }
+}
+
 /// One thread's counters. Written by its owner thread only (or, for
 /// [`ORPHAN`], with atomic RMWs by anyone); read by snapshots.
 #[repr(C, align(128))]
 pub(crate) struct Block {
-    /// Allocations of exactly `size` bytes, `size <= SMALL_MAX`.
-    pub(crate) small_allocs: [AtomicU64; SMALL_SLOTS],
-    /// Deallocations of exactly `size` bytes, `size <= SMALL_MAX`.
-    pub(crate) small_frees: [AtomicU64; SMALL_SLOTS],
+    /// Exact-size events counted in the block itself: those of the owners
+    /// that have exited (folded in at exit), those counted off the fast
+    /// path, and all of [`ORPHAN`]'s. The running owner's fast-path events
+    /// are in its thread-local [`Small`], at `local`.
+    pub(crate) retired: Small,
     pub(crate) large: [LargeSlot; LARGE_SLOTS],
     pub(crate) reallocs: AtomicU64,
     pub(crate) failures: AtomicU64,
     // --- cold: ownership and per-owner baseline ---
     in_use: AtomicBool,
     next: AtomicPtr<Block>,
+    /// The running owner's thread-local exact-size counters, or null (no
+    /// owner, or an owner that counts in `retired` only).
+    local: AtomicPtr<Small>,
+    /// Snapshots reading through `local` right now: the owner's exit waits
+    /// for them before its thread-local storage can go away.
+    readers: AtomicUsize,
+    /// A sequence count, odd while the exiting owner folds `local` into
+    /// `retired`: a snapshot that overlaps the fold reads again, so it never
+    /// counts an event twice or misses it.
+    seq: AtomicU64,
     /// The block's totals when its current owner acquired it, so that
     /// `thread_stats()` reports the owner's own cumulative counts.
     base: [AtomicU64; 6],
@@ -82,35 +119,11 @@ fn bump<const SHARED: bool>(c: &AtomicU64, v: u64) {
 }
 
 impl Block {
-    /// Counts an allocation of `size <= SMALL_MAX` bytes by the owner before
-    /// the inner allocator is called, remembering the size (in the
-    /// thread-local, next to the countdown) in case the call fails.
-    #[inline(always)]
-    pub(crate) fn on_small_alloc_in_flight(&self, size: usize) {
-        CURRENT.with(|c| c.in_flight.set(size));
-        bump::<false>(&self.small_allocs[size], 1);
-    }
-
-    /// Takes back the fast path's early count of an allocation of `size`
-    /// bytes the inner allocator then refused, and counts the failure.
-    fn undo_small_alloc(&self, size: usize) {
-        if let Some(c) = self.small_allocs.get(size) {
-            c.store(c.load(Relaxed).wrapping_sub(1), Relaxed);
-        }
-        bump::<false>(&self.failures, 1);
-    }
-
-    /// Counts a deallocation of `size <= SMALL_MAX` bytes by the owner.
-    #[inline(always)]
-    pub(crate) fn on_small_dealloc(&self, size: usize) {
-        bump::<false>(&self.small_frees[size], 1);
-    }
-
     /// Counts a successful allocation of `size` bytes.
     #[inline(always)]
     pub(crate) fn on_alloc<const SHARED: bool>(&self, size: usize) {
         if size <= SMALL_MAX {
-            bump::<SHARED>(&self.small_allocs[size], 1);
+            bump::<SHARED>(&self.retired.allocs[size], 1);
         } else {
             self.on_large_alloc::<SHARED>(size);
         }
@@ -120,7 +133,7 @@ impl Block {
     #[inline(always)]
     pub(crate) fn on_dealloc<const SHARED: bool>(&self, size: usize) {
         if size <= SMALL_MAX {
-            bump::<SHARED>(&self.small_frees[size], 1);
+            bump::<SHARED>(&self.retired.frees[size], 1);
         } else {
             self.on_large_dealloc::<SHARED>(size);
         }
@@ -157,14 +170,15 @@ impl Block {
     /// Sums this block's slots (relaxed reads: exact once the writers are
     /// joined, a close approximation while they run).
     pub(crate) fn totals(&self) -> Totals {
-        let mut t = Totals::default();
-        for (size, (a, f)) in self.small_allocs.iter().zip(&self.small_frees).enumerate() {
-            let (a, f) = (a.load(Relaxed), f.load(Relaxed));
-            t.allocations = t.allocations.wrapping_add(a);
-            t.deallocations = t.deallocations.wrapping_add(f);
-            t.allocated_bytes = t.allocated_bytes.wrapping_add(a.wrapping_mul(size as u64));
-            t.freed_bytes = t.freed_bytes.wrapping_add(f.wrapping_mul(size as u64));
-        }
+        let mut t = self.read_small(Totals::default(), |small, t| {
+            for (size, (a, f)) in small.allocs.iter().zip(&small.frees).enumerate() {
+                let (a, f) = (a.load(Relaxed), f.load(Relaxed));
+                t.allocations = t.allocations.wrapping_add(a);
+                t.deallocations = t.deallocations.wrapping_add(f);
+                t.allocated_bytes = t.allocated_bytes.wrapping_add(a.wrapping_mul(size as u64));
+                t.freed_bytes = t.freed_bytes.wrapping_add(f.wrapping_mul(size as u64));
+            }
+        });
         for s in &self.large {
             t.allocations = t.allocations.wrapping_add(s.allocs.load(Relaxed));
             t.deallocations = t.deallocations.wrapping_add(s.frees.load(Relaxed));
@@ -208,6 +222,74 @@ impl Block {
     pub(crate) fn in_use(&self) -> bool {
         self.in_use.load(Relaxed)
     }
+
+    /// Folds the exact-size counters, `retired` and the running owner's
+    /// thread-local ones, into `acc` with `visit` (called once per set; the
+    /// whole read starts over with `init` if it overlapped the owner's exit).
+    /// Never blocks on the owner: it only waits out the fold of 514 counters
+    /// at its exit. Does not allocate.
+    ///
+    /// Memory safety: `readers` is raised before `local` is read, and the
+    /// exiting owner clears `local` before it waits for `readers` to drop to
+    /// zero (both sequentially consistent), so either this read sees null or
+    /// the owner's thread-local storage outlives it.
+    pub(crate) fn read_small<T: Copy>(&self, init: T, mut visit: impl FnMut(&Small, &mut T)) -> T {
+        let mut spins = 0u32;
+        loop {
+            let s1 = self.seq.load(Acquire);
+            if s1 & 1 == 1 {
+                backoff(&mut spins);
+                continue;
+            }
+            let mut acc = init;
+            visit(&self.retired, &mut acc);
+            self.readers.fetch_add(1, SeqCst);
+            let p = self.local.load(SeqCst);
+            if !p.is_null() {
+                // SAFETY: see above: the owner's exit waits for this reader.
+                visit(unsafe { &*p }, &mut acc);
+            }
+            self.readers.fetch_sub(1, Release);
+            std::sync::atomic::fence(Acquire);
+            if self.seq.load(Relaxed) == s1 {
+                return acc;
+            }
+            backoff(&mut spins);
+        }
+    }
+
+    /// Called by the owner at its exit: moves its thread-local exact-size
+    /// counts into `retired` and detaches them, then waits until no snapshot
+    /// still reads them.
+    fn fold_local(&self, local: &Small) {
+        if self.local.load(Relaxed).is_null() {
+            return;
+        }
+        self.seq.fetch_add(1, Relaxed);
+        std::sync::atomic::fence(Release);
+        for (r, l) in self.retired.allocs.iter().zip(&local.allocs) {
+            r.store(r.load(Relaxed).wrapping_add(l.load(Relaxed)), Relaxed);
+        }
+        for (r, l) in self.retired.frees.iter().zip(&local.frees) {
+            r.store(r.load(Relaxed).wrapping_add(l.load(Relaxed)), Relaxed);
+        }
+        self.local.store(ptr::null_mut(), SeqCst);
+        self.seq.fetch_add(1, Release);
+        let mut spins = 0u32;
+        while self.readers.load(SeqCst) != 0 {
+            backoff(&mut spins);
+        }
+    }
+}
+
+/// Spins briefly, then yields the CPU (`sched_yield`: no allocation, no lock).
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
 }
 
 /// The shared block for events on threads that have no block of their own
@@ -227,13 +309,15 @@ impl Block {
             freed_bytes: AtomicU64::new(0),
         };
         Block {
-            small_allocs: [Z; SMALL_SLOTS],
-            small_frees: [Z; SMALL_SLOTS],
+            retired: Small::new(),
             large: [L; LARGE_SLOTS],
             reallocs: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             in_use: AtomicBool::new(true),
             next: AtomicPtr::new(ptr::null_mut()),
+            local: AtomicPtr::new(ptr::null_mut()),
+            readers: AtomicUsize::new(0),
+            seq: AtomicU64::new(0),
             base: [Z; 6],
         }
     }
@@ -362,28 +446,69 @@ const ACQUIRING: u8 = 1;
 const ACTIVE: u8 = 2;
 const EXITED: u8 = 3;
 
-/// What the hot path reads: the block and the exclusive size limit of its
-/// exact-size slots, side by side so one thread-local address serves both.
-/// `limit` is `SMALL_SLOTS` only while `block` is this thread's own block,
-/// and 0 otherwise, so `size < limit` alone proves the fast path is safe.
+/// Number of entries of the fast path's limit table: one per value of an
+/// alignment's low byte.
+const LIMITS: usize = 256;
+
+/// The largest alignment whose fast-path limit is non-zero.
+pub(crate) const FAST_MAX_ALIGN: usize = 16;
+
+/// What the hot path reads, in one thread-local so that one thread-local
+/// offset serves the whole fast path.
 struct Current {
     block: Cell<*const Block>,
-    limit: Cell<usize>,
+    /// The fast path's exclusive size limit, by the low byte of the
+    /// alignment: `SMALL_SLOTS` for alignments 1 to 16 while this thread
+    /// counts in its thread-local `small` counters (its own block is
+    /// attached and points at them), 0 for every other entry and for every
+    /// entry otherwise. So `size < limits[align as u8]` alone proves the
+    /// fast path safe, its counts visible and the alignment at most 16
+    /// (alignments from 256 on have a low byte of 0): one `movzx` and one
+    /// compare.
+    limits: [Cell<usize>; LIMITS],
+    /// The `dealloc` fast path's exclusive size limit, by the low byte of
+    /// `ptr - align` (see `sampler::may_be_sampled`): like `limits`, but
+    /// non-zero only at the bytes with bit 3 set, those of blocks that
+    /// cannot be sampled. So one `movzx` and one compare also rule out a
+    /// sampled block.
+    free_limits: [Cell<usize>; LIMITS],
     /// Bytes left before this thread's next sampling point (see
-    /// `sampler`). Next to `block` so the hot path subtracts from it in
-    /// place (`sub size, fs:[off+16]`).
+    /// `sampler`): the hot path subtracts from it in place
+    /// (`sub fs:[OFF], size`).
     countdown: Cell<u64>,
     /// Size of the allocation in flight on the fast path, counted before the
     /// inner call: lets a failed call be un-counted.
     in_flight: Cell<usize>,
+    /// Old size of the `realloc` in flight on the fast path (its new size is
+    /// in `in_flight`).
+    in_flight_old: Cell<usize>,
+    /// This thread's exact-size counters, read by snapshots through its
+    /// block's `local` pointer while the thread runs. In the same
+    /// thread-local as the fields above, so that one thread-local offset
+    /// serves the whole fast path.
+    small: Small,
 }
 
 thread_local! {
     /// This thread's block, or null (not acquired yet, or handed back at exit).
     static CURRENT: Current = const {
-        Current { block: Cell::new(ptr::null()), limit: Cell::new(0), countdown: Cell::new(0), in_flight: Cell::new(0) }
+        Current {
+            block: Cell::new(ptr::null()),
+            limits: [const { Cell::new(0) }; LIMITS],
+            free_limits: [const { Cell::new(0) }; LIMITS],
+            countdown: Cell::new(0),
+            in_flight: Cell::new(0),
+            in_flight_old: Cell::new(0),
+            small: Small::new(),
+        }
     };
     static STATE: Cell<u8> = const { Cell::new(FRESH) };
+}
+
+/// Runs `f` on this thread's exact-size counters.
+#[inline(always)]
+fn with_small<R>(f: impl FnOnce(&Small) -> R) -> R {
+    CURRENT.with(|c| f(&c.small))
 }
 
 /// The current thread's block, or null. One thread-local load.
@@ -392,30 +517,159 @@ pub(crate) fn current() -> *const Block {
     CURRENT.with(|c| c.block.get())
 }
 
-/// The current thread's own block if an event of `size` bytes can be
-/// counted in its exact-size slots: two loads from one thread-local address
-/// and one compare, no null test. A macro rather than a function taking
-/// closures, so that the fast path is always expanded in place.
-macro_rules! if_fast_block {
-    ($size:expr, |$b:ident| $fast:expr, else $slow:expr) => {{
+/// Runs `$fast` if an event of `size` bytes can be counted in this thread's
+/// thread-local exact-size counters (one compare against a thread-local),
+/// `$slow` otherwise. With `align`, the fast path also requires that
+/// alignment to be at most [`FAST_MAX_ALIGN`], in the same compare. A macro
+/// rather than a function taking closures, so that the fast path is always
+/// expanded in place.
+macro_rules! if_fast_small {
+    ($size:expr, align $align:expr, $fast:expr, else $slow:expr) => {{
         let size: usize = $size;
-        let (block, limit) = $crate::counters::fast_state();
-        if size < limit {
-            // SAFETY: `limit` is `SMALL_SLOTS` while `block` is this
-            // thread's own block and 0 otherwise (`attach` and
-            // `release_current` keep that), so the block is valid (never
-            // freed) and `size < SMALL_SLOTS`.
-            let $b: &$crate::counters::Block = unsafe {
-                ::std::hint::assert_unchecked(size < $crate::size_class::SMALL_SLOTS);
-                &*block
-            };
+        if size < $crate::counters::fast_limit_for($align) {
+            // SAFETY: every limit is at most `SMALL_SLOTS`.
+            unsafe { ::std::hint::assert_unchecked(size < $crate::size_class::SMALL_SLOTS) };
+            $fast
+        } else {
+            $slow
+        }
+    }};
+    ($size:expr, $fast:expr, else $slow:expr) => {{
+        let size: usize = $size;
+        if size < $crate::counters::fast_limit() {
+            // SAFETY: `limit` is at most `SMALL_SLOTS`.
+            unsafe { ::std::hint::assert_unchecked(size < $crate::size_class::SMALL_SLOTS) };
             $fast
         } else {
             $slow
         }
     }};
 }
-pub(crate) use if_fast_block;
+pub(crate) use if_fast_small;
+
+/// The exclusive size limit of the fast path: `SMALL_SLOTS` while this
+/// thread counts in its thread-local counters, 0 otherwise.
+#[inline(always)]
+pub(crate) fn fast_limit() -> usize {
+    CURRENT.with(|c| c.limits[1].get())
+}
+
+/// The exclusive size limit of the fast path for alignment `align`: that
+/// of [`fast_limit`] if `align <= FAST_MAX_ALIGN`, 0 otherwise.
+#[inline(always)]
+pub(crate) fn fast_limit_for(align: usize) -> usize {
+    // Alignments are powers of two: the low byte of one above 128 is 0.
+    CURRENT.with(|c| c.limits[usize::from(align as u8)].get())
+}
+
+/// The exclusive size limit of the `dealloc` fast path for a block at
+/// `ptr` of alignment `align`, given `shifted = ptr - align`: that of
+/// [`fast_limit`] if the block cannot be sampled, 0 otherwise.
+#[inline(always)]
+pub(crate) fn fast_free_limit(shifted: *mut u8) -> usize {
+    CURRENT.with(|c| c.free_limits[usize::from(shifted as usize as u8)].get())
+}
+
+/// Sets the fast-path limits of this thread (see `Current::limits`).
+fn set_limit(limit: usize) {
+    CURRENT.with(|c| {
+        let mut a = 1;
+        while a <= FAST_MAX_ALIGN {
+            c.limits[a].set(limit);
+            a *= 2;
+        }
+        for (byte, l) in c.free_limits.iter().enumerate() {
+            l.set(if byte & 8 != 0 { limit } else { 0 });
+        }
+    })
+}
+
+/// Counts an allocation of `size < SMALL_SLOTS` bytes on the fast path
+/// before the inner allocator is called, remembering the size in case the
+/// call fails (`undo_small_alloc`). Requires `size < fast_limit()`.
+#[inline(always)]
+pub(crate) fn small_alloc_in_flight(size: usize) {
+    CURRENT.with(|c| c.in_flight.set(size));
+    // Only this thread writes its thread-local counters: a plain increment
+    // (relaxed load + store, no `lock` prefix).
+    with_small(|s| bump::<false>(&s.allocs[size], 1));
+}
+
+/// Counts a deallocation of `size < SMALL_SLOTS` bytes on the fast path.
+/// Requires `size < fast_limit()`.
+#[inline(always)]
+pub(crate) fn small_dealloc(size: usize) {
+    with_small(|s| bump::<false>(&s.frees[size], 1));
+}
+
+/// Counts a `realloc` from `old` to `new` bytes on the fast path before the
+/// inner call, remembering both sizes in case it fails (`undo_realloc`), so
+/// that no register has to survive the call. Requires `fast_limit() != 0`
+/// (the thread's own block is attached).
+#[inline(always)]
+pub(crate) fn realloc_in_flight(old: usize, new: usize) {
+    CURRENT.with(|c| {
+        c.in_flight.set(new);
+        c.in_flight_old.set(old);
+    });
+    count_realloc_owned(old, new, 1);
+}
+
+/// Counts a deallocation of `size >= SMALL_SLOTS` bytes on this thread's
+/// own block. Requires `fast_limit() != 0`.
+#[inline(always)]
+pub(crate) fn large_dealloc_owned(size: usize) {
+    let b = current();
+    // SAFETY: a non-zero limit means `block` is this thread's own block;
+    // blocks are never freed.
+    unsafe { &*b }.on_dealloc::<false>(size);
+}
+
+/// Adds `n` (1, or -1 as a wrapping `u64`) `realloc`s from `old` to `new`
+/// bytes to this thread's counters.
+#[inline(always)]
+fn count_realloc_owned(old: usize, new: usize, n: u64) {
+    let b = current();
+    // SAFETY: a non-zero limit means `block` is this thread's own block;
+    // blocks are never freed.
+    let b = unsafe { &*b };
+    bump::<false>(&b.reallocs, n);
+    if old < SMALL_SLOTS {
+        with_small(|s| bump::<false>(&s.frees[old], n));
+    } else {
+        let slot = &b.large[large_slot(old)];
+        bump::<false>(&slot.frees, n);
+        bump::<false>(&slot.freed_bytes, n.wrapping_mul(old as u64));
+    }
+    if new < SMALL_SLOTS {
+        with_small(|s| bump::<false>(&s.allocs[new], n));
+    } else {
+        let slot = &b.large[large_slot(new)];
+        bump::<false>(&slot.allocs, n);
+        bump::<false>(&slot.alloc_bytes, n.wrapping_mul(new as u64));
+    }
+}
+
+/// Takes back the fast path's early count of the `realloc` in flight on this
+/// thread, which the inner allocator refused, and counts a failure.
+#[cold]
+#[inline(never)]
+pub(crate) fn undo_realloc() {
+    let (old, new) = CURRENT.with(|c| (c.in_flight_old.get(), c.in_flight.get()));
+    if fast_limit() != 0 {
+        count_realloc_owned(old, new, u64::MAX);
+    }
+    count_failure_owned();
+}
+
+/// Counts a failure on this thread's own block, if it has one.
+fn count_failure_owned() {
+    let p = current();
+    if !p.is_null() {
+        // SAFETY: this thread's own block; blocks are never freed.
+        bump::<false>(&unsafe { &*p }.failures, 1);
+    }
+}
 
 /// Takes `size` bytes off this thread's sampling countdown; true when it
 /// runs out (the sampler then decides). One `sub` on a thread-local.
@@ -439,25 +693,19 @@ pub(crate) fn set_countdown(bytes: u64) {
     CURRENT.with(|c| c.countdown.set(bytes))
 }
 
-/// The hot path's view of this thread: its block and the exclusive size
-/// limit of the fast path (see `Current`).
-#[inline(always)]
-pub(crate) fn fast_state() -> (*const Block, usize) {
-    CURRENT.with(|c| (c.block.get(), c.limit.get()))
-}
-
 /// Takes back the fast path's early count of the allocation in flight on
 /// this thread, which the inner allocator refused, and counts a failure.
 /// Reads the block again rather than keeping it live across the inner call.
 #[cold]
 #[inline(never)]
 pub(crate) fn undo_small_alloc() {
-    let p = current();
-    if !p.is_null() {
-        let size = CURRENT.with(|c| c.in_flight.get());
-        // SAFETY: this thread's own block; blocks are never freed.
-        unsafe { &*p }.undo_small_alloc(size);
-    }
+    let size = CURRENT.with(|c| c.in_flight.get());
+    with_small(|s| {
+        if let Some(c) = s.allocs.get(size) {
+            c.store(c.load(Relaxed).wrapping_sub(1), Relaxed);
+        }
+    });
+    count_failure_owned();
 }
 
 /// The current thread's block, attaching one on a thread's first event, or
@@ -489,11 +737,17 @@ fn attach() -> (&'static Block, bool) {
     // SAFETY: `b` is a valid block that this thread now owns.
     let block = unsafe { &*b };
     block.set_base(block.totals());
-    exit_hook::register(b);
-    CURRENT.with(|c| {
-        c.block.set(b);
-        c.limit.set(SMALL_SLOTS);
-    });
+    // Count in the thread-local counters only if the exit hook will fold
+    // them back before they go away; otherwise everything is counted in the
+    // block itself, off the fast path.
+    let fast = exit_hook::register(b);
+    if fast {
+        block
+            .local
+            .store(with_small(|s| ptr::from_ref(s).cast_mut()), SeqCst);
+    }
+    CURRENT.with(|c| c.block.set(b));
+    set_limit(if fast { SMALL_SLOTS } else { 0 });
     STATE.with(|s| s.set(ACTIVE));
     (block, false)
 }
@@ -502,14 +756,13 @@ fn attach() -> (&'static Block, bool) {
 /// destructors): detaches the block and hands it back for reuse.
 fn release_current() {
     let p = current();
-    CURRENT.with(|c| {
-        c.limit.set(0);
-        c.block.set(ptr::null());
-    });
+    set_limit(0);
+    CURRENT.with(|c| c.block.set(ptr::null()));
     STATE.with(|s| s.set(EXITED));
     if !p.is_null() {
         // SAFETY: blocks are never freed.
         let b = unsafe { &*p };
+        with_small(|s| b.fold_local(s));
         // Release: the next owner's Acquire CAS sees every count made here.
         b.in_use.store(false, Release);
         FREE_BLOCKS.fetch_add(1, Relaxed);
@@ -552,23 +805,26 @@ mod exit_hook {
         }
     }
 
-    /// Arranges for the block to be handed back when this thread exits.
-    /// Without a key (exhausted), the block simply stays attached forever:
-    /// counts are still exact, only the block is not reused.
-    pub(super) fn register(block: *mut super::Block) {
-        if let Some(k) = key() {
-            // SAFETY: a valid key; the value only needs to be non-null for
-            // the destructor to run.
-            unsafe { libc::pthread_setspecific(k, block.cast()) };
-        }
+    /// Arranges for the block to be handed back when this thread exits;
+    /// false if that cannot be arranged (keys exhausted). The block then
+    /// stays attached forever and counts only in itself: counts are still
+    /// exact, only the fast path and the block's reuse are lost.
+    pub(super) fn register(block: *mut super::Block) -> bool {
+        let Some(k) = key() else { return false };
+        // SAFETY: a valid key; the value only needs to be non-null for
+        // the destructor to run.
+        unsafe { libc::pthread_setspecific(k, block.cast()) == 0 }
     }
 }
 
 #[cfg(not(unix))]
 mod exit_hook {
     /// No portable thread-exit hook without a TLS destructor: the block stays
-    /// attached (counts remain exact; blocks of exited threads are not reused).
-    pub(super) fn register(_block: *mut super::Block) {}
+    /// attached and counts only in itself, off the fast path (counts remain
+    /// exact; blocks of exited threads are not reused).
+    pub(super) fn register(_block: *mut super::Block) -> bool {
+        false
+    }
 }
 
 /// Per public class: allocations, deallocations, allocated and freed bytes.
@@ -582,15 +838,17 @@ pub(crate) fn fold_all() -> (Totals, ClassCounts) {
     let mut reallocs = 0u64;
     let mut failures = 0u64;
     for_each_block(|b| {
-        for size in 0..SMALL_SLOTS {
-            let a = b.small_allocs[size].load(Relaxed);
-            let f = b.small_frees[size].load(Relaxed);
-            let c = &mut classes[class_of(size)];
-            c[0] = c[0].wrapping_add(a);
-            c[1] = c[1].wrapping_add(f);
-            c[2] = c[2].wrapping_add(a.wrapping_mul(size as u64));
-            c[3] = c[3].wrapping_add(f.wrapping_mul(size as u64));
-        }
+        classes = b.read_small(classes, |small, classes| {
+            for size in 0..SMALL_SLOTS {
+                let a = small.allocs[size].load(Relaxed);
+                let f = small.frees[size].load(Relaxed);
+                let c = &mut classes[class_of(size)];
+                c[0] = c[0].wrapping_add(a);
+                c[1] = c[1].wrapping_add(f);
+                c[2] = c[2].wrapping_add(a.wrapping_mul(size as u64));
+                c[3] = c[3].wrapping_add(f.wrapping_mul(size as u64));
+            }
+        });
         for (slot, s) in b.large.iter().enumerate() {
             let c = &mut classes[class_of_large_slot(slot)];
             c[0] = c[0].wrapping_add(s.allocs.load(Relaxed));
@@ -649,11 +907,12 @@ pub(crate) fn live_bytes() -> u64 {
 /// One block's allocated minus freed bytes (wrapping).
 #[inline]
 fn block_net_bytes(b: &Block) -> u64 {
-    let mut acc = [0u64; 4];
-    for (i, (a, f)) in b.small_allocs.iter().zip(&b.small_frees).enumerate() {
-        let n = a.load(Relaxed).wrapping_sub(f.load(Relaxed));
-        acc[i & 3] = acc[i & 3].wrapping_add(n.wrapping_mul(i as u64));
-    }
+    let mut acc = b.read_small([0u64; 4], |small, acc| {
+        for (i, (a, f)) in small.allocs.iter().zip(&small.frees).enumerate() {
+            let n = a.load(Relaxed).wrapping_sub(f.load(Relaxed));
+            acc[i & 3] = acc[i & 3].wrapping_add(n.wrapping_mul(i as u64));
+        }
+    });
     for (i, l) in b.large.iter().enumerate() {
         let n = l
             .alloc_bytes

@@ -64,20 +64,59 @@ fn log_split(size: usize) -> (u32, usize) {
     (k, j)
 }
 
+/// Sizes up to this many bytes find their large slot in [`LARGE_SLOT_TABLE`].
+const TABLE_MAX: usize = 64 * 1024;
+
+/// The large slot of every size in `SMALL_MAX + 1 ..= TABLE_MAX`, indexed by
+/// `(size - 1) / 64`: every class bound in that range is a multiple of 64,
+/// so the 64 sizes sharing an index share a class. 1 KiB, read-only.
+static LARGE_SLOT_TABLE: [u8; TABLE_MAX / 64] = {
+    let mut t = [0u8; TABLE_MAX / 64];
+    let mut i = SMALL_MAX / 64;
+    while i < TABLE_MAX / 64 {
+        t[i] = large_slot_computed(i * 64 + 1) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// The large counter slot of a size above [`SMALL_MAX`]. Never panics.
 ///
-/// With `s = size - 1` and `k = ilog2(s)`, the slot is `4(k - 8) + j`
-/// where `j` is the two bits below the top one: a `bsr`, a shift and a
-/// `lea`. The bounds are written so the compiler sees the slot is in range.
+/// Up to 64 KiB (nearly every large allocation: vector growth, buffers) a
+/// table lookup (`lea`, `shr`, `movzx`); above, [`large_slot_computed`].
 #[inline(always)]
 pub(crate) fn large_slot(size: usize) -> usize {
     debug_assert!(size > SMALL_MAX);
+    let slot = if size <= TABLE_MAX {
+        // `size - 1 < TABLE_MAX`: in range (`get` keeps it panic-free).
+        LARGE_SLOT_TABLE
+            .get(size.wrapping_sub(1) >> 6)
+            .map_or(0, |&slot| usize::from(slot))
+    } else {
+        large_slot_computed(size)
+    };
+    // SAFETY: `large_slot_computed` returns at most `LARGE_SLOTS - 1`, and
+    // the table holds its values (`slot_table_matches_arithmetic`).
+    unsafe { std::hint::assert_unchecked(slot < LARGE_SLOTS) };
+    slot
+}
+
+/// [`large_slot`] by arithmetic: with `s = size - 1` and `k = ilog2(s)`, the
+/// slot is `4(k - 8) + j` where `j` is the two bits below the top one: a
+/// `bsr`, a shift and a `lea`. The bounds are written so the compiler sees
+/// the slot is in range.
+#[inline(always)]
+const fn large_slot_computed(size: usize) -> usize {
     let s = size.wrapping_sub(1);
     let k = (s | 1).ilog2(); // `| 1`: never 0, so no panic branch
     if k > TOP_LOG2 {
         return LARGE_SLOTS - 1;
     }
-    let k = k.max(LARGE_FIRST_LOG2);
+    let k = if k < LARGE_FIRST_LOG2 {
+        LARGE_FIRST_LOG2
+    } else {
+        k
+    };
     let j = (s >> (k - 2)) & 3;
     (k - LARGE_FIRST_LOG2) as usize * 4 + j
 }
@@ -121,6 +160,18 @@ pub fn class_min_size(class: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_table_matches_arithmetic() {
+        for size in SMALL_MAX + 1..=TABLE_MAX + 1000 {
+            assert_eq!(large_slot(size), large_slot_computed(size), "size {size}");
+            assert_eq!(
+                class_of_large_slot(large_slot(size)),
+                class_of(size),
+                "size {size}"
+            );
+        }
+    }
 
     #[test]
     fn bounds_are_ascending_and_consistent() {

@@ -8,19 +8,19 @@
 //! waits on a lock (it tries one and drops the sample), and records raw
 //! instruction pointers only: symbolisation happens at profile export.
 //!
-//! **How sampled blocks are recognised on free.** A sampled block is placed
-//! where ordinary blocks are not:
-//! - alignment up to 8 (most Rust allocations): the inner allocator is asked
-//!   for 16 more bytes at alignment 16 and the block starts 8 bytes in, so
-//!   its address is 8 mod 16. glibc's malloc never returns such an address
-//!   (its alignment is 16); allocators with 8-byte size classes sometimes do;
-//! - larger alignments: the alignment is raised to 4096, and the address is
-//!   0 mod 4096.
+//! **How sampled blocks are recognised on free.**
+//! - alignment up to 8 (most Rust allocations): a sampled block is placed
+//!   where ordinary blocks are not. The inner allocator is asked for 16 more
+//!   bytes at alignment 16 and the block starts 8 bytes in, so its address
+//!   is 8 mod 16. glibc's malloc never returns such an address (its
+//!   alignment is 16); allocators with 8-byte size classes sometimes do;
+//! - larger alignments (rare): the block is allocated as asked, not moved.
 //!
-//! A free whose address is neither therefore cannot be a sampled block, and
-//! pays two `test`s and branches. The others check a 16 KiB counting filter
-//! and, on a hit, the live set (lock-free). The cost in memory is 16 bytes
-//! per sampled block (up to 4 KiB for the rare over-aligned ones).
+//! A free of alignment up to 8 at 0 mod 16 therefore cannot be a sampled
+//! block: [`may_be_sampled`] tells in a `sub` and a bit test. The others
+//! (8 mod 16, or over-aligned) check a 16 KiB counting filter and, on a
+//! hit, the live set (lock-free). The cost in memory is 16 bytes per sampled
+//! block.
 
 mod countdown;
 mod stack;
@@ -81,7 +81,7 @@ pub(crate) fn current_interval_for_profile() -> u64 {
 /// process, like Go's `runtime.MemProfileRate`). 0 turns sampling off, 1
 /// samples every allocation. The default is 512 KiB. The calling thread uses
 /// the new interval from its next allocation on, every other thread within
-/// its next 64 KiB of allocations (when it next checks in), so a change
+/// its next 1 MiB of allocations (when it next checks in), so a change
 /// reaches running threads, not only new ones, at no cost to the hot path.
 pub fn set_sample_interval(bytes: u64) -> u64 {
     let prev = countdown::INTERVAL.swap(bytes, Relaxed);
@@ -163,7 +163,7 @@ pub(crate) fn sample_points() -> u64 {
 /// The longest countdown a thread runs before it checks in: re-reads the
 /// interval (so a new one reaches every allocating thread within this many
 /// of its bytes) and continues the Poisson process without sampling.
-const CHECK_IN: u64 = 64 * 1024;
+const CHECK_IN: u64 = 1024 * 1024;
 
 thread_local! {
     /// This thread's sampling random state.
@@ -258,17 +258,78 @@ pub(crate) fn placement(layout: Layout) -> Option<Placement> {
         let inner = Layout::from_size_align(layout.size().checked_add(16)?, 16).ok()?;
         Some(Placement { inner, offset: 8 })
     } else {
-        let inner = Layout::from_size_align(layout.size(), layout.align().max(4096)).ok()?;
-        Some(Placement { inner, offset: 0 })
+        Some(Placement {
+            inner: layout,
+            offset: 0,
+        })
     }
 }
 
-/// Can `ptr` be a sampled block? Two bit tests: the only sampler check
-/// most frees pay.
+/// Can `ptr`, a block of alignment `align`, be a sampled block? True for
+/// every block at 8 mod 16 (where sampled blocks of alignment <= 8 are
+/// placed) and every block of alignment >= 16 (sampled ones are not
+/// displaced; the sampler's filter tells them apart): exactly when bit 3 of
+/// `ptr - align` is clear. A `sub` and a bit test, the only sampler check
+/// most frees pay; the `sub` replaces the copy of `ptr` the inner `free`
+/// call needs anyway.
+///
+/// Why: for `ptr` at 0 mod 16 and `align` in 1..=8, `ptr - align` is in
+/// `-8..=-1` mod 16, bit 3 set. At 8 mod 16 it is in `0..=7`, bit 3 clear.
+/// For `align >= 16`, `ptr - align` is 0 mod 16, bit 3 clear.
 #[inline(always)]
-pub(crate) fn may_be_sampled(ptr: *mut u8) -> bool {
-    let a = ptr as usize;
-    a & 8 != 0 || a & 4095 == 0
+pub(crate) fn may_be_sampled(ptr: *mut u8, align: usize) -> bool {
+    may_be_sampled_shifted(ptr.wrapping_byte_sub(align))
+}
+
+/// [`may_be_sampled`] of `ptr`, given `ptr - align`.
+#[inline(always)]
+pub(crate) fn may_be_sampled_shifted(shifted: *mut u8) -> bool {
+    (shifted as usize) & 8 == 0
+}
+
+/// `shifted + align` (the inverse of the shift in `dealloc`), as one `lea`
+/// into whichever register the inner call wants it in, on x86-64.
+#[inline(always)]
+pub(crate) fn unshift(shifted: *mut u8, align: usize) -> *mut u8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p: *mut u8;
+        // The pointers are only added, never dereferenced: `nomem` holds.
+        #[allow(clippy::pointers_in_nomem_asm_block)]
+        // SAFETY: one `lea`: reads two registers, writes a third, touches no
+        // memory and no flags. The result is `shifted + align` with
+        // `shifted`'s provenance (`ptr - align` of the caller's pointer).
+        unsafe {
+            std::arch::asm!(
+                "lea {p}, [{s} + {a}]",
+                p = lateout(reg) p,
+                s = in(reg) shifted,
+                a = in(reg) align,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        p
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    shifted.wrapping_byte_add(align)
+}
+
+/// `p`, unchanged, but opaque to the optimiser (an empty `asm!` on
+/// x86-64), so that it keeps `p` in place instead of recomputing the value
+/// `p` was derived from: the dealloc fast path tests `ptr - align` in the
+/// register `ptr` came in, then adds `align` back in the `lea` that passes
+/// `ptr` to the inner `free`, instead of copying `ptr` first.
+#[inline(always)]
+pub(crate) fn opaque(mut p: *mut u8) -> *mut u8 {
+    #[cfg(target_arch = "x86_64")]
+    // The pointer is never dereferenced: `nomem` holds.
+    #[allow(clippy::pointers_in_nomem_asm_block)]
+    // SAFETY: an empty instruction sequence: reads and writes nothing but
+    // the register holding `p`, which it leaves as it was.
+    unsafe {
+        std::arch::asm!("/* {0} */", inout(reg) p, options(pure, nomem, nostack, preserves_flags));
+    }
+    p
 }
 
 /// May `ptr` (which passed [`may_be_sampled`]) be a live sampled block? A lookup in a 16 KiB
