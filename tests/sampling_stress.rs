@@ -270,7 +270,16 @@ fn stress_every_allocation_sampled() {
         observations >= 1,
         "snapshots were taken concurrently: {observations}"
     );
-    assert!(sp.samples_total > 100_000, "everything was sampled: {sp:?}");
+    // (unoptimised builds, e.g. under ThreadSanitizer in CI, run ~10x slower)
+    let expected = if cfg!(debug_assertions) {
+        10_000
+    } else {
+        100_000
+    };
+    assert!(
+        sp.samples_total > expected,
+        "everything was sampled: {sp:?}"
+    );
     assert!(max_live > 0);
     // every sampled block the workers made was untracked when freed: the
     // profile shows nothing in use under `churn`

@@ -46,6 +46,43 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Naive<A> {
     }
 }
 
+/// The floor of any wrapper that counts refused allocations exactly: it
+/// must *call* the wrapped allocator (where `System` tail-jumps to
+/// `malloc`) to see the result, and this one does nothing else. Not a peer:
+/// a measure of what the call alone costs.
+pub struct CallFloor;
+
+static FLOOR_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+#[cold]
+#[inline(never)]
+fn floor_failure() {
+    FLOOR_FAILURES.fetch_add(1, Relaxed);
+}
+
+unsafe impl GlobalAlloc for CallFloor {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(l) };
+        if p.is_null() {
+            floor_failure();
+        }
+        p
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let q = unsafe { System.realloc(p, l, n) };
+        if q.is_null() {
+            floor_failure();
+        }
+        q
+    }
+}
+
 /// A tracker for tracking-allocator that counts like the others do.
 pub struct CountingTracker;
 impl tracking_allocator::AllocationTracker for CountingTracker {
@@ -80,6 +117,7 @@ pub static CAP: cap::Cap<System> = cap::Cap::new(System, usize::MAX);
 pub static TRACKING: tracking_allocator::Allocator<System> =
     tracking_allocator::Allocator::system();
 pub static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub static CALL_FLOOR: CallFloor = CallFloor;
 pub static SCOPE_MIMALLOC: AllocScope<mimalloc::MiMalloc> = AllocScope::new(mimalloc::MiMalloc);
 
 /// Installs the tracking-allocator tracker (once) and enables it.
@@ -94,7 +132,7 @@ pub fn setup_tracking() {
 /// Every allocator under test, by name. `allocscope` runs with heap
 /// sampling at its default interval (512 KiB), `allocscope_nosample` with
 /// sampling off and `allocscope_4k` at a 4 KiB interval; [`prepare`] sets the
-/// interval for a name.
+/// interval for a name. `call_floor` ([`CallFloor`]) is not a peer.
 pub fn allocators() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
     setup_tracking();
     vec![
@@ -108,6 +146,7 @@ pub fn allocators() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
         ("tracking_allocator", &TRACKING),
         ("mimalloc", &MIMALLOC),
         ("allocscope_mimalloc", &SCOPE_MIMALLOC),
+        ("call_floor", &CALL_FLOOR),
     ]
 }
 
