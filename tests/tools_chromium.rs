@@ -7,6 +7,7 @@
 //! chromium or chromedriver is missing, unless ALLOCSCOPE_REQUIRE_TOOLS=1.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -111,7 +112,18 @@ impl Drop for Driver {
                 let _ = s.read_to_end(&mut Vec::new());
             }
         }
-        let _ = self.child.kill();
+        // chromedriver and the browser it started share a process group
+        // of their own (`process_group(0)` below): end all of them, so that
+        // no browser outlives the test
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: plain signal sends to a process group this test created.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
@@ -120,6 +132,7 @@ impl Driver {
     fn start() -> Driver {
         let port = free_port();
         let child = Command::new("/usr/bin/chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -147,6 +160,7 @@ impl Driver {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--disable-crash-reporter", "--disable-breakpad",
                          "--window-size=1280,1400", format!("--user-data-dir={}", profile.display())]
             }
         }}});
