@@ -21,7 +21,12 @@ fn main() {
         let t2 = t.elapsed();
         let pp = p.to_pprof(allocscope::PprofKind::Heap);
         let t3 = t.elapsed();
-        println!("round {round}: capture {t1:?}, folded {:?}, pprof {:?}; {} buckets, {} folded bytes, {} pprof bytes, {} cached symbols",
-            t2 - t1, t3 - t2, p.buckets().len(), f.len(), pp.len(), allocscope::symbol_cache_len());
+        let rss_kib = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |pages| pages * 4);
+        println!("round {round}: capture {t1:?}, folded {:?}, pprof {:?}; {} buckets, {} folded bytes, {} pprof bytes, {} cached symbols; heap {} KiB live, RSS {rss_kib} KiB",
+            t2 - t1, t3 - t2, p.buckets().len(), f.len(), pp.len(), allocscope::symbol_cache_len(),
+            allocscope::stats().live_bytes() / 1024);
     }
 }

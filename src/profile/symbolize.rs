@@ -188,6 +188,11 @@ pub(crate) fn resolve_many(
         return out;
     }
     let mut fresh: Vec<Location> = missing.into_iter().map(resolve_one).collect();
+    // The unwinder's parsed debug info (tens of MiB for a large binary)
+    // would otherwise stay on the heap for good after the first profile;
+    // the addresses it resolved stay in this module's own cache, so only
+    // new addresses pay the parse again.
+    backtrace::clear_symbol_cache();
     name_from_symtab(&mut fresh);
     let resolved: Vec<(usize, Arc<Location>)> = fresh
         .into_iter()
