@@ -4,7 +4,12 @@
 //! and bad bearer tokens: each gets a clean HTTP error or a closed
 //! connection, the requests of well-behaved clients still succeed meanwhile,
 //! and afterwards the exporter still answers and the host process is fine.
-//! Every socket operation is bounded by a timeout.
+//! Slow clients (silent, half-sent, trickling, idle on keep-alive, slow
+//! bodies) are closed by the server after `header_read_timeout` or
+//! `idle_timeout`, and `max_connections` caps the open connections.
+//! Every socket operation is bounded by a timeout; the timeout tests assert
+//! that a close happened within a generous bound (timeout × 3 + 2 s), not
+//! exact times.
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -28,13 +33,21 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn start() -> ServerHandle {
-    server::start(
-        Config::default()
-            .addr("127.0.0.1:0".parse().unwrap())
-            .log_interval(Duration::ZERO)
-            .token(TOKEN),
-    )
+    start_with(|c| c)
+}
+
+/// The test configuration, changed by `f`.
+fn start_with(f: impl FnOnce(Config) -> Config) -> ServerHandle {
+    server::start(f(Config::default()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .log_interval(Duration::ZERO)
+        .token(TOKEN)))
     .expect("start")
+}
+
+/// The longest a close may take past its timeout, on a loaded machine.
+fn close_bound(timeout: Duration) -> Duration {
+    timeout * 3 + Duration::from_secs(2)
 }
 
 /// What became of one raw exchange.
@@ -156,6 +169,83 @@ fn assert_refused(what: &str, r: &Outcome) {
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Waits (at most 10 s) until the process has no more than `before + 2`
+/// file descriptors: the server keeps none for connections gone.
+fn assert_fds_back_to(before: usize) {
+    let t = Instant::now();
+    loop {
+        let now = open_fds();
+        if now <= before + 2 {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "file descriptors: {before} before, {now} 10 s after the clients left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits for the server to close `s` (end of stream or reset) without
+/// sending anything, and returns the time from `since`. Fails if `s` is
+/// still open `limit` after `since`.
+fn wait_closed(s: &mut TcpStream, since: Instant, limit: Duration, what: &str) -> Duration {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(since.elapsed());
+        assert!(
+            !left.is_zero(),
+            "{what}: still open {:?} after it started (bound {limit:?})",
+            since.elapsed()
+        );
+        s.set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return since.elapsed(),
+            Ok(n) => panic!(
+                "{what}: the server sent {:?} instead of closing",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            // reset: the server closed with our bytes unread
+            Err(_) => return since.elapsed(),
+        }
+    }
+}
+
+/// Reads one response (with a Content-Length) from a keep-alive
+/// connection, leaving it open.
+fn read_response(s: &mut TcpStream) -> Outcome {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .unwrap_or_else(|| panic!("no content-length in {head:?}"))
+                .trim()
+                .parse()
+                .unwrap();
+            if got.len() >= end + 4 + len {
+                assert_eq!(got.len(), end + 4 + len, "bytes past the response");
+                return parse(&got);
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => panic!(
+                "closed in the middle of a response: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("reading a response: {e}"),
+        }
+    }
 }
 
 #[test]
@@ -388,4 +478,238 @@ fn idle_and_half_sent_connections_do_not_block_others() {
     let t = Instant::now();
     s.shutdown();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+#[test]
+fn connections_without_complete_headers_are_closed_after_header_read_timeout() {
+    let _serial = serial();
+    let header = Duration::from_secs(1);
+    // a long idle timeout: what closes these is the header-read timeout
+    let s = start_with(|c| {
+        c.header_read_timeout(header)
+            .idle_timeout(Duration::from_secs(60))
+    });
+    let a = s.local_addr();
+    let fds_before = open_fds();
+
+    let partials: [(&str, &[u8]); 5] = [
+        ("nothing sent", b""),
+        ("half a request line", b"GET /met"),
+        (
+            "headers without their end",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+        ),
+        ("part of the HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM"),
+        ("a request line and no newline", b"GET /metrics HTTP/1.1"),
+    ];
+    let mut held = Vec::new();
+    for (what, bytes) in partials {
+        let mut c = connect(a);
+        let t0 = Instant::now();
+        c.write_all(bytes).unwrap();
+        held.push((what, c, t0));
+    }
+    // a client trickling one header byte every 200 ms does not push the
+    // deadline back
+    let mut drip = connect(a);
+    let drip_t0 = Instant::now();
+    let mut w = drip.try_clone().unwrap();
+    let dripper = std::thread::spawn(move || {
+        let _ = w.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Drip: ");
+        for _ in 0..60 {
+            if w.write_all(b"a").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+
+    // meanwhile a well-behaved client is served
+    get_metrics_ok(a);
+
+    for (what, mut c, t0) in held {
+        let took = wait_closed(&mut c, t0, close_bound(header), what);
+        assert!(
+            took >= header / 2,
+            "{what}: closed after {took:?}, before the timeout"
+        );
+    }
+    let took = wait_closed(&mut drip, drip_t0, close_bound(header), "trickled headers");
+    assert!(
+        took >= header / 2,
+        "trickled headers: closed after {took:?}"
+    );
+    dripper.join().unwrap();
+    drop(drip);
+
+    // a fresh connection is served as before, and nothing leaked
+    get_metrics_ok(a);
+    assert_fds_back_to(fds_before);
+    s.shutdown();
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
+    let _serial = serial();
+    let header = Duration::from_secs(1);
+    let idle = Duration::from_secs(4);
+    let s = start_with(|c| c.header_read_timeout(header).idle_timeout(idle));
+    let a = s.local_addr();
+    let fds_before = open_fds();
+
+    let mut c = connect(a);
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {a}\r\n\r\n");
+    c.write_all(request.as_bytes()).unwrap();
+    let r = read_response(&mut c);
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    // idle for longer than header_read_timeout but not idle_timeout: the
+    // connection is kept alive and serves the next request
+    std::thread::sleep(header * 2);
+    c.write_all(request.as_bytes()).unwrap();
+    let r = read_response(&mut c);
+    assert_eq!(
+        r.status(),
+        Some(200),
+        "second request on the connection: {r:?}"
+    );
+    assert_ne!(r.header("connection"), Some("close"), "{r:?}");
+    // then idle: closed after idle_timeout
+    let t_idle = Instant::now();
+    let took = wait_closed(&mut c, t_idle, close_bound(idle), "idle keep-alive");
+    assert!(
+        took >= idle - Duration::from_secs(1),
+        "idle keep-alive: closed after {took:?}, before idle_timeout ({idle:?})"
+    );
+    drop(c);
+
+    // the first byte of a request on an idle connection starts the
+    // header-read timeout: half a request is closed after it, not after
+    // idle_timeout
+    let mut c = connect(a);
+    c.write_all(request.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut c).status(), Some(200));
+    c.write_all(b"GET /metr").unwrap();
+    let t_half = Instant::now();
+    let took = wait_closed(&mut c, t_half, close_bound(header), "half a second request");
+    assert!(took < idle, "half a second request: closed after {took:?}");
+    drop(c);
+
+    // a fresh connection is served as before, and nothing leaked
+    get_metrics_ok(a);
+    assert_fds_back_to(fds_before);
+    s.shutdown();
+}
+
+#[test]
+fn slow_request_bodies_get_408() {
+    let _serial = serial();
+    let header = Duration::from_secs(1);
+    let s = start_with(|c| c.header_read_timeout(header));
+    let a = s.local_addr();
+    let fds_before = open_fds();
+
+    // headers complete, a body promised and never sent in full
+    let t = Instant::now();
+    let r = exchange(
+        a,
+        format!(
+            "POST /gc/collect HTTP/1.1\r\nHost: {a}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: 100\r\n\r\nab"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status(), Some(408), "{r:?}");
+    assert!(t.elapsed() < close_bound(header), "{:?}", t.elapsed());
+    let Outcome::Response(_, _, body) = &r else {
+        unreachable!()
+    };
+    assert!(body.contains("header_read_timeout"), "{body}");
+
+    get_metrics_ok(a);
+    assert_fds_back_to(fds_before);
+    s.shutdown();
+}
+
+#[test]
+fn max_connections_caps_open_connections() {
+    let _serial = serial();
+    let fds_before = open_fds();
+
+    // timeouts far away: only the cap is at work
+    let s = start_with(|c| {
+        c.max_connections(3)
+            .header_read_timeout(Duration::from_secs(60))
+            .idle_timeout(Duration::from_secs(60))
+    });
+    let a = s.local_addr();
+    let with_server = open_fds();
+    let held: Vec<TcpStream> = (0..3).map(|_| connect(a)).collect();
+    // the server has accepted them: one descriptor each on both sides
+    let t = Instant::now();
+    while open_fds() < with_server + 6 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the server did not accept 3 connections"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // a fourth client waits in the backlog: connected, not answered
+    let mut waiting = connect(a);
+    waiting
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    match waiting.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("a connection past max_connections was served: {other:?}"),
+    }
+    // one held connection leaves: the waiting one is accepted and served
+    let mut held = held;
+    drop(held.pop());
+    waiting.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    loop {
+        match waiting.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("the waiting client: {e}"),
+        }
+    }
+    assert_eq!(parse(&got).status(), Some(200));
+    drop(waiting);
+    drop(held);
+    s.shutdown();
+
+    // with a short header-read timeout, silent connections holding every
+    // slot are closed by the server and the waiting client is served
+    let header = Duration::from_secs(1);
+    let s = start_with(|c| c.max_connections(2).header_read_timeout(header));
+    let a = s.local_addr();
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect(a)).collect();
+    let t = Instant::now();
+    let r = req(a, "GET", "/metrics", "");
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    assert!(
+        t.elapsed() < close_bound(header) + Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+    for c in &mut held {
+        wait_closed(
+            c,
+            t,
+            close_bound(header),
+            "a silent connection holding a slot",
+        );
+    }
+    drop(held);
+    get_metrics_ok(a);
+    s.shutdown();
+    assert_fds_back_to(fds_before);
 }

@@ -34,6 +34,9 @@ pub const KEYS: &[&str] = &[
     "near_limit_ratio",
     "near_limit_profiles_keep",
     "near_limit_profile_interval",
+    "header_read_timeout",
+    "idle_timeout",
+    "max_connections",
 ];
 
 const SIZE_EXPECTED: &str =
@@ -47,6 +50,17 @@ const TOKEN_EXPECTED: &str =
     "at least 16 visible ASCII characters without spaces (e.g. the output of `openssl rand -hex 16`)";
 const RENDER_TIMEOUT_EXPECTED: &str = "a duration from 1s to 10m, such as 30s";
 const WORKERS_EXPECTED: &str = "a whole number from 1 to 16";
+const HEADER_READ_TIMEOUT_EXPECTED: &str = "a duration from 1s to 5m, such as 10s";
+const IDLE_TIMEOUT_EXPECTED: &str = "a duration from 1s to 1h, such as 60s";
+const MAX_CONNECTIONS_EXPECTED: &str = "a whole number from 1 to 65536";
+/// The accepted range of `header_read_timeout`.
+const HEADER_READ_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(300));
+/// The accepted range of `idle_timeout`.
+const IDLE_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
+/// The accepted range of `max_connections`.
+const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=65536;
 /// What `threshold` (and `POST /gc?set=`) accepts.
 pub(crate) const THRESHOLD_EXPECTED: &str =
     "a whole number of percent from 0 to 4294967295 (e.g. 100, 200), or off";
@@ -115,6 +129,20 @@ pub struct Config {
     pub near_limit_profiles_keep: usize,
     /// At most one near-limit profile per this interval. Default 1 min.
     pub near_limit_profile_interval: Duration,
+    /// Longest a client may take to send a request's complete headers,
+    /// counted from the connection's accept (first request) or from the
+    /// request's first byte (later requests on a keep-alive connection);
+    /// then the connection is closed. A request's body must also arrive
+    /// within this time of its headers (else 408). 1 s to 5 min; default
+    /// 10 s.
+    pub header_read_timeout: Duration,
+    /// Longest a keep-alive connection may stay open with no request in
+    /// flight; then it is closed. 1 s to 1 h; default 60 s.
+    pub idle_timeout: Duration,
+    /// Most connections [`super::start`]'s server has open at once; further
+    /// clients wait (in the listen backlog) until one closes. 1 to 65536;
+    /// default 256.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -136,6 +164,9 @@ impl Default for Config {
             near_limit_ratio: 0.9,
             near_limit_profiles_keep: 5,
             near_limit_profile_interval: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 256,
         }
     }
 }
@@ -163,6 +194,9 @@ impl fmt::Debug for Config {
                 "near_limit_profile_interval",
                 &self.near_limit_profile_interval,
             )
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -280,6 +314,27 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::header_read_timeout`].
+    #[must_use]
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::idle_timeout`].
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::max_connections`].
+    #[must_use]
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
     /// The near-limit profile setting this configuration asks for.
     pub(crate) fn near_limit_profiles(&self) -> Option<crate::NearLimitProfiles> {
         self.near_limit_profile_dir.as_ref().map(|d| {
@@ -291,7 +346,8 @@ impl Config {
     }
 
     /// Checks the values the setters cannot check (the token, the render
-    /// timeout, the worker count, the collector's shares and counts).
+    /// timeout, the worker count, the collector's shares and counts, the
+    /// connection timeouts and cap).
     /// [`super::start`] calls it.
     pub fn validate(&self) -> Result<(), Error> {
         if let Some(t) = &self.token {
@@ -342,6 +398,27 @@ impl Config {
                 "near_limit_profile_interval",
                 format!("{:?}", self.near_limit_profile_interval),
                 INTERVAL_EXPECTED,
+            ));
+        }
+        if !in_range(self.header_read_timeout, HEADER_READ_TIMEOUT_RANGE) {
+            return Err(invalid(
+                "header_read_timeout",
+                format!("{:?}", self.header_read_timeout),
+                HEADER_READ_TIMEOUT_EXPECTED,
+            ));
+        }
+        if !in_range(self.idle_timeout, IDLE_TIMEOUT_RANGE) {
+            return Err(invalid(
+                "idle_timeout",
+                format!("{:?}", self.idle_timeout),
+                IDLE_TIMEOUT_EXPECTED,
+            ));
+        }
+        if !MAX_CONNECTIONS_RANGE.contains(&self.max_connections) {
+            return Err(invalid(
+                "max_connections",
+                self.max_connections.to_string(),
+                MAX_CONNECTIONS_EXPECTED,
             ));
         }
         Ok(())
@@ -512,6 +589,22 @@ impl Config {
                 Ok(d) if d >= Duration::from_secs(1) => Ok(self.near_limit_profile_interval(d)),
                 _ => Err(invalid("near_limit_profile_interval", t, INTERVAL_EXPECTED)),
             },
+            "header_read_timeout" => match parse_duration(t) {
+                Ok(d) if in_range(d, HEADER_READ_TIMEOUT_RANGE) => Ok(self.header_read_timeout(d)),
+                _ => Err(invalid(
+                    "header_read_timeout",
+                    t,
+                    HEADER_READ_TIMEOUT_EXPECTED,
+                )),
+            },
+            "idle_timeout" => match parse_duration(t) {
+                Ok(d) if in_range(d, IDLE_TIMEOUT_RANGE) => Ok(self.idle_timeout(d)),
+                _ => Err(invalid("idle_timeout", t, IDLE_TIMEOUT_EXPECTED)),
+            },
+            "max_connections" => match t.parse::<usize>() {
+                Ok(n) if MAX_CONNECTIONS_RANGE.contains(&n) => Ok(self.max_connections(n)),
+                _ => Err(invalid("max_connections", t, MAX_CONNECTIONS_EXPECTED)),
+            },
             _ => return Err(UnknownKey),
         })
     }
@@ -539,6 +632,11 @@ fn check_token(t: &str) -> Result<(), Error> {
             TOKEN_EXPECTED,
         ))
     }
+}
+
+/// Whether `d` is within `(min, max)`, both included.
+fn in_range(d: Duration, (min, max): (Duration, Duration)) -> bool {
+    d >= min && d <= max
 }
 
 /// A share in `(0, 1]` (NaN is not).
@@ -941,6 +1039,77 @@ mod tests {
     }
 
     #[test]
+    fn connection_keys() {
+        let c = Config::load_from(
+            None,
+            vars(&[
+                ("ALLOCSCOPE_HEADER_READ_TIMEOUT", "2s"),
+                ("ALLOCSCOPE_IDLE_TIMEOUT", "5m"),
+                ("ALLOCSCOPE_MAX_CONNECTIONS", "32"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.max_connections, 32);
+        // the edges are accepted
+        let p = write(
+            "conn.toml",
+            "header_read_timeout = \"5m\"\nidle_timeout = \"1h\"\nmax_connections = 65536\n",
+        );
+        let c = Config::load_from(Some(&p), vars(&[])).unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_secs(300));
+        assert_eq!(c.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(c.max_connections, 65536);
+        let c = Config::load_from(
+            None,
+            vars(&[
+                ("ALLOCSCOPE_HEADER_READ_TIMEOUT", "1000ms"),
+                ("ALLOCSCOPE_IDLE_TIMEOUT", "1s"),
+                ("ALLOCSCOPE_MAX_CONNECTIONS", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_secs(1));
+        assert_eq!(c.idle_timeout, Duration::from_secs(1));
+        assert_eq!(c.max_connections, 1);
+        for (k, v, needle) in [
+            ("ALLOCSCOPE_HEADER_READ_TIMEOUT", "0", "1s to 5m"),
+            ("ALLOCSCOPE_HEADER_READ_TIMEOUT", "999ms", "1s to 5m"),
+            ("ALLOCSCOPE_HEADER_READ_TIMEOUT", "301s", "1s to 5m"),
+            ("ALLOCSCOPE_HEADER_READ_TIMEOUT", "10", "1s to 5m"),
+            ("ALLOCSCOPE_HEADER_READ_TIMEOUT", "soon", "1s to 5m"),
+            ("ALLOCSCOPE_IDLE_TIMEOUT", "0", "1s to 1h"),
+            ("ALLOCSCOPE_IDLE_TIMEOUT", "2h", "1s to 1h"),
+            ("ALLOCSCOPE_IDLE_TIMEOUT", "-1s", "1s to 1h"),
+            ("ALLOCSCOPE_MAX_CONNECTIONS", "0", "1 to 65536"),
+            ("ALLOCSCOPE_MAX_CONNECTIONS", "65537", "1 to 65536"),
+            ("ALLOCSCOPE_MAX_CONNECTIONS", "-5", "1 to 65536"),
+            ("ALLOCSCOPE_MAX_CONNECTIONS", "lots", "1 to 65536"),
+        ] {
+            let e = err(None, &[(k, v)]);
+            let key = k.strip_prefix("ALLOCSCOPE_").unwrap().to_ascii_lowercase();
+            assert!(
+                e.contains(&key) && e.contains(v) && e.contains(needle),
+                "{k}={v}: {e}"
+            );
+        }
+        // a typed error, from the file as from the environment
+        let p = write("conn-bad.toml", "max_connections = 0\n");
+        let e = Config::load_from(Some(&p), vars(&[])).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidArgument {
+                    what: "max_connections",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn validate_catches_setter_values() {
         assert!(Config::default().validate().is_ok());
         assert!(Config::default().token("x").validate().is_err());
@@ -956,8 +1125,37 @@ mod tests {
             Config::default().near_limit_profiles_keep(0),
             Config::default().near_limit_profile_interval(Duration::ZERO),
             Config::default().memory_limit(Some(0)),
+            Config::default().header_read_timeout(Duration::ZERO),
+            Config::default().header_read_timeout(Duration::from_millis(999)),
+            Config::default().header_read_timeout(Duration::from_secs(301)),
+            Config::default().idle_timeout(Duration::ZERO),
+            Config::default().idle_timeout(Duration::from_secs(3601)),
+            Config::default().max_connections(0),
+            Config::default().max_connections(65537),
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
+        for (bad, key) in [
+            (
+                Config::default().header_read_timeout(Duration::ZERO),
+                "header_read_timeout",
+            ),
+            (
+                Config::default().idle_timeout(Duration::from_secs(7200)),
+                "idle_timeout",
+            ),
+            (Config::default().max_connections(0), "max_connections"),
+        ] {
+            match bad.validate() {
+                Err(Error::InvalidArgument { what, .. }) => assert_eq!(what, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        assert!(Config::default()
+            .header_read_timeout(Duration::from_secs(1))
+            .idle_timeout(Duration::from_secs(3600))
+            .max_connections(1)
+            .validate()
+            .is_ok());
     }
 }

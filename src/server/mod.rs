@@ -4,9 +4,9 @@
 //! Owns the routing table, the request pipeline (route → method → access →
 //! body and query limits → handler), the response conventions (Go's pprof
 //! headers) and the background server ([`start`], [`ServerHandle`]).
-//! Submodules: [`config`](Config) (keys, loading, parsers), `metrics`,
-//! `pprof` (profiles, render queue), `gc` (collection cycles), `auth`,
-//! `landing`, `log`.
+//! Submodules: [`config`](Config) (keys, loading, parsers), `conn` (the
+//! accept loop, connection timeouts and cap), `metrics`, `pprof` (profiles,
+//! render queue), `gc` (collection cycles), `auth`, `landing`, `log`.
 //!
 //! ```no_run
 //! # #[global_allocator]
@@ -25,6 +25,7 @@
 
 mod auth;
 mod config;
+mod conn;
 mod gc;
 mod landing;
 mod log;
@@ -215,6 +216,8 @@ pub(crate) struct State {
     addr: SocketAddr,
     metrics: Metrics,
     render_timeout: Duration,
+    /// How long a request's body may take after its headers.
+    body_timeout: Duration,
     shutdown: watch::Receiver<bool>,
     started: Instant,
     baseline: Mutex<Option<Arc<crate::HeapProfile>>>,
@@ -227,6 +230,7 @@ impl State {
             addr,
             metrics: Metrics::new(config.full_size_classes),
             render_timeout: config.render_timeout,
+            body_timeout: config.header_read_timeout,
             shutdown,
             started: Instant::now(),
             baseline: Mutex::new(None),
@@ -341,8 +345,9 @@ pub fn __parse_query_for_fuzz(query: &str) -> Result<QueryForFuzz, u16> {
     })
 }
 
-/// Reads and discards a body of at most [`MAX_BODY_BYTES`].
-async fn drain_body<S, B>(headers: &HeaderMap, body: S) -> Result<(), Reply>
+/// Reads and discards a body of at most [`MAX_BODY_BYTES`], within
+/// `timeout` (then 408).
+async fn drain_body<S, B>(headers: &HeaderMap, body: S, timeout: Duration) -> Result<(), Reply>
 where
     S: warp::Stream<Item = Result<B, warp::Error>>,
     B: warp::Buf,
@@ -362,16 +367,29 @@ where
             None => return Err(Reply::error(400, "malformed Content-Length")),
         }
     }
-    let mut body = std::pin::pin!(body);
-    let mut n = 0usize;
-    while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
-        let chunk = chunk.map_err(|e| Reply::error(400, &format!("cannot read the body: {e}")))?;
-        n += chunk.remaining();
-        if n > MAX_BODY_BYTES {
-            return Err(too_large());
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut n = 0usize;
+        while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+            let chunk =
+                chunk.map_err(|e| Reply::error(400, &format!("cannot read the body: {e}")))?;
+            n += chunk.remaining();
+            if n > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
         }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err(Reply::error(
+            408,
+            &format!(
+                "the request body did not arrive within header_read_timeout ({}s) of its headers",
+                timeout.as_secs()
+            ),
+        )),
     }
-    Ok(())
 }
 
 /// The request pipeline: method, access, limits, then the endpoint.
@@ -452,7 +470,7 @@ where
         }
         Verdict::Forbidden(m) => return Err(Reply::error(403, &m)),
     }
-    drain_body(headers, body).await?;
+    drain_body(headers, body, state.body_timeout).await?;
     let q = parse_query(query)?;
     Ok(dispatch(route, &method, &q, state).await)
 }
@@ -516,7 +534,10 @@ fn filter(
 /// as the address served on: set it to where the host listens.
 ///
 /// The periodic log line and the sample interval are not applied here: see
-/// [`start`], [`apply`] and [`log_line_loop`].
+/// [`start`], [`apply`] and [`log_line_loop`]. Nor are the connection
+/// limits (`header_read_timeout` for the headers, `idle_timeout`,
+/// `max_connections`): the host's server owns its connections. A request's
+/// body must still arrive within `header_read_timeout` of its headers.
 pub fn routes(
     config: &Config,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
@@ -649,6 +670,12 @@ impl Drop for OwnRuntime {
 /// thread (whether or not the host uses tokio), and applies the
 /// configuration's sample interval.
 ///
+/// Connections are bounded: a client must send complete request headers
+/// within `header_read_timeout` of connecting (and of the first byte of each
+/// later request), a keep-alive connection with no request in flight is
+/// closed after `idle_timeout`, and at most `max_connections` are open at
+/// once (further clients wait to be accepted).
+///
 /// # Errors
 /// A bad configuration value ([`Config::validate`]); the address cannot be
 /// listened on (in use, not local): [`Error::Bind`] names it; the runtime
@@ -685,18 +712,16 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
     };
     let (stop, rx) = watch::channel(false);
     let state = Arc::new(State::new(&config, addr, rx.clone()));
-    let routes = filter(state).recover(recover);
+    let routes = filter(state).recover(recover).unify();
+    let limits = conn::Limits::new(&config);
     let log_every = config.log_interval;
     let thread = std::thread::Builder::new()
         .name("allocscope-server".into())
         .spawn(move || {
             rt.block_on(async move {
                 tokio::spawn(log::run(log_every, rx.clone()));
-                let mut graceful_rx = rx.clone();
-                let server = warp::serve(routes)
-                    .incoming(listener)
-                    .graceful(async move { shutting_down(&mut graceful_rx).await });
-                let mut server = std::pin::pin!(server.run());
+                let server = conn::serve(listener, routes, limits, rx.clone());
+                let mut server = std::pin::pin!(server);
                 let mut rx = rx;
                 tokio::select! {
                     () = &mut server => {}
