@@ -12,7 +12,8 @@
 //! valgrind --tool=callgrind target/release/examples/bench_pairs allocscope small1 1000000
 //! ```
 //! WORKLOAD is `all` (default), `small1` (small pairs, one thread, one run:
-//! for instruction counts) or `vec1`.
+//! for instruction counts), `vec1` or `vec2` (vector builds on two threads,
+//! one run, timed).
 #[path = "../benches/support/mod.rs"]
 mod support;
 
@@ -38,6 +39,12 @@ fn main() {
     match workload {
         "small1" => small_pairs(a, iters.max(1)),
         "vec1" => vec_growth(a, iters.max(1)),
+        "vec2" => {
+            let n = iters.max(1);
+            let t = on_threads(2, n, vec_growth_dyn, a);
+            println!("vec_2t_ns={}", t.as_nanos() as f64 / n as f64);
+            eprintln!("{:?}", allocscope::sampler_stats());
+        }
         "all" => {
             let small = if iters > 0 { iters } else { 2_000_000 };
             let vecs = (small / 200).max(1);

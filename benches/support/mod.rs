@@ -150,12 +150,17 @@ pub fn allocators() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
     ]
 }
 
-/// Sets allocscope's sample interval for the allocator called `name`.
+/// Sets allocscope's sample interval for the allocator called `name`
+/// (`allocscope`: the default interval, or `BENCH_INTERVAL` bytes when that
+/// variable is set).
 pub fn prepare(name: &str) {
     allocscope::set_sample_interval(match name {
         "allocscope_nosample" => 0,
         "allocscope_4k" => 4096,
-        _ => allocscope::DEFAULT_INTERVAL,
+        _ => std::env::var("BENCH_INTERVAL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(allocscope::DEFAULT_INTERVAL),
     });
 }
 

@@ -19,6 +19,8 @@ use std::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*,
 };
 
+use crossbeam_utils::CachePadded;
+
 use super::RawBucket;
 
 /// Caps on the sampler's own memory. Past a cap, new samples are dropped
@@ -223,8 +225,12 @@ struct Store {
     bucket_count: AtomicU32,
     stack_count: AtomicU32,
     frame_count: AtomicUsize,
-    live_count: AtomicUsize,
-    tombstones: AtomicUsize,
+    // Written on every sample and every free of a sampled block, by any
+    // thread: each on a cache line of its own, so that the read-mostly
+    // fields above (region pointers and capacities, read on every access)
+    // are not invalidated with them.
+    live_count: CachePadded<AtomicUsize>,
+    tombstones: CachePadded<AtomicUsize>,
 }
 
 static STORE: Store = Store {
@@ -238,18 +244,19 @@ static STORE: Store = Store {
     bucket_count: AtomicU32::new(0),
     stack_count: AtomicU32::new(0),
     frame_count: AtomicUsize::new(0),
-    live_count: AtomicUsize::new(0),
-    tombstones: AtomicUsize::new(0),
+    live_count: CachePadded::new(AtomicUsize::new(0)),
+    tombstones: CachePadded::new(AtomicUsize::new(0)),
 };
 
 /// 0 = not created, 1 = created, 2 = creation failed (sampling disabled).
 static STATE: AtomicU8 = AtomicU8::new(0);
 static LIMITS: parking_free::LimitsCell = parking_free::LimitsCell::new();
-/// Held while inserting; only ever tried.
-static LOCK: AtomicBool = AtomicBool::new(false);
+/// Held while inserting; only ever tried. On a cache line of its own, like
+/// the two counters below, since every sampling thread writes them.
+static LOCK: CachePadded<AtomicBool> = CachePadded::new(AtomicBool::new(false));
 
-pub(crate) static DROPPED: AtomicU64 = AtomicU64::new(0);
-pub(crate) static SAMPLES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static DROPPED: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
+pub(crate) static SAMPLES: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 mod parking_free {
     //! The limits, readable and settable without a lock.
