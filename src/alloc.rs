@@ -17,7 +17,7 @@
 //!    everything the fast path touches, see `counters`);
 //! 2. one compare of the size against the fast-path limit looked up by the
 //!    alignment's low byte (`movzx ecx, sil; cmp rdx, fs:[rax+rcx*8]; jae`):
-//!    the limit is 257 for alignments 1 to 16 while the thread counts in its
+//!    the limit is 257 for alignments 1 to 8 while the thread counts in its
 //!    thread-local counters and 0 otherwise, so this one compare bounds the
 //!    size, proves the counters live and the alignment small enough for
 //!    `malloc` itself;
@@ -162,12 +162,16 @@ enum Counted {
 }
 
 /// Does the wrapped allocator `A` hand small blocks straight to `malloc`?
-/// True for [`System`] on targets whose `malloc` aligns every block to 16
-/// bytes (glibc and musl on x86-64 and AArch64): there `System::alloc` of a
-/// layout with `align <= 16` is `malloc(size)` behind a check of `align`
-/// against `size` that such a `malloc` does not need, and the fast path calls
-/// `malloc` itself (the same function, the same blocks, which `System`'s
-/// `dealloc` and `realloc` accept). The comparison folds to a constant.
+/// True for [`System`] on 64-bit Linux with glibc or musl (x86-64 and
+/// AArch64). There the fast path, which only takes alignments up to 8
+/// (`counters::FAST_MAX_ALIGN`), calls `malloc` itself: the same function
+/// `System::alloc` calls, behind a check of `align` against `size` that it
+/// needs for alignments above 8. This relies on `malloc` aligning every block
+/// to at least 8 bytes, whatever its size: glibc and musl align to 16, and so
+/// do (at least to 8) the allocators that replace `malloc` by `LD_PRELOAD`
+/// (jemalloc, tcmalloc, mimalloc), whose smallest size class is 8 bytes.
+/// `System`'s `dealloc` and `realloc` accept the blocks. The comparison folds
+/// to a constant.
 #[inline(always)]
 fn direct_malloc<A: 'static>() -> bool {
     cfg!(all(
@@ -179,7 +183,7 @@ fn direct_malloc<A: 'static>() -> bool {
 
 impl<A: GlobalAlloc + 'static> AllocScope<A> {
     /// The inner allocation of the fast path (with `direct_malloc`, the
-    /// alignment is at most `counters::FAST_MAX_ALIGN` = 16).
+    /// alignment is at most `counters::FAST_MAX_ALIGN` = 8).
     ///
     /// # Safety
     /// As `GlobalAlloc::alloc` / `alloc_zeroed`.
@@ -188,7 +192,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         #[cfg(target_os = "linux")]
         if direct_malloc::<A>() {
             // SAFETY: `direct_malloc` holds only where `malloc` aligns every
-            // block to 16 >= `layout.align()` (the caller); the size is
+            // block to at least 8 >= `layout.align()` (the caller); the size is
             // non-zero (the caller's contract). `System` frees and
             // reallocates such blocks with `free` and `realloc`.
             return unsafe {
@@ -457,9 +461,10 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         }
     }
 
-    /// `realloc` on a thread without a block, of a block placed where
-    /// sampled blocks are, or that ran the sampling countdown out (`counted`:
-    /// the countdown ran out: `sample_point`).
+    /// `realloc` that missed the fast path: on a thread without counters of
+    /// its own, of a block that may be sampled or is over-aligned, or one
+    /// whose new size ran the sampling countdown out (`sample_point` is then
+    /// true: the countdown was already taken).
     ///
     /// # Safety
     /// As `GlobalAlloc::realloc`.
@@ -493,7 +498,8 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     }
 
     /// `realloc` that moves the block by hand: the old block was sampled
-    /// (allocated with a raised alignment) or the new one is to be sampled.
+    /// (placed inside a larger inner block, or sampled in place) or the new one
+    /// is to be sampled.
     ///
     /// # Safety
     /// As `GlobalAlloc::realloc`.

@@ -16,18 +16,28 @@
 //!   from `mmap` (not from the allocator being wrapped), the registry is a
 //!   lock-free, append-only list, and ownership is a single compare-and-swap;
 //! - **no shared written cache line per event**: each thread writes only its
-//!   own block, with a plain relaxed load + store (no `lock` prefix); other
-//!   threads only read it (snapshots);
+//!   own thread-local counters and its own block, with a plain relaxed load +
+//!   store (no `lock` prefix); other threads only read them (snapshots);
 //! - **nothing is lost**: blocks are never freed. When a thread exits, a
 //!   `pthread` key destructor (not a Rust TLS destructor) hands its block back
 //!   for reuse with all its counts in it, so sums over all blocks stay exact.
 //!   Events that happen on a thread after that (other keys' destructors) and
 //!   while a thread is acquiring its block go to one shared [`ORPHAN`] block
 //!   with atomic read-modify-writes: rare, and still exact.
-//! - the thread-locals are `const`-initialised `Cell`s of `Copy` types: no
-//!   lazy initialisation and no destructor registration, so they are safe to
-//!   touch before `main`, in threads not started by Rust and during
-//!   thread-local destruction.
+//! - the thread-locals are `const`-initialised, of types without a `Drop`
+//!   (`Cell`s and atomics): no lazy initialisation and no destructor
+//!   registration, so they are safe to touch before `main`, in threads not
+//!   started by Rust and during thread-local destruction.
+//! - **fork**: a child forked without `exec` folds the counters of the
+//!   threads that did not survive into their blocks before it can start a
+//!   thread (see `fork_handlers`).
+//! - the thread-local counters are used only on Linux with glibc or musl,
+//!   where static thread-local storage outlives every `pthread` key
+//!   destructor; elsewhere, and on a thread whose exit hook cannot be
+//!   registered, every event is counted in the block itself, out of line
+//!   (exact, but slower). They take about 8 KiB of thread-local storage per
+//!   thread (the counters and the two 2 KiB limit tables), which glibc takes
+//!   from each thread's stack.
 
 use std::cell::Cell;
 use std::ptr;
@@ -227,7 +237,8 @@ impl Block {
     /// thread-local ones, into `acc` with `visit` (called once per set; the
     /// whole read starts over with `init` if it overlapped the owner's exit).
     /// Never blocks on the owner: it only waits out the fold of 514 counters
-    /// at its exit. Does not allocate.
+    /// at its exit (a fork never leaves one half done: see `fork_handlers`).
+    /// Does not allocate.
     ///
     /// Memory safety: `readers` is raised before `local` is read, and the
     /// exiting owner clears `local` before it waits for `readers` to drop to
@@ -265,6 +276,8 @@ impl Block {
         if self.local.load(Relaxed).is_null() {
             return;
         }
+        // no `fork` while a fold is half done (see `fork_handlers`)
+        lock_folds();
         self.seq.fetch_add(1, Relaxed);
         std::sync::atomic::fence(Release);
         for (r, l) in self.retired.allocs.iter().zip(&local.allocs) {
@@ -275,6 +288,7 @@ impl Block {
         }
         self.local.store(ptr::null_mut(), SeqCst);
         self.seq.fetch_add(1, Release);
+        unlock_folds();
         let mut spins = 0u32;
         while self.readers.load(SeqCst) != 0 {
             backoff(&mut spins);
@@ -282,9 +296,25 @@ impl Block {
     }
 }
 
+/// Held while an exiting thread folds its counters, and by `fork` from its
+/// prepare handler to its parent or child handler: a child never starts with
+/// a fold half done (see `fork_handlers`). Folds are short (514 adds).
+static FOLD_LOCK: AtomicBool = AtomicBool::new(false);
+
+fn lock_folds() {
+    let mut spins = 0u32;
+    while FOLD_LOCK.swap(true, Acquire) {
+        backoff(&mut spins);
+    }
+}
+
+fn unlock_folds() {
+    FOLD_LOCK.store(false, Release);
+}
+
 /// Spins briefly, then yields the CPU (`sched_yield`: no allocation, no lock).
 fn backoff(spins: &mut u32) {
-    *spins += 1;
+    *spins = spins.saturating_add(1);
     if *spins < 64 {
         std::hint::spin_loop();
     } else {
@@ -451,18 +481,18 @@ const EXITED: u8 = 3;
 const LIMITS: usize = 256;
 
 /// The largest alignment whose fast-path limit is non-zero.
-pub(crate) const FAST_MAX_ALIGN: usize = 16;
+pub(crate) const FAST_MAX_ALIGN: usize = 8;
 
 /// What the hot path reads, in one thread-local so that one thread-local
 /// offset serves the whole fast path.
 struct Current {
     block: Cell<*const Block>,
     /// The fast path's exclusive size limit, by the low byte of the
-    /// alignment: `SMALL_SLOTS` for alignments 1 to 16 while this thread
+    /// alignment: `SMALL_SLOTS` for alignments 1 to 8 while this thread
     /// counts in its thread-local `small` counters (its own block is
     /// attached and points at them), 0 for every other entry and for every
     /// entry otherwise. So `size < limits[align as u8]` alone proves the
-    /// fast path safe, its counts visible and the alignment at most 16
+    /// fast path safe, its counts visible and the alignment at most 8
     /// (alignments from 256 on have a low byte of 0): one `movzx` and one
     /// compare.
     limits: [Cell<usize>; LIMITS],
@@ -695,7 +725,8 @@ pub(crate) fn set_countdown(bytes: u64) {
 
 /// Takes back the fast path's early count of the allocation in flight on
 /// this thread, which the inner allocator refused, and counts a failure.
-/// Reads the block again rather than keeping it live across the inner call.
+/// Reads the size back from the thread-local rather than keeping it live
+/// across the inner call.
 #[cold]
 #[inline(never)]
 pub(crate) fn undo_small_alloc() {
@@ -740,8 +771,17 @@ fn attach() -> (&'static Block, bool) {
     // Count in the thread-local counters only if the exit hook will fold
     // them back before they go away; otherwise everything is counted in the
     // block itself, off the fast path.
-    let fast = exit_hook::register(b);
+    // Only where static thread-local storage outlives every `pthread` key
+    // destructor (glibc and musl): elsewhere (macOS) the storage may be
+    // freed by an earlier key's destructor before the exit hook runs.
+    let registered = exit_hook::register(b);
+    let fast = registered
+        && cfg!(all(
+            target_os = "linux",
+            any(target_env = "gnu", target_env = "musl")
+        ));
     if fast {
+        fork_handlers::register();
         block
             .local
             .store(with_small(|s| ptr::from_ref(s).cast_mut()), SeqCst);
@@ -767,6 +807,98 @@ fn release_current() {
         b.in_use.store(false, Release);
         FREE_BLOCKS.fetch_add(1, Relaxed);
     }
+}
+
+/// `fork` without `exec`: the child has only the forking thread. The
+/// other threads' blocks still point at their thread-local counters, which
+/// glibc hands to its stack cache in the child (to be unmapped or reused by
+/// the child's next threads), and they will never run their exit hooks.
+#[cfg(unix)]
+mod fork_handlers {
+    use super::{current, for_each_block, lock_folds, unlock_folds, Small, FREE_BLOCKS, ORPHAN};
+    use std::ptr;
+    use std::sync::atomic::{AtomicBool, Ordering::*};
+
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+    /// Registers the handlers, once per process.
+    pub(super) fn register() {
+        if REGISTERED.swap(true, AcqRel) {
+            return;
+        }
+        // SAFETY: registers `extern "C"` handlers that never unwind; glibc
+        // stores them with its own allocator, not this one.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    }
+
+    /// Before the fork: waits for any fold in progress and keeps new ones
+    /// from starting, so the child never sees one half done.
+    extern "C" fn prepare() {
+        lock_folds();
+    }
+
+    extern "C" fn parent() {
+        unlock_folds();
+    }
+
+    /// In the child, before it can start a thread: moves the counts of every
+    /// thread that did not survive the fork into its block (their storage
+    /// is still mapped then; each page is checked with `mincore`, and counts
+    /// whose storage is gone are dropped rather than read), detaches them and
+    /// hands their blocks back for reuse; clears the reader counts of
+    /// snapshots that were cut off.
+    extern "C" fn child() {
+        let own = current();
+        for_each_block(|b| {
+            b.readers.store(0, Relaxed);
+            if ptr::eq(b, own) || ptr::eq(b, &ORPHAN) || !b.in_use() {
+                return;
+            }
+            let p = b.local.load(Acquire);
+            if !p.is_null() {
+                if mapped(p) {
+                    // SAFETY: checked mapped just now; the owner is gone, so
+                    // nothing writes it any more.
+                    let local = unsafe { &*p };
+                    for (r, l) in b.retired.allocs.iter().zip(&local.allocs) {
+                        r.store(r.load(Relaxed).wrapping_add(l.load(Relaxed)), Relaxed);
+                    }
+                    for (r, l) in b.retired.frees.iter().zip(&local.frees) {
+                        r.store(r.load(Relaxed).wrapping_add(l.load(Relaxed)), Relaxed);
+                    }
+                }
+                b.local.store(ptr::null_mut(), SeqCst);
+            }
+            // its owner will never exit here: the block is free for reuse
+            b.in_use.store(false, Release);
+            FREE_BLOCKS.fetch_add(1, Relaxed);
+        });
+        unlock_folds();
+    }
+
+    /// Whether every page of the counters at `p` is mapped.
+    fn mapped(p: *const Small) -> bool {
+        // SAFETY: a plain query.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        if !page.is_power_of_two() {
+            return false;
+        }
+        let start = p as usize & !(page - 1);
+        let end = p as usize + std::mem::size_of::<Small>();
+        let len = end - start;
+        let mut vec = [0u8; 4];
+        if len.div_ceil(page) > vec.len() {
+            return false;
+        }
+        // SAFETY: `mincore` only reports on the range (ENOMEM if any page of
+        // it is unmapped); `vec` has room for one byte per page.
+        unsafe { libc::mincore(start as *mut libc::c_void, len, vec.as_mut_ptr()) == 0 }
+    }
+}
+
+#[cfg(not(unix))]
+mod fork_handlers {
+    pub(super) fn register() {}
 }
 
 #[cfg(unix)]

@@ -1,8 +1,8 @@
 //! The heap sampler (cold path): Poisson sampling of allocations over
 //! allocated bytes, raw stack capture, and the set of live sampled blocks.
 //!
-//! Owns: the sample interval, each thread's countdown (stored in its counter
-//! block), stack capture, and the bounded store of stacks, buckets and live
+//! Owns: the sample interval, each thread's countdown (stored in its
+//! thread-local, next to its counters), stack capture, and the bounded store of stacks, buckets and live
 //! samples. Runs inside the allocator on a sampled allocation (about one per
 //! 512 KiB allocated per thread by default), so it never allocates, never
 //! waits on a lock (it tries one and drops the sample), and records raw
