@@ -55,7 +55,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::any::TypeId;
 use std::hint::cold_path;
 
-use crate::counters::{self, if_fast_small};
+use crate::counters;
 use crate::sampler;
 
 /// A global allocator that counts every allocation of the allocator it
@@ -101,8 +101,9 @@ impl<A> AllocScope<A> {
 }
 
 /// Counts an allocation outside the fast path: sizes above 256 bytes,
-/// threads without a block of their own yet.
-#[inline(never)]
+/// threads without a block of their own yet. Inlined into the out-of-line
+/// paths that call it.
+#[inline]
 fn count_alloc(size: usize) {
     let (b, shared) = counters::current_or_attach();
     if shared {
@@ -112,7 +113,7 @@ fn count_alloc(size: usize) {
     }
 }
 
-#[inline(never)]
+#[inline]
 fn count_dealloc(size: usize) {
     let (b, shared) = counters::current_or_attach();
     if shared {
@@ -252,7 +253,11 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         } else {
             1
         };
-        if_fast_small!(layout.size(), align align, {
+        // One compare: a small size, counters of its own (and, with `malloc`
+        // called directly, an alignment of at most 8).
+        if layout.size() < counters::fast_limit_for(align) {
+            // SAFETY: every limit is at most `SMALL_SLOTS`.
+            unsafe { std::hint::assert_unchecked(layout.size() < crate::size_class::SMALL_SLOTS) };
             // Count first, so that no register but the result has to
             // survive the inner call; a refused allocation is un-counted.
             counters::small_alloc_in_flight(layout.size());
@@ -269,10 +274,10 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
                 counters::undo_small_alloc();
             }
             p
-        }, else {
+        } else {
             // SAFETY: the caller upholds the contract.
             unsafe { self.alloc_slow(layout, zeroed) }
-        })
+        }
     }
 
     /// Allocates a block of `layout`: placed as a sampled block and recorded
@@ -323,19 +328,14 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     /// As `GlobalAlloc::alloc`.
     #[inline(never)]
     unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        let (b, shared) = counters::current_or_attach();
+        let (_, shared) = counters::current_or_attach();
         if !shared && counters::sample_point(layout.size()) {
             // SAFETY: the caller upholds the contract.
             return unsafe { self.alloc_sampled(layout, zeroed, Counted::No) };
         }
         // SAFETY: the caller upholds the contract.
         let p = unsafe { self.inner_alloc(layout, zeroed) };
-        if shared || p.is_null() {
-            count_result(p, layout.size());
-        } else {
-            // the thread's own block: counted in place
-            b.on_alloc::<false>(layout.size());
-        }
+        count_result(p, layout.size());
         p
     }
 
@@ -357,24 +357,6 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         p
     }
 
-    /// `dealloc` of a block known not to be sampled, given as `shifted = ptr
-    /// - align` (see `dealloc`): counted in the thread's exact-size slot,
-    /// then a tail call of the inner `dealloc`.
-    ///
-    /// # Safety
-    /// As `GlobalAlloc::dealloc` of `shifted + layout.align()`.
-    #[inline(always)]
-    unsafe fn dealloc_unsampled(&self, shifted: *mut u8, layout: Layout) {
-        if_fast_small!(layout.size(), {
-            counters::small_dealloc(layout.size());
-            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-            unsafe { self.inner.dealloc(sampler::unshift(shifted, layout.align()), layout) }
-        }, else {
-            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-            unsafe { self.dealloc_slow(shifted, layout) }
-        })
-    }
-
     /// `dealloc` that missed the fast path, given as `shifted = ptr -
     /// align`: a block that may be sampled, a large one, or a thread
     /// without counters of its own.
@@ -386,23 +368,16 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         if sampler::may_be_sampled_shifted(shifted) {
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
             unsafe { self.dealloc_candidate(shifted, layout) }
-        } else if counters::fast_limit() != 0 {
-            // a large block on a thread with counters of its own
-            counters::large_dealloc_owned(layout.size());
-            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-            unsafe {
-                self.inner
-                    .dealloc(sampler::unshift(shifted, layout.align()), layout)
-            }
         } else {
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
             unsafe { self.dealloc_slow(shifted, layout) }
         }
     }
 
-    /// `dealloc` of a large block or on a thread without a block: kept out of
-    /// line so the fast path needs no stack frame and tail-calls the inner
-    /// `dealloc`.
+    /// `dealloc` of a block that cannot be sampled but missed the fast path
+    /// (a large one, an over-aligned or 8-mod-16 one the filter cleared, or
+    /// on a thread without counters of its own): kept out of line so the
+    /// fast path needs no stack frame and tail-calls the inner `dealloc`.
     ///
     /// # Safety
     /// As `GlobalAlloc::dealloc` of `shifted + layout.align()`.
@@ -429,7 +404,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
             return unsafe { self.dealloc_maybe_sampled(ptr, layout) };
         }
         // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-        unsafe { self.dealloc_unsampled(shifted, layout) }
+        unsafe { self.dealloc_slow(shifted, layout) }
     }
 
     /// `dealloc` of a pointer the sampler's filter says may be sampled.

@@ -135,7 +135,7 @@ impl Block {
         if size <= SMALL_MAX {
             bump::<SHARED>(&self.retired.allocs[size], 1);
         } else {
-            self.on_large_alloc::<SHARED>(size);
+            self.on_large_alloc::<SHARED>(size, 1);
         }
     }
 
@@ -145,22 +145,25 @@ impl Block {
         if size <= SMALL_MAX {
             bump::<SHARED>(&self.retired.frees[size], 1);
         } else {
-            self.on_large_dealloc::<SHARED>(size);
+            self.on_large_dealloc::<SHARED>(size, 1);
         }
     }
 
+    /// Adds `n` allocations of `size > SMALL_MAX` bytes (`n` is 1, or -1 as
+    /// a wrapping `u64` to take one back).
     #[inline]
-    fn on_large_alloc<const SHARED: bool>(&self, size: usize) {
+    fn on_large_alloc<const SHARED: bool>(&self, size: usize, n: u64) {
         let slot = &self.large[large_slot(size)];
-        bump::<SHARED>(&slot.allocs, 1);
-        bump::<SHARED>(&slot.alloc_bytes, size as u64);
+        bump::<SHARED>(&slot.allocs, n);
+        bump::<SHARED>(&slot.alloc_bytes, n.wrapping_mul(size as u64));
     }
 
+    /// Adds `n` deallocations of `size > SMALL_MAX` bytes (as above).
     #[inline]
-    fn on_large_dealloc<const SHARED: bool>(&self, size: usize) {
+    fn on_large_dealloc<const SHARED: bool>(&self, size: usize, n: u64) {
         let slot = &self.large[large_slot(size)];
-        bump::<SHARED>(&slot.frees, 1);
-        bump::<SHARED>(&slot.freed_bytes, size as u64);
+        bump::<SHARED>(&slot.frees, n);
+        bump::<SHARED>(&slot.freed_bytes, n.wrapping_mul(size as u64));
     }
 
     /// Counts a successful reallocation from `old` to `new` bytes.
@@ -269,6 +272,17 @@ impl Block {
         }
     }
 
+    /// Adds `local`'s exact-size counts into `retired`: only by the owner, or
+    /// for an owner that no longer exists (a forked child's dead threads).
+    fn add_retired(&self, local: &Small) {
+        for (r, l) in self.retired.allocs.iter().zip(&local.allocs) {
+            r.store(r.load(Relaxed).wrapping_add(l.load(Relaxed)), Relaxed);
+        }
+        for (r, l) in self.retired.frees.iter().zip(&local.frees) {
+            r.store(r.load(Relaxed).wrapping_add(l.load(Relaxed)), Relaxed);
+        }
+    }
+
     /// Called by the owner at its exit: moves its thread-local exact-size
     /// counts into `retired` and detaches them, then waits until no snapshot
     /// still reads them.
@@ -280,12 +294,7 @@ impl Block {
         lock_folds();
         self.seq.fetch_add(1, Relaxed);
         std::sync::atomic::fence(Release);
-        for (r, l) in self.retired.allocs.iter().zip(&local.allocs) {
-            r.store(r.load(Relaxed).wrapping_add(l.load(Relaxed)), Relaxed);
-        }
-        for (r, l) in self.retired.frees.iter().zip(&local.frees) {
-            r.store(r.load(Relaxed).wrapping_add(l.load(Relaxed)), Relaxed);
-        }
+        self.add_retired(local);
         self.local.store(ptr::null_mut(), SeqCst);
         self.seq.fetch_add(1, Release);
         unlock_folds();
@@ -547,36 +556,6 @@ pub(crate) fn current() -> *const Block {
     CURRENT.with(|c| c.block.get())
 }
 
-/// Runs `$fast` if an event of `size` bytes can be counted in this thread's
-/// thread-local exact-size counters (one compare against a thread-local),
-/// `$slow` otherwise. With `align`, the fast path also requires that
-/// alignment to be at most [`FAST_MAX_ALIGN`], in the same compare. A macro
-/// rather than a function taking closures, so that the fast path is always
-/// expanded in place.
-macro_rules! if_fast_small {
-    ($size:expr, align $align:expr, $fast:expr, else $slow:expr) => {{
-        let size: usize = $size;
-        if size < $crate::counters::fast_limit_for($align) {
-            // SAFETY: every limit is at most `SMALL_SLOTS`.
-            unsafe { ::std::hint::assert_unchecked(size < $crate::size_class::SMALL_SLOTS) };
-            $fast
-        } else {
-            $slow
-        }
-    }};
-    ($size:expr, $fast:expr, else $slow:expr) => {{
-        let size: usize = $size;
-        if size < $crate::counters::fast_limit() {
-            // SAFETY: `limit` is at most `SMALL_SLOTS`.
-            unsafe { ::std::hint::assert_unchecked(size < $crate::size_class::SMALL_SLOTS) };
-            $fast
-        } else {
-            $slow
-        }
-    }};
-}
-pub(crate) use if_fast_small;
-
 /// The exclusive size limit of the fast path: `SMALL_SLOTS` while this
 /// thread counts in its thread-local counters, 0 otherwise.
 #[inline(always)]
@@ -645,16 +624,6 @@ pub(crate) fn realloc_in_flight(old: usize, new: usize) {
     count_realloc_owned(old, new, 1);
 }
 
-/// Counts a deallocation of `size >= SMALL_SLOTS` bytes on this thread's
-/// own block. Requires `fast_limit() != 0`.
-#[inline(always)]
-pub(crate) fn large_dealloc_owned(size: usize) {
-    let b = current();
-    // SAFETY: a non-zero limit means `block` is this thread's own block;
-    // blocks are never freed.
-    unsafe { &*b }.on_dealloc::<false>(size);
-}
-
 /// Adds `n` (1, or -1 as a wrapping `u64`) `realloc`s from `old` to `new`
 /// bytes to this thread's counters.
 #[inline(always)]
@@ -667,16 +636,12 @@ fn count_realloc_owned(old: usize, new: usize, n: u64) {
     if old < SMALL_SLOTS {
         with_small(|s| bump::<false>(&s.frees[old], n));
     } else {
-        let slot = &b.large[large_slot(old)];
-        bump::<false>(&slot.frees, n);
-        bump::<false>(&slot.freed_bytes, n.wrapping_mul(old as u64));
+        b.on_large_dealloc::<false>(old, n);
     }
     if new < SMALL_SLOTS {
         with_small(|s| bump::<false>(&s.allocs[new], n));
     } else {
-        let slot = &b.large[large_slot(new)];
-        bump::<false>(&slot.allocs, n);
-        bump::<false>(&slot.alloc_bytes, n.wrapping_mul(new as u64));
+        b.on_large_alloc::<false>(new, n);
     }
 }
 
@@ -859,13 +824,7 @@ mod fork_handlers {
                 if mapped(p) {
                     // SAFETY: checked mapped just now; the owner is gone, so
                     // nothing writes it any more.
-                    let local = unsafe { &*p };
-                    for (r, l) in b.retired.allocs.iter().zip(&local.allocs) {
-                        r.store(r.load(Relaxed).wrapping_add(l.load(Relaxed)), Relaxed);
-                    }
-                    for (r, l) in b.retired.frees.iter().zip(&local.frees) {
-                        r.store(r.load(Relaxed).wrapping_add(l.load(Relaxed)), Relaxed);
-                    }
+                    b.add_retired(unsafe { &*p });
                 }
                 b.local.store(ptr::null_mut(), SeqCst);
             }
