@@ -293,7 +293,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         &self,
         layout: Layout,
         zeroed: bool,
-        pending: Option<sampler::Pending>,
+        pending: Option<sampler::Pending<'_>>,
     ) -> *mut u8 {
         // SAFETY (all inner calls): the caller upholds the contract; the
         // placement only enlarges a valid layout.
@@ -347,8 +347,9 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     #[inline(never)]
     unsafe fn alloc_sampled(&self, layout: Layout, zeroed: bool, counted: Counted) -> *mut u8 {
         let size = layout.size();
+        let mut frames = sampler::frame_buf();
         // SAFETY: the caller upholds the contract.
-        let p = unsafe { self.alloc_placed(layout, zeroed, sampler::begin()) };
+        let p = unsafe { self.alloc_placed(layout, zeroed, sampler::begin(&mut frames)) };
         match counted {
             Counted::InFlight if p.is_null() => counters::undo_small_alloc(),
             Counted::InFlight => {}
@@ -453,8 +454,9 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     ) -> *mut u8 {
         let old_sampled = sampler::may_be_sampled(ptr, layout.align()) && sampler::is_sampled(ptr);
         let (_, shared) = counters::current_or_attach();
+        let mut frames = sampler::frame_buf();
         let pending = if sample_point || (!shared && counters::sample_point(new_size)) {
-            sampler::begin()
+            sampler::begin(&mut frames)
         } else {
             None
         };
@@ -486,7 +488,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         layout: Layout,
         new_size: usize,
         old_sampled: bool,
-        pending: Option<sampler::Pending>,
+        pending: Option<sampler::Pending<'_>>,
     ) -> *mut u8 {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             count_failure();

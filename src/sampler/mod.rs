@@ -31,7 +31,8 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering::Relaxed;
 
 pub use countdown::{sample_probability, DEFAULT_INTERVAL};
-pub use stack::{set_stack_capture, stack_capture, StackCapture, MAX_FRAMES};
+pub(crate) use stack::{frame_buf, FrameBuf};
+pub use stack::{set_stack_capture, stack_capture, StackCapture};
 pub use store::SamplerLimits;
 
 use crate::counters;
@@ -139,8 +140,8 @@ pub fn sampler_stats() -> SamplerStats {
     SamplerStats {
         interval: sample_interval(),
         live_samples: i.live_samples,
-        dropped_samples: store::DROPPED.load(Relaxed),
-        samples_total: store::SAMPLES.load(Relaxed),
+        dropped_samples: store::HOT.dropped.load(Relaxed),
+        samples_total: store::HOT.samples.load(Relaxed),
         stacks: i.stacks,
         buckets: i.buckets,
         frames: i.frames,
@@ -155,9 +156,10 @@ pub fn sampler_stats() -> SamplerStats {
 /// the counters. Two relaxed loads; read by the collector's periodic check
 /// (`crate::collect`), never on an allocation path.
 pub(crate) fn sample_points() -> u64 {
-    store::SAMPLES
+    store::HOT
+        .samples
         .load(Relaxed)
-        .wrapping_add(store::DROPPED.load(Relaxed))
+        .wrapping_add(store::HOT.dropped.load(Relaxed))
 }
 
 /// The longest countdown a thread runs before it checks in: re-reads the
@@ -176,10 +178,10 @@ thread_local! {
     static IN_SAMPLER: Cell<bool> = const { Cell::new(false) };
 }
 
-/// A sample being taken: the stack is captured before the block exists.
-pub(crate) struct Pending {
-    frames: [usize; MAX_FRAMES],
-    len: usize,
+/// A sample being taken: the stack is captured (into the caller's
+/// [`FrameBuf`], so nothing is copied) before the block exists.
+pub(crate) struct Pending<'a> {
+    frames: &'a [usize],
     interval: u64,
 }
 
@@ -201,7 +203,7 @@ fn next_countdown(gap: u64) {
 /// sampled if that point falls within its bytes past the check-in.
 #[cold]
 #[inline(never)]
-pub(crate) fn begin() -> Option<Pending> {
+pub(crate) fn begin(buf: &mut FrameBuf) -> Option<Pending<'_>> {
     let interval = sample_interval();
     // how far the allocation went past the end of the countdown
     let overshoot = 0u64.wrapping_sub(counters::countdown());
@@ -224,27 +226,22 @@ pub(crate) fn begin() -> Option<Pending> {
         return None;
     }
     if !store::has_room() {
-        store::DROPPED.fetch_add(1, Relaxed);
+        store::HOT.dropped.fetch_add(1, Relaxed);
         return None;
     }
     IN_SAMPLER.with(|c| c.set(true));
-    let mut p = Pending {
-        frames: [0; MAX_FRAMES],
-        len: 0,
-        interval,
-    };
-    p.len = stack::capture(&mut p.frames);
+    let frames = stack::capture(buf);
     IN_SAMPLER.with(|c| c.set(false));
-    Some(p)
+    Some(Pending { frames, interval })
 }
 
 /// Records the sampled block `ptr` of `size` bytes. False if it could not
 /// be recorded (the caller then re-allocates it with its own layout).
 #[cold]
 #[inline(never)]
-pub(crate) fn commit(p: &Pending, ptr: *mut u8, size: usize) -> bool {
+pub(crate) fn commit(p: &Pending<'_>, ptr: *mut u8, size: usize) -> bool {
     IN_SAMPLER.with(|c| c.set(true));
-    let ok = store::record(ptr as usize, size as u64, p.interval, &p.frames[..p.len]);
+    let ok = store::record(ptr as usize, size as u64, p.interval, p.frames);
     IN_SAMPLER.with(|c| c.set(false));
     ok
 }

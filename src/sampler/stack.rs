@@ -16,10 +16,21 @@
 //! thread and are cached in a destructor-free thread-local.
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 /// Most frames recorded per sample.
 pub const MAX_FRAMES: usize = 64;
+
+/// A buffer for one captured stack, left uninitialised: a capture writes
+/// only the frames it finds (no 512-byte clearing on the sampled path).
+pub(crate) type FrameBuf = [MaybeUninit<usize>; MAX_FRAMES];
+
+/// A fresh, uninitialised [`FrameBuf`].
+#[inline(always)]
+pub(crate) const fn frame_buf() -> FrameBuf {
+    [const { MaybeUninit::uninit() }; MAX_FRAMES]
+}
 
 /// How sampled allocations capture their stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,17 +89,21 @@ pub fn stack_capture() -> StackCapture {
 }
 
 /// Captures up to `MAX_FRAMES` return addresses of the caller into `out`,
-/// innermost first; returns how many.
+/// innermost first, and returns them (the initialised front of `out`).
 #[inline(never)]
-pub(crate) fn capture(out: &mut [usize; MAX_FRAMES]) -> usize {
-    match stack_capture() {
+pub(crate) fn capture(out: &mut FrameBuf) -> &[usize] {
+    let n = match stack_capture() {
         StackCapture::FramePointers => walk_frame_pointers(out),
         StackCapture::Unwinder => unwind(out),
-    }
+    };
+    let n = n.min(MAX_FRAMES);
+    // SAFETY: both walkers wrote `out[..n]` (and nothing is read past it);
+    // `MaybeUninit<usize>` has the layout of `usize`.
+    unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<usize>(), n) }
 }
 
 #[cfg(feature = "profile")]
-fn unwind(out: &mut [usize; MAX_FRAMES]) -> usize {
+fn unwind(out: &mut FrameBuf) -> usize {
     let mut n = 0;
     // SAFETY: `trace_unsynchronized` requires that no other thread unwinds
     // through backtrace's global state concurrently in a way that is not
@@ -98,7 +113,7 @@ fn unwind(out: &mut [usize; MAX_FRAMES]) -> usize {
         backtrace::trace_unsynchronized(|frame| {
             let ip = frame.ip() as usize;
             if ip != 0 && n < MAX_FRAMES {
-                out[n] = ip;
+                out[n].write(ip);
                 n += 1;
             }
             n < MAX_FRAMES
@@ -108,7 +123,7 @@ fn unwind(out: &mut [usize; MAX_FRAMES]) -> usize {
 }
 
 #[cfg(not(feature = "profile"))]
-fn unwind(out: &mut [usize; MAX_FRAMES]) -> usize {
+fn unwind(out: &mut FrameBuf) -> usize {
     walk_frame_pointers(out)
 }
 
@@ -163,7 +178,7 @@ fn lookup_stack_bounds() -> Option<(usize, usize)> {
 /// aligned, so a function without a frame pointer ends the walk (with the
 /// frames found so far) instead of reading outside the stack.
 #[inline(never)]
-fn walk_frame_pointers(out: &mut [usize; MAX_FRAMES]) -> usize {
+fn walk_frame_pointers(out: &mut FrameBuf) -> usize {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         let Some((low, high)) = stack_bounds() else {
@@ -190,7 +205,7 @@ fn walk_frame_pointers(out: &mut [usize; MAX_FRAMES]) -> usize {
             if ret == 0 {
                 break;
             }
-            out[n] = ret;
+            out[n].write(ret);
             n += 1;
             // frames grow towards `high`: a non-increasing link is garbage
             if next <= fp {
@@ -214,9 +229,9 @@ mod tests {
     #[inline(never)]
     fn deeper(depth: usize, method: StackCapture) -> usize {
         if depth == 0 {
-            let mut out = [0usize; MAX_FRAMES];
+            let mut out = frame_buf();
             let before = set_stack_capture(method);
-            let n = capture(&mut out);
+            let n = capture(&mut out).len();
             set_stack_capture(before);
             std::hint::black_box(n)
         } else {

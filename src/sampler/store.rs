@@ -5,7 +5,7 @@
 //! - **buckets**: one per (stack, object size, interval), with atomic counts
 //!   of sampled allocations and frees (append-only + index);
 //! - **live set**: the addresses of sampled blocks not yet freed, an
-//!   open-addressing table. Inserts happen under [`LOCK`]; lookups and
+//!   open-addressing table. Inserts happen under the lock in [`HOT`]; lookups and
 //!   removals (from `dealloc` on any thread) are lock-free CASes;
 //! - **filter**: a small counting filter in front of the live set, so that a
 //!   free only probes the table when its address may be sampled.
@@ -225,12 +225,6 @@ struct Store {
     bucket_count: AtomicU32,
     stack_count: AtomicU32,
     frame_count: AtomicUsize,
-    // Written on every sample and every free of a sampled block, by any
-    // thread: each on a cache line of its own, so that the read-mostly
-    // fields above (region pointers and capacities, read on every access)
-    // are not invalidated with them.
-    live_count: CachePadded<AtomicUsize>,
-    tombstones: CachePadded<AtomicUsize>,
 }
 
 static STORE: Store = Store {
@@ -244,19 +238,37 @@ static STORE: Store = Store {
     bucket_count: AtomicU32::new(0),
     stack_count: AtomicU32::new(0),
     frame_count: AtomicUsize::new(0),
-    live_count: CachePadded::new(AtomicUsize::new(0)),
-    tombstones: CachePadded::new(AtomicUsize::new(0)),
 };
 
 /// 0 = not created, 1 = created, 2 = creation failed (sampling disabled).
 static STATE: AtomicU8 = AtomicU8::new(0);
 static LIMITS: parking_free::LimitsCell = parking_free::LimitsCell::new();
-/// Held while inserting; only ever tried. On a cache line of its own, like
-/// the two counters below, since every sampling thread writes them.
-static LOCK: CachePadded<AtomicBool> = CachePadded::new(AtomicBool::new(false));
+/// What every sample and every free of a sampled block writes, from any
+/// thread: together on one cache line of their own. A sample takes the
+/// lock and then updates the counts, so the line moves to the sampling
+/// thread's core once per sample (not once per field, as when each had a
+/// line of its own), and the read-mostly `STORE` (region pointers and
+/// capacities, read on every access) is never invalidated by them.
+pub(crate) struct Hot {
+    /// Held while inserting; only ever tried.
+    lock: AtomicBool,
+    /// Sampled blocks in the live set.
+    live_count: AtomicUsize,
+    /// Tombstones in the live set.
+    tombstones: AtomicUsize,
+    /// Samples recorded.
+    pub(crate) samples: AtomicU64,
+    /// Samples dropped (a cap was reached, or the lock was busy).
+    pub(crate) dropped: AtomicU64,
+}
 
-pub(crate) static DROPPED: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
-pub(crate) static SAMPLES: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
+pub(crate) static HOT: CachePadded<Hot> = CachePadded::new(Hot {
+    lock: AtomicBool::new(false),
+    live_count: AtomicUsize::new(0),
+    tombstones: AtomicUsize::new(0),
+    samples: AtomicU64::new(0),
+    dropped: AtomicU64::new(0),
+});
 
 mod parking_free {
     //! The limits, readable and settable without a lock.
@@ -328,7 +340,10 @@ pub(crate) fn set_limits(l: SamplerLimits) -> Result<(), crate::Error> {
 
 fn try_lock() -> bool {
     for _ in 0..256 {
-        if !LOCK.swap(true, Acquire) {
+        // test before test-and-set: a waiting thread only reads the line,
+        // so the lock-free frees that update the counts beside the lock
+        // are not slowed by its writes
+        if !HOT.lock.load(Relaxed) && !HOT.lock.swap(true, Acquire) {
             return true;
         }
         std::hint::spin_loop();
@@ -337,13 +352,13 @@ fn try_lock() -> bool {
 }
 
 fn unlock() {
-    LOCK.store(false, Release);
+    HOT.lock.store(false, Release);
 }
 
 /// Force-releases the lock in a forked child (the holder does not exist
 /// there). Only for `pthread_atfork` child handlers.
 pub(crate) fn reset_lock_after_fork() {
-    LOCK.store(false, Release);
+    HOT.lock.store(false, Release);
 }
 
 /// In a child forked while another thread held the lock, nobody would ever
@@ -464,8 +479,8 @@ pub(crate) fn remove(ptr: usize) -> bool {
     {
         return false;
     }
-    STORE.tombstones.fetch_add(1, Relaxed);
-    STORE.live_count.fetch_sub(1, Relaxed);
+    HOT.tombstones.fetch_add(1, Relaxed);
+    HOT.live_count.fetch_sub(1, Relaxed);
     if let Some(b) = STORE.buckets.get(bucket as usize) {
         b.frees.fetch_add(1, Relaxed);
     }
@@ -476,7 +491,7 @@ pub(crate) fn remove(ptr: usize) -> bool {
 /// Is there room for another live sample (a cheap pre-check before the
 /// allocator over-aligns a block for sampling)?
 pub(crate) fn has_room() -> bool {
-    STATE.load(Relaxed) != 2 && STORE.live_count.load(Relaxed) < limits().max_live_samples
+    STATE.load(Relaxed) != 2 && HOT.live_count.load(Relaxed) < limits().max_live_samples
 }
 
 /// Records a sampled block: interns its stack and bucket and inserts it in
@@ -487,22 +502,22 @@ pub(crate) fn record(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> 
         return false;
     }
     if !try_lock() {
-        DROPPED.fetch_add(1, Relaxed);
+        HOT.dropped.fetch_add(1, Relaxed);
         return false;
     }
     let ok = ensure_created() && insert_locked(ptr, size, interval, frames);
     unlock();
     if ok {
-        SAMPLES.fetch_add(1, Relaxed);
+        HOT.samples.fetch_add(1, Relaxed);
         filter_inc(ptr);
     } else {
-        DROPPED.fetch_add(1, Relaxed);
+        HOT.dropped.fetch_add(1, Relaxed);
     }
     ok
 }
 
 fn insert_locked(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> bool {
-    if STORE.live_count.load(Relaxed) >= limits().max_live_samples {
+    if HOT.live_count.load(Relaxed) >= limits().max_live_samples {
         return false;
     }
     let Some(stack) = intern_stack(frames) else {
@@ -513,7 +528,7 @@ fn insert_locked(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> bool
     };
     // sweep tombstones when they crowd the table
     let cap = STORE.live.cap.load(Relaxed);
-    if STORE.tombstones.load(Relaxed) > cap / 4 {
+    if HOT.tombstones.load(Relaxed) > cap / 4 {
         sweep_tombstones_locked();
     }
     let shift = STORE.live_shift.load(Relaxed);
@@ -527,9 +542,9 @@ fn insert_locked(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> bool
             slot.bucket.store(bucket, Relaxed);
             slot.key.store(ptr, Release);
             if k == TOMB {
-                STORE.tombstones.fetch_sub(1, Relaxed);
+                HOT.tombstones.fetch_sub(1, Relaxed);
             }
-            STORE.live_count.fetch_add(1, Relaxed);
+            HOT.live_count.fetch_add(1, Relaxed);
             if let Some(b) = STORE.buckets.get(bucket as usize) {
                 b.allocs.fetch_add(1, Relaxed);
             }
@@ -560,7 +575,7 @@ fn sweep_tombstones_locked() {
                 break;
             }
             s.key.store(EMPTY, Release);
-            STORE.tombstones.fetch_sub(1, Relaxed);
+            HOT.tombstones.fetch_sub(1, Relaxed);
             i = (i + cap - 1) & (cap - 1);
         }
     }
@@ -569,7 +584,7 @@ fn sweep_tombstones_locked() {
 /// Runs the tombstone sweep if the lock is free (from ordinary threads,
 /// e.g. profile capture).
 pub(crate) fn maintain() {
-    if STATE.load(Acquire) == 1 && STORE.tombstones.load(Relaxed) > 0 && try_lock() {
+    if STATE.load(Acquire) == 1 && HOT.tombstones.load(Relaxed) > 0 && try_lock() {
         sweep_tombstones_locked();
         unlock();
     }
@@ -720,7 +735,7 @@ pub(crate) fn info() -> StoreInfo {
         + STORE.frames.resident()
         + std::mem::size_of_val(&FILTER);
     StoreInfo {
-        live_samples: STORE.live_count.load(Relaxed) as u64,
+        live_samples: HOT.live_count.load(Relaxed) as u64,
         stacks: STORE.stack_count.load(Relaxed) as u64,
         buckets: STORE.bucket_count.load(Relaxed) as u64,
         frames: STORE.frame_count.load(Relaxed) as u64,
