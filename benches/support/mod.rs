@@ -240,14 +240,18 @@ pub fn vec_growth<A: GlobalAlloc + ?Sized>(a: &A, iters: u64) {
     }
 }
 
-/// Runs `f(iters)` on `threads` threads at once; returns the wall time.
+/// Runs `f(iters)` on `threads` threads at once; returns the time from the
+/// earliest start to the latest end, as the workers clock themselves. (A
+/// span clocked by the spawning thread can miss the work: with more threads
+/// than cores it may be descheduled between the starting barrier and
+/// reading the clock, which made some earlier 2-thread figures too small.)
 pub fn on_threads(
     threads: usize,
     iters: u64,
     f: fn(&'static (dyn GlobalAlloc + Sync), u64),
     a: &'static (dyn GlobalAlloc + Sync),
 ) -> std::time::Duration {
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
     let hs: Vec<_> = (0..threads)
         .map(|_| {
             let b = barrier.clone();
@@ -255,19 +259,16 @@ pub fn on_threads(
                 // warm the thread (allocscope attaches its block on first use)
                 f(a, 1);
                 b.wait();
+                let start = std::time::Instant::now();
                 f(a, iters);
-                b.wait();
+                (start, std::time::Instant::now())
             })
         })
         .collect();
-    barrier.wait();
-    let t = std::time::Instant::now();
-    barrier.wait();
-    let e = t.elapsed();
-    for h in hs {
-        h.join().unwrap();
-    }
-    e
+    let spans: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    let start = spans.iter().map(|s| s.0).min().unwrap();
+    let end = spans.iter().map(|s| s.1).max().unwrap();
+    end - start
 }
 
 pub fn small_pairs_dyn(a: &'static (dyn GlobalAlloc + Sync), iters: u64) {

@@ -1,0 +1,17 @@
+//! allocscope wrapping `System`, sampling at `BENCH_INTERVAL` bytes (default
+//! 512 KiB; 0 = sampling off, counting only).
+#[path = "workload.rs"]
+mod workload;
+
+#[global_allocator]
+static A: allocscope::AllocScope = allocscope::AllocScope::system();
+
+fn main() {
+    if let Some(iv) = std::env::var("BENCH_INTERVAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        allocscope::set_sample_interval(iv);
+    }
+    workload::run()
+}

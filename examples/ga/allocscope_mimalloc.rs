@@ -1,0 +1,17 @@
+//! allocscope wrapping mimalloc (`BENCH_INTERVAL` as in `ga_allocscope`).
+#[path = "workload.rs"]
+mod workload;
+
+#[global_allocator]
+static A: allocscope::AllocScope<mimalloc::MiMalloc> =
+    allocscope::AllocScope::new(mimalloc::MiMalloc);
+
+fn main() {
+    if let Some(iv) = std::env::var("BENCH_INTERVAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        allocscope::set_sample_interval(iv);
+    }
+    workload::run()
+}

@@ -1,0 +1,106 @@
+//! Workloads of the `ga_*` overhead binaries: each binary sets a different
+//! `#[global_allocator]` and runs the same ordinary Rust code, so the figures
+//! are what an application sees through `__rust_alloc`, `Box` and `Vec`
+//! (where `examples/bench_pairs.rs` calls `GlobalAlloc` methods directly).
+//!
+//! `ga_NAME [ITERS]` prints `NAME=NUMBER` lines for `roundrobin.py`:
+//! nanoseconds per small `Box<[u8]>` replaced in a ring (one alloc+free
+//! pair) and per 1,000-element `Vec<u64>` built by push, on one and on two
+//! threads; `_ns` is the median of `GA_REPS` (default 31) repetitions,
+//! `_min_ns` the fastest (the least disturbed by this machine's speed
+//! changes).
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::mem::MaybeUninit;
+use std::time::Instant;
+
+const RING: usize = 64;
+
+/// `iters` times: a `Box<[u8]>` of 8..=256 bytes (cycling in 8-byte steps)
+/// replaces the one allocated 64 boxes earlier (a ring of 64 live blocks).
+#[inline(never)]
+pub fn box_ring(iters: u64) {
+    let mut ring: Vec<Box<[MaybeUninit<u8>]>> = (0..RING)
+        .map(|i| Box::new_uninit_slice(8 * (1 + i % 32)))
+        .collect();
+    let mut step = 0usize;
+    for i in 0..iters as usize {
+        step = if step == 31 { 0 } else { step + 1 };
+        let mut b = Box::new_uninit_slice(8 + 8 * step);
+        b[0].write(i as u8);
+        ring[i % RING] = b;
+    }
+    black_box(&ring);
+}
+
+/// `iters` times: push 1,000 `u64`s into a new `Vec` (capacity 4, 8, ...,
+/// 1024 through `realloc`), then drop it.
+#[inline(never)]
+pub fn vec_push(iters: u64) {
+    for _ in 0..iters {
+        let mut v = Vec::new();
+        for i in 0..1000u64 {
+            v.push(i);
+        }
+        black_box(&v);
+    }
+}
+
+/// Nanoseconds per iteration of `f(iters)` on `threads` threads at once
+/// (each thread runs `iters`): from the earliest start to the latest end,
+/// as the workers themselves clock them. (Clocked by the spawning thread,
+/// the span can miss the work: with more threads than cores it may be
+/// descheduled between the starting barrier and reading the clock.)
+fn timed(f: fn(u64), iters: u64, threads: usize) -> f64 {
+    if threads == 1 {
+        let t = Instant::now();
+        f(iters);
+        return t.elapsed().as_nanos() as f64 / iters as f64;
+    }
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                f(1); // the thread's first allocations (allocscope attaches its block)
+                b.wait();
+                let start = Instant::now();
+                f(iters);
+                (start, Instant::now())
+            })
+        })
+        .collect();
+    let spans: Vec<(Instant, Instant)> = hs
+        .into_iter()
+        .map(|h| h.join().expect("workload thread"))
+        .collect();
+    let start = spans.iter().map(|s| s.0).min().expect("threads >= 2");
+    let end = spans.iter().map(|s| s.1).max().expect("threads >= 2");
+    (end - start).as_nanos() as f64 / iters as f64
+}
+
+/// Runs every workload and prints the figures (see the module docs).
+pub fn run() {
+    let iters: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let reps: usize = std::env::var("GA_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(31)
+        .max(1);
+    let vecs = (iters / 200).max(1);
+    for (name, f, n) in [
+        ("box", box_ring as fn(u64), iters),
+        ("vec", vec_push as fn(u64), vecs),
+    ] {
+        for threads in [1, 2] {
+            let mut v: Vec<f64> = (0..reps).map(|_| timed(f, n, threads)).collect();
+            v.sort_by(f64::total_cmp);
+            println!("{name}_{threads}t_ns={:.3}", v[reps / 2]);
+            println!("{name}_{threads}t_min_ns={:.3}", v[0]);
+        }
+    }
+}
