@@ -280,4 +280,32 @@ fn gc_endpoints() {
     let a = SocketAddr::from(([127, 0, 0, 1], s.local_addr().port()));
     assert_eq!(post(a, "/gc?set=100").status, 200);
     s.shutdown();
+
+    // `gc=1` on /debug/pprof/heap runs a cycle first, as Go's handler runs
+    // runtime.GC(); gc=0, and gc=1 on allocs, do not; a bad value is a 400.
+    let s = server::start(config()).unwrap();
+    let a = s.local_addr();
+    let manual = || {
+        allocscope::cycles()
+            .iter()
+            .filter(|c| c.reason == allocscope::CycleReason::Manual)
+            .count()
+    };
+    let before = manual();
+    let r = get(a, "/debug/pprof/heap?gc=1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(manual(), before + 1, "gc=1 ran one cycle");
+    for p in [
+        "/debug/pprof/heap?gc=0",
+        "/debug/pprof/allocs?gc=1",
+        "/debug/pprof/heap",
+    ] {
+        assert_eq!(get(a, p).status, 200, "{p}");
+    }
+    assert_eq!(manual(), before + 1, "no other cycle");
+    let r = get(a, "/debug/pprof/heap?gc=yes");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("invalid gc"), "{}", r.text());
+    assert_eq!(r.header("x-go-pprof"), Some("1"));
+    s.shutdown();
 }

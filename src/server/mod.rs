@@ -321,6 +321,8 @@ pub struct QueryForFuzz {
     pub cpu_seconds: Result<u64, u16>,
     /// `/debug/pprof/heap` and `allocs`: whether text (`debug` > 0).
     pub heap_text: Result<bool, u16>,
+    /// `/debug/pprof/heap`: whether `gc=N` asks for a collection cycle first.
+    pub heap_gc: Result<bool, u16>,
     /// `/debug/pprof/heap.svg`: the sample type and whether `diff=baseline`.
     pub svg: Result<(crate::SampleType, bool), u16>,
     /// `POST /gc`: `set` and `memory_limit` (outer `None`: not given).
@@ -338,6 +340,7 @@ pub fn __parse_query_for_fuzz(query: &str) -> Result<QueryForFuzz, u16> {
     Ok(QueryForFuzz {
         cpu_seconds: pprof::cpu_seconds(query_get(&q, "seconds")).map_err(st),
         heap_text: pprof::heap_params(&q).map_err(st),
+        heap_gc: pprof::heap_gc_param(&q).map_err(st),
         svg: pprof::svg_params(&q).map_err(st),
         gc_post: gc::post_params(&q).map_err(st),
         gc_get_change: gc::read_with_change(&Method::GET, query).map(st),

@@ -197,13 +197,37 @@ pub(crate) fn heap_params(q: &[(String, String)]) -> Result<bool, Reply> {
     Ok(text)
 }
 
+/// Whether `gc=N` asks for a collection cycle before the heap profile: as
+/// in Go's handler, any `N > 0` does (and only for `/debug/pprof/heap`).
+/// Pure (the fuzz target `query` calls it).
+pub(crate) fn heap_gc_param(q: &[(String, String)]) -> Result<bool, Reply> {
+    match query_get(q, "gc") {
+        None => Ok(false),
+        Some(g) => g.parse::<i64>().map(|n| n > 0).map_err(|_| {
+            Reply::error(
+                400,
+                &format!(
+                    "invalid gc {g:?}: expected an integer (gc=1 runs a collection cycle \
+                     before the heap profile, gc=0 does not)"
+                ),
+            )
+        }),
+    }
+}
+
 /// `/debug/pprof/heap` and `/debug/pprof/allocs`: the heap profile as
 /// gzipped pprof, or Go's text format with `debug=1` (any `debug` > 0).
-/// `gc=N` is accepted and has no effect until allocscope has collection
-/// cycles (issue 5). Delta profiles (`seconds=N`) are not offered.
+/// `gc=1` on `heap` first runs a collection cycle ([`crate::collect`]: the
+/// registered reclaimers, then memory returned to the OS), as Go's handler
+/// runs `runtime.GC()`, so the in-use figures reflect what the application
+/// could give back. Delta profiles (`seconds=N`) are not offered.
 pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)]) -> Reply {
     let text = match heap_params(q) {
         Ok(t) => t,
+        Err(r) => return r,
+    };
+    let gc = match heap_gc_param(q) {
+        Ok(g) => g && kind == PprofKind::Heap,
         Err(r) => return r,
     };
     let name = match kind {
@@ -212,6 +236,9 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
     };
     let what = format!("the {name} profile");
     let r = render(state.render_timeout, &what, move || {
+        if gc {
+            crate::collect();
+        }
         let p = HeapProfile::capture();
         Ok(if text {
             Err(p.to_text(kind))

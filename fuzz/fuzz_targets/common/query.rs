@@ -59,6 +59,12 @@ fn check(q: &str, p: &QueryForFuzz) {
         }
         Err(st) => assert_eq!(*st, 400, "{q:?}"),
     }
+    // Heap gc=: an integer, a cycle when > 0.
+    match (&p.heap_gc, get(p, "gc")) {
+        (Ok(gc), None) => assert!(!gc, "{q:?}"),
+        (Ok(gc), Some(v)) => assert_eq!(v.parse::<i64>().ok().map(|n| n > 0), Some(*gc), "{q:?}"),
+        (Err(st), v) => assert!(*st == 400 && v.is_some(), "{q:?}"),
+    }
     // heap.svg: one of the four sample types; diff only `baseline`.
     match &p.svg {
         Ok((sample, diff)) => {
