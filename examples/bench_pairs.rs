@@ -14,6 +14,14 @@
 //! WORKLOAD is `all` (default), `small1` (small pairs, one thread, one run:
 //! for instruction counts), `vec1` or `vec2` (vector builds on two threads,
 //! one run, timed).
+//!
+//! `bench_pairs interleaved [ROUNDS] [ITERS]` runs every allocator in this
+//! one process, one short repetition each in turn (ITERS pairs, default
+//! 200,000: about 2 ms), for ROUNDS rounds (default 41), and prints for each
+//! workload and allocator the median of its per-round ratios to System, with
+//! the 10th-90th percentile band. Neighbouring repetitions share this
+//! machine's speed state (it changes for seconds at a time), which separate
+//! processes do not.
 #[path = "../benches/support/mod.rs"]
 mod support;
 
@@ -27,6 +35,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("interleaved") {
+        let rounds = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(41);
+        let iters = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(200_000);
+        return interleaved(rounds, iters);
+    }
     let name = args.get(1).map(String::as_str).unwrap_or("system");
     let workload = args.get(2).map(String::as_str).unwrap_or("all");
     let Some(a) = by_name(name) else {
@@ -75,6 +88,52 @@ fn main() {
         other => {
             eprintln!("unknown workload {other:?}: all, small1 or vec1");
             std::process::exit(2);
+        }
+    }
+}
+
+/// Every allocator in turn, `rounds` times, in this process (see the module
+/// docs).
+fn interleaved(rounds: usize, iters: u64) {
+    type Work = fn(&'static (dyn std::alloc::GlobalAlloc + Sync), u64);
+    let allocs = allocators();
+    let workloads: [(&str, Work, u64, usize); 4] = [
+        ("small_1t", small_pairs_dyn, iters, 1),
+        ("small_2t", small_pairs_dyn, iters, 2),
+        ("vec_1t", vec_growth_dyn, (iters / 200).max(1), 1),
+        ("vec_2t", vec_growth_dyn, (iters / 200).max(1), 2),
+    ];
+    for (wname, f, n, threads) in workloads {
+        // times[a][r]: ns per iteration of allocator a in round r
+        let mut times = vec![Vec::with_capacity(rounds); allocs.len()];
+        for r in 0..rounds {
+            // rotate the order so no allocator always follows the same one
+            for k in 0..allocs.len() {
+                let i = (k + r) % allocs.len();
+                let (name, a) = allocs[i];
+                prepare(name);
+                let ns = if threads == 1 {
+                    let t = Instant::now();
+                    f(a, n);
+                    t.elapsed().as_nanos() as f64 / n as f64
+                } else {
+                    on_threads(threads, n, f, a).as_nanos() as f64 / n as f64
+                };
+                times[i].push(ns);
+            }
+        }
+        let base = times[0].clone();
+        println!("{wname}: System median {:.3} ns", median(base.clone()));
+        for (i, (name, _)) in allocs.iter().enumerate().skip(1) {
+            let mut ratios: Vec<f64> = times[i].iter().zip(&base).map(|(t, b)| t / b).collect();
+            ratios.sort_by(|a, b| a.total_cmp(b));
+            let pct = |p: usize| ratios[(ratios.len() - 1) * p / 100];
+            println!(
+                "  {name:22} {:.3}x  [{:.3}..{:.3}]",
+                median(ratios.clone()),
+                pct(10),
+                pct(90)
+            );
         }
     }
 }

@@ -1,7 +1,5 @@
 //! allocscope wrapping `System`, sampling at `BENCH_INTERVAL` bytes (default
 //! 512 KiB; 0 = sampling off, counting only).
-#[path = "workload.rs"]
-mod workload;
 
 #[global_allocator]
 static A: allocscope::AllocScope = allocscope::AllocScope::system();
@@ -13,5 +11,5 @@ fn main() {
     {
         allocscope::set_sample_interval(iv);
     }
-    workload::run()
+    ga_workload::run()
 }

@@ -1,6 +1,4 @@
 //! allocscope wrapping mimalloc (`BENCH_INTERVAL` as in `ga_allocscope`).
-#[path = "workload.rs"]
-mod workload;
 
 #[global_allocator]
 static A: allocscope::AllocScope<mimalloc::MiMalloc> =
@@ -13,5 +11,5 @@ fn main() {
     {
         allocscope::set_sample_interval(iv);
     }
-    workload::run()
+    ga_workload::run()
 }

@@ -1,8 +1,6 @@
 //! Not a peer: a wrapper that only *calls* `malloc` and tests the result,
 //! as any wrapper that counts refused allocations exactly must (`System`
 //! and stats_alloc tail-jump to `malloc` instead), and does nothing else.
-#[path = "workload.rs"]
-mod workload;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -48,5 +46,5 @@ unsafe impl GlobalAlloc for CallFloor {
 static A: CallFloor = CallFloor;
 
 fn main() {
-    workload::run()
+    ga_workload::run()
 }

@@ -1,10 +1,8 @@
 //! cap 0.1 (a shared atomic byte count checked against a limit).
-#[path = "workload.rs"]
-mod workload;
 
 #[global_allocator]
 static A: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 fn main() {
-    workload::run()
+    ga_workload::run()
 }

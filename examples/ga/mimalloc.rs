@@ -1,10 +1,8 @@
 //! mimalloc, bare.
-#[path = "workload.rs"]
-mod workload;
 
 #[global_allocator]
 static A: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    workload::run()
+    ga_workload::run()
 }

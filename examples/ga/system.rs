@@ -1,8 +1,6 @@
 //! `System` as every Rust program has it by default: no `#[global_allocator]`
 //! (allocations go through std's `__rdl_alloc` to `malloc`). The baseline.
-#[path = "workload.rs"]
-mod workload;
 
 fn main() {
-    workload::run()
+    ga_workload::run()
 }

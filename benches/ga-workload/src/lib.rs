@@ -9,7 +9,6 @@
 //! threads; `_ns` is the median of `GA_REPS` (default 31) repetitions,
 //! `_min_ns` the fastest (the least disturbed by this machine's speed
 //! changes).
-#![allow(dead_code)]
 
 use std::hint::black_box;
 use std::mem::MaybeUninit;
