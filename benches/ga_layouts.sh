@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The per-#[global_allocator] overhead runs (examples/ga_*) under three code
-# layouts. On this machine a 1-thread ratio moves by several percent with
-# nothing but function and loop alignment changed (both the baseline's code
-# and ours move), so a claim about a few percent needs more than one layout.
+# layouts: function and loop alignment alone can move a 1-thread ratio by a
+# few percent (the baseline's code moves as well as ours), so a claim about
+# a few percent should hold in more than one layout.
 # Usage: benches/ga_layouts.sh [ROUNDS]   (from the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/.."

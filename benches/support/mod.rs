@@ -83,6 +83,84 @@ unsafe impl GlobalAlloc for CallFloor {
     }
 }
 
+/// The floor of allocscope's own structure, counting nothing: the same
+/// per-thread limit lookups (by the alignment's low byte on alloc, by the
+/// low byte of `ptr - align` on free) and the same direct `malloc` call and
+/// null test as allocscope's fast paths, without the counters, the sampling
+/// countdown or the in-flight size. Not a peer: what is left of the overhead
+/// when counting is free.
+pub struct TlsFloor;
+
+/// allocscope's limit tables: 257 for alignments 1 to 8, 0 otherwise (by
+/// the alignment's low byte); and 257 where bit 3 of `ptr - align` is set.
+const fn floor_limits(free: bool) -> [std::cell::Cell<usize>; 256] {
+    let mut t = [const { std::cell::Cell::new(0) }; 256];
+    let mut i = 0;
+    while i < 256 {
+        let on = if free { i & 8 != 0 } else { matches!(i, 1 | 2 | 4 | 8) };
+        if on {
+            t[i] = std::cell::Cell::new(257);
+        }
+        i += 1;
+    }
+    t
+}
+
+thread_local! {
+    static TLS_FLOOR_LIMITS: [std::cell::Cell<usize>; 256] = const { floor_limits(false) };
+    static TLS_FLOOR_FREE_LIMITS: [std::cell::Cell<usize>; 256] = const { floor_limits(true) };
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn tls_floor_alloc_slow(l: Layout) -> *mut u8 {
+    // SAFETY: the caller upholds `alloc`'s contract.
+    let p = unsafe { System.alloc(l) };
+    if p.is_null() {
+        floor_failure();
+    }
+    p
+}
+
+unsafe impl GlobalAlloc for TlsFloor {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let limit = TLS_FLOOR_LIMITS.with(|t| t[usize::from(l.align() as u8)].get());
+        if l.size() >= limit {
+            // SAFETY: the caller upholds `alloc`'s contract.
+            return unsafe { tls_floor_alloc_slow(l) };
+        }
+        // SAFETY: align <= 8 (the table), which glibc's malloc meets; the
+        // size is non-zero.
+        let p = unsafe { libc::malloc(l.size()) }.cast::<u8>();
+        if p.is_null() {
+            floor_failure();
+        }
+        p
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        let byte = (p as usize).wrapping_sub(l.align()) as u8;
+        let limit = TLS_FLOOR_FREE_LIMITS.with(|t| t[usize::from(byte)].get());
+        if l.size() >= limit {
+            // SAFETY: the caller upholds `dealloc`'s contract.
+            return unsafe { System.dealloc(p, l) };
+        }
+        // SAFETY: allocated by `malloc` above (or by `System`, which frees
+        // with `free` too).
+        unsafe { libc::free(p.cast()) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `realloc`'s contract.
+        let q = unsafe { System.realloc(p, l, n) };
+        if q.is_null() {
+            floor_failure();
+        }
+        q
+    }
+}
+
 /// A tracker for tracking-allocator that counts like the others do.
 pub struct CountingTracker;
 impl tracking_allocator::AllocationTracker for CountingTracker {
@@ -118,6 +196,7 @@ pub static TRACKING: tracking_allocator::Allocator<System> =
     tracking_allocator::Allocator::system();
 pub static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub static CALL_FLOOR: CallFloor = CallFloor;
+pub static TLS_FLOOR: TlsFloor = TlsFloor;
 pub static SCOPE_MIMALLOC: AllocScope<mimalloc::MiMalloc> = AllocScope::new(mimalloc::MiMalloc);
 
 /// Installs the tracking-allocator tracker (once) and enables it.
@@ -132,7 +211,8 @@ pub fn setup_tracking() {
 /// Every allocator under test, by name. `allocscope` runs with heap
 /// sampling at its default interval (512 KiB), `allocscope_nosample` with
 /// sampling off and `allocscope_4k` at a 4 KiB interval; [`prepare`] sets the
-/// interval for a name. `call_floor` ([`CallFloor`]) is not a peer.
+/// interval for a name. `call_floor` ([`CallFloor`]) and `tls_floor`
+/// ([`TlsFloor`]) are not peers.
 pub fn allocators() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
     setup_tracking();
     vec![
@@ -147,6 +227,7 @@ pub fn allocators() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
         ("mimalloc", &MIMALLOC),
         ("allocscope_mimalloc", &SCOPE_MIMALLOC),
         ("call_floor", &CALL_FLOOR),
+        ("tls_floor", &TLS_FLOOR),
     ]
 }
 

@@ -8,7 +8,8 @@
 //! pair) and per 1,000-element `Vec<u64>` built by push, on one and on two
 //! threads; `_ns` is the median of `GA_REPS` (default 31) repetitions,
 //! `_min_ns` the fastest (the least disturbed by this machine's speed
-//! changes).
+//! changes). `GA_ONLY=box_1t` (or `box_2t`, `vec_1t`, `vec_2t`; several
+//! separated by commas) runs only those, e.g. for instruction counts.
 
 use std::hint::black_box;
 use std::mem::MaybeUninit;
@@ -96,10 +97,16 @@ pub fn run() {
         ("vec", vec_push as fn(u64), vecs),
     ] {
         for threads in [1, 2] {
+            let label = format!("{name}_{threads}t");
+            if let Ok(only) = std::env::var("GA_ONLY") {
+                if !only.split(',').any(|o| o.trim() == label) {
+                    continue;
+                }
+            }
             let mut v: Vec<f64> = (0..reps).map(|_| timed(f, n, threads)).collect();
             v.sort_by(f64::total_cmp);
-            println!("{name}_{threads}t_ns={:.3}", v[reps / 2]);
-            println!("{name}_{threads}t_min_ns={:.3}", v[0]);
+            println!("{label}_ns={:.3}", v[reps / 2]);
+            println!("{label}_min_ns={:.3}", v[0]);
         }
     }
 }
