@@ -46,42 +46,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Naive<A> {
     }
 }
 
-/// The floor of any wrapper that counts refused allocations exactly: it
-/// must *call* the wrapped allocator (where `System` tail-jumps to
-/// `malloc`) to see the result, and this one does nothing else. Not a peer:
-/// a measure of what the call alone costs.
-pub struct CallFloor;
-
-static FLOOR_FAILURES: AtomicU64 = AtomicU64::new(0);
-
-#[cold]
-#[inline(never)]
-fn floor_failure() {
-    FLOOR_FAILURES.fetch_add(1, Relaxed);
-}
-
-unsafe impl GlobalAlloc for CallFloor {
-    #[inline]
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
-        if p.is_null() {
-            floor_failure();
-        }
-        p
-    }
-    #[inline]
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    #[inline]
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, l, n) };
-        if q.is_null() {
-            floor_failure();
-        }
-        q
-    }
-}
+use ga_workload::floor_failure;
+/// The floor of exact failure counting (see [`ga_workload::CallFloor`]).
+pub use ga_workload::CallFloor;
 
 /// The floor of allocscope's own structure, counting nothing: the same
 /// per-thread limit lookups (by the alignment's low byte on alloc, by the
@@ -97,7 +64,11 @@ const fn floor_limits(free: bool) -> [std::cell::Cell<usize>; 256] {
     let mut t = [const { std::cell::Cell::new(0) }; 256];
     let mut i = 0;
     while i < 256 {
-        let on = if free { i & 8 != 0 } else { matches!(i, 1 | 2 | 4 | 8) };
+        let on = if free {
+            i & 8 != 0
+        } else {
+            matches!(i, 1 | 2 | 4 | 8)
+        };
         if on {
             t[i] = std::cell::Cell::new(257);
         }

@@ -11,8 +11,10 @@
 //! changes). `GA_ONLY=box_1t` (or `box_2t`, `vec_1t`, `vec_2t`; several
 //! separated by commas) runs only those, e.g. for instruction counts.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 const RING: usize = 64;
@@ -108,5 +110,50 @@ pub fn run() {
             println!("{label}_ns={:.3}", v[reps / 2]);
             println!("{label}_min_ns={:.3}", v[0]);
         }
+    }
+}
+
+/// Not a peer: a wrapper that only *calls* `System` and tests the result,
+/// as any wrapper that counts refused allocations exactly must (`System`
+/// and stats_alloc tail-jump to `malloc` instead), and does nothing else.
+/// The floor of exact failure counting (`ga_call_floor`, and `call_floor`
+/// in `benches/support`).
+pub struct CallFloor;
+
+/// Refused allocations seen by [`CallFloor`] (and the floor wrappers of
+/// `benches/support`).
+pub static FLOOR_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one refused allocation, out of line.
+#[cold]
+#[inline(never)]
+pub fn floor_failure() {
+    FLOOR_FAILURES.fetch_add(1, Relaxed);
+}
+
+// SAFETY: forwards every call to `System` unchanged.
+unsafe impl GlobalAlloc for CallFloor {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract.
+        let p = unsafe { System.alloc(l) };
+        if p.is_null() {
+            floor_failure();
+        }
+        p
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: the caller upholds `dealloc`'s contract.
+        unsafe { System.dealloc(p, l) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `realloc`'s contract.
+        let q = unsafe { System.realloc(p, l, n) };
+        if q.is_null() {
+            floor_failure();
+        }
+        q
     }
 }
