@@ -5,8 +5,9 @@
 //! - **buckets**: one per (stack, object size, interval), with atomic counts
 //!   of sampled allocations and frees (append-only + index);
 //! - **live set**: the addresses of sampled blocks not yet freed, an
-//!   open-addressing table. Inserts happen under the lock in [`HOT`]; lookups and
-//!   removals (from `dealloc` on any thread) are lock-free CASes;
+//!   open-addressing table. Inserts happen under the lock in [`HOT`];
+//!   lookups and removals (from `dealloc` on any thread) are lock-free
+//!   CASes;
 //! - **filter**: a small counting filter in front of the live set, so that a
 //!   free only probes the table when its address may be sampled.
 //!
