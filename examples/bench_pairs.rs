@@ -112,14 +112,7 @@ fn interleaved(rounds: usize, iters: u64) {
                 let i = (k + r) % allocs.len();
                 let (name, a) = allocs[i];
                 prepare(name);
-                let ns = if threads == 1 {
-                    let t = Instant::now();
-                    f(a, n);
-                    t.elapsed().as_nanos() as f64 / n as f64
-                } else {
-                    on_threads(threads, n, f, a).as_nanos() as f64 / n as f64
-                };
-                times[i].push(ns);
+                times[i].push(ga_workload::ns_per_iter(threads, n, move |k| f(a, k)));
             }
         }
         let base = times[0].clone();

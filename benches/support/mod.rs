@@ -293,34 +293,15 @@ pub fn vec_growth<A: GlobalAlloc + ?Sized>(a: &A, iters: u64) {
 }
 
 /// Runs `f(iters)` on `threads` threads at once; returns the time from the
-/// earliest start to the latest end, as the workers clock themselves. (A
-/// span clocked by the spawning thread can miss the work: with more threads
-/// than cores it may be descheduled between the starting barrier and
-/// reading the clock, which made some earlier 2-thread figures too small.)
+/// earliest start to the latest end, as the workers clock themselves (see
+/// [`ga_workload::clocked_on_threads`]).
 pub fn on_threads(
     threads: usize,
     iters: u64,
     f: fn(&'static (dyn GlobalAlloc + Sync), u64),
     a: &'static (dyn GlobalAlloc + Sync),
 ) -> std::time::Duration {
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
-    let hs: Vec<_> = (0..threads)
-        .map(|_| {
-            let b = barrier.clone();
-            std::thread::spawn(move || {
-                // warm the thread (allocscope attaches its block on first use)
-                f(a, 1);
-                b.wait();
-                let start = std::time::Instant::now();
-                f(a, iters);
-                (start, std::time::Instant::now())
-            })
-        })
-        .collect();
-    let spans: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
-    let start = spans.iter().map(|s| s.0).min().unwrap();
-    let end = spans.iter().map(|s| s.1).max().unwrap();
-    end - start
+    ga_workload::clocked_on_threads(threads, iters, move |n| f(a, n))
 }
 
 pub fn small_pairs_dyn(a: &'static (dyn GlobalAlloc + Sync), iters: u64) {

@@ -15,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const RING: usize = 64;
 
@@ -49,23 +49,23 @@ pub fn vec_push(iters: u64) {
     }
 }
 
-/// Nanoseconds per iteration of `f(iters)` on `threads` threads at once
-/// (each thread runs `iters`): from the earliest start to the latest end,
-/// as the workers themselves clock them. (Clocked by the spawning thread,
-/// the span can miss the work: with more threads than cores it may be
-/// descheduled between the starting barrier and reading the clock.)
-fn timed(f: fn(u64), iters: u64, threads: usize) -> f64 {
-    if threads == 1 {
-        let t = Instant::now();
-        f(iters);
-        return t.elapsed().as_nanos() as f64 / iters as f64;
-    }
+/// Runs `f(iters)` on `threads` threads at once (each first runs `f(1)`, so
+/// that allocscope attaches its block before the clock starts) and returns
+/// the span from the earliest start to the latest end, as the workers clock
+/// themselves. (Clocked by the spawning thread, the span can miss the work:
+/// with more threads than cores it may be descheduled between the starting
+/// barrier and reading the clock, which made some earlier 2-thread figures
+/// too small.) Shared with `benches/support`.
+pub fn clocked_on_threads<F>(threads: usize, iters: u64, f: F) -> Duration
+where
+    F: Fn(u64) + Send + Copy + 'static,
+{
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
     let hs: Vec<_> = (0..threads)
         .map(|_| {
             let b = barrier.clone();
             std::thread::spawn(move || {
-                f(1); // the thread's first allocations (allocscope attaches its block)
+                f(1);
                 b.wait();
                 let start = Instant::now();
                 f(iters);
@@ -77,9 +77,33 @@ fn timed(f: fn(u64), iters: u64, threads: usize) -> f64 {
         .into_iter()
         .map(|h| h.join().expect("workload thread"))
         .collect();
-    let start = spans.iter().map(|s| s.0).min().expect("threads >= 2");
-    let end = spans.iter().map(|s| s.1).max().expect("threads >= 2");
-    (end - start).as_nanos() as f64 / iters as f64
+    let start = spans
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .expect("at least one thread");
+    let end = spans
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .expect("at least one thread");
+    end - start
+}
+
+/// Nanoseconds per iteration of `f(iters)`: on this thread, or on
+/// `threads` threads at once ([`clocked_on_threads`]).
+pub fn ns_per_iter<F>(threads: usize, iters: u64, f: F) -> f64
+where
+    F: Fn(u64) + Send + Copy + 'static,
+{
+    let span = if threads == 1 {
+        let t = Instant::now();
+        f(iters);
+        t.elapsed()
+    } else {
+        clocked_on_threads(threads, iters, f)
+    };
+    span.as_nanos() as f64 / iters as f64
 }
 
 /// Runs every workload and prints the figures (see the module docs).
@@ -105,7 +129,7 @@ pub fn run() {
                     continue;
                 }
             }
-            let mut v: Vec<f64> = (0..reps).map(|_| timed(f, n, threads)).collect();
+            let mut v: Vec<f64> = (0..reps).map(|_| ns_per_iter(threads, n, f)).collect();
             v.sort_by(f64::total_cmp);
             println!("{label}_ns={:.3}", v[reps / 2]);
             println!("{label}_min_ns={:.3}", v[0]);
