@@ -35,7 +35,7 @@
 //!
 //! A `dealloc` of at most 256 bytes (7 more than `System::dealloc`):
 //! 1. `ptr - align`, in place (`sub rsi, rdx`): its bit 3 is clear for every
-//!    block that may be sampled (see `sampler::may_be_sampled`);
+//!    block that may be sampled (see `sampling::may_be_sampled`);
 //! 2. the thread-local's offset, and one compare of the size against the
 //!    limit looked up by the low byte of `ptr - align` (`movzx; cmp; jae`):
 //!    non-zero only where bit 3 is set, so this compare also rules out a
@@ -56,7 +56,7 @@ use std::any::TypeId;
 use std::hint::cold_path;
 
 use crate::counters;
-use crate::sampler;
+use crate::sampling;
 
 /// A global allocator that counts every allocation of the allocator it
 /// wraps, and samples allocation stacks for heap profiles.
@@ -293,11 +293,11 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         &self,
         layout: Layout,
         zeroed: bool,
-        pending: Option<sampler::Pending<'_>>,
+        pending: Option<sampling::Pending<'_>>,
     ) -> *mut u8 {
         // SAFETY (all inner calls): the caller upholds the contract; the
         // placement only enlarges a valid layout.
-        let (Some(pending), Some(pl)) = (pending, sampler::placement(layout)) else {
+        let (Some(pending), Some(pl)) = (pending, sampling::placement(layout)) else {
             return unsafe { self.inner_alloc(layout, zeroed) };
         };
         let base = unsafe { self.inner_alloc(pl.inner, zeroed) };
@@ -307,7 +307,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         }
         // SAFETY: `offset + size <= pl.inner.size()`.
         let p = unsafe { base.add(pl.offset) };
-        if sampler::commit(&pending, p, layout.size()) {
+        if sampling::commit(&pending, p, layout.size()) {
             return p;
         }
         if pl.offset == 0 && pl.inner == layout {
@@ -347,9 +347,9 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     #[inline(never)]
     unsafe fn alloc_sampled(&self, layout: Layout, zeroed: bool, counted: Counted) -> *mut u8 {
         let size = layout.size();
-        let mut frames = sampler::frame_buf();
+        let mut frames = sampling::frame_buf();
         // SAFETY: the caller upholds the contract.
-        let p = unsafe { self.alloc_placed(layout, zeroed, sampler::begin(&mut frames)) };
+        let p = unsafe { self.alloc_placed(layout, zeroed, sampling::begin(&mut frames)) };
         match counted {
             Counted::InFlight if p.is_null() => counters::undo_small_alloc(),
             Counted::InFlight => {}
@@ -366,7 +366,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     /// As `GlobalAlloc::dealloc` of `shifted + layout.align()`.
     #[inline(never)]
     unsafe fn dealloc_other(&self, shifted: *mut u8, layout: Layout) {
-        if sampler::may_be_sampled_shifted(shifted) {
+        if sampling::may_be_sampled_shifted(shifted) {
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
             unsafe { self.dealloc_candidate(shifted, layout) }
         } else {
@@ -391,7 +391,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     }
 
     /// `dealloc` of a pointer placed where sampled blocks are (see
-    /// [`sampler::may_be_sampled`]), given as `shifted = ptr - align`. An
+    /// [`sampling::may_be_sampled`]), given as `shifted = ptr - align`. An
     /// ordinary block goes on as in `dealloc` after one filter lookup.
     ///
     /// # Safety
@@ -399,7 +399,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     #[inline(never)]
     unsafe fn dealloc_candidate(&self, shifted: *mut u8, layout: Layout) {
         let ptr = shifted.wrapping_byte_add(layout.align());
-        if sampler::maybe_sampled(ptr) {
+        if sampling::maybe_sampled(ptr) {
             cold_path();
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
             return unsafe { self.dealloc_maybe_sampled(ptr, layout) };
@@ -426,8 +426,8 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     /// # Safety
     /// As `GlobalAlloc::dealloc`.
     unsafe fn free_block(&self, ptr: *mut u8, layout: Layout) {
-        match sampler::take(ptr)
-            .then(|| sampler::placement(layout))
+        match sampling::take(ptr)
+            .then(|| sampling::placement(layout))
             .flatten()
         {
             // SAFETY: a sampled block was allocated as its placement says.
@@ -452,11 +452,12 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         new_size: usize,
         sample_point: bool,
     ) -> *mut u8 {
-        let old_sampled = sampler::may_be_sampled(ptr, layout.align()) && sampler::is_sampled(ptr);
+        let old_sampled =
+            sampling::may_be_sampled(ptr, layout.align()) && sampling::is_sampled(ptr);
         let (_, shared) = counters::current_or_attach();
-        let mut frames = sampler::frame_buf();
+        let mut frames = sampling::frame_buf();
         let pending = if sample_point || (!shared && counters::sample_point(new_size)) {
-            sampler::begin(&mut frames)
+            sampling::begin(&mut frames)
         } else {
             None
         };
@@ -488,7 +489,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         layout: Layout,
         new_size: usize,
         old_sampled: bool,
-        pending: Option<sampler::Pending<'_>>,
+        pending: Option<sampling::Pending<'_>>,
     ) -> *mut u8 {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             count_failure();
@@ -518,7 +519,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
 
 // SAFETY: every method returns memory from the inner allocator that is
 // valid for the caller's layout (a sampled block lies inside a larger inner
-// block, see `sampler::placement`, and is freed and reallocated through that
+// block, see `sampling::placement`, and is freed and reallocated through that
 // same placement), and frees
 // every block with the layout it was allocated with. The counting around the
 // calls neither allocates nor touches the returned memory.
@@ -537,9 +538,9 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for AllocScope<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // `ptr - align` (see `sampler::may_be_sampled`), computed in place
+        // `ptr - align` (see `sampling::may_be_sampled`), computed in place
         // and added back for the inner call: saves the copy of `ptr`.
-        let shifted = sampler::opaque(ptr.wrapping_byte_sub(layout.align()));
+        let shifted = sampling::opaque(ptr.wrapping_byte_sub(layout.align()));
         // One compare: a small block, that cannot be sampled, on a thread
         // with counters of its own (see `counters::fast_free_limit`).
         if layout.size() < counters::fast_free_limit(shifted) {
@@ -549,7 +550,7 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for AllocScope<A> {
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
             unsafe {
                 self.inner
-                    .dealloc(sampler::unshift(shifted, layout.align()), layout)
+                    .dealloc(sampling::unshift(shifted, layout.align()), layout)
             }
         } else {
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.

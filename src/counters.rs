@@ -778,6 +778,30 @@ fn release_current() {
 /// other threads' blocks still point at their thread-local counters, which
 /// glibc hands to its stack cache in the child (to be unmapped or reused by
 /// the child's next threads), and they will never run their exit hooks.
+/// The counting core's own state and footprint, for monitoring allocscope
+/// itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Info {
+    /// Counter blocks ever created (one per concurrently live thread, reused
+    /// after threads exit).
+    pub blocks: usize,
+    /// Blocks currently attached to a live thread.
+    pub attached_blocks: usize,
+    /// Memory used by counter blocks, in bytes.
+    pub memory_bytes: usize,
+}
+
+/// Reports the counting core's own footprint.
+pub fn info() -> Info {
+    let (blocks, attached_blocks) = block_counts();
+    Info {
+        blocks,
+        attached_blocks,
+        memory_bytes: blocks_memory(),
+    }
+}
+
 #[cfg(unix)]
 mod fork_handlers {
     use super::{current, for_each_block, lock_folds, unlock_folds, Small, FREE_BLOCKS, ORPHAN};
@@ -968,7 +992,7 @@ pub(crate) fn fold_all() -> (Totals, ClassCounts) {
 /// racing read makes that negative), folding only what that needs: the
 /// exact-size slots' net counts times their size and the large slots' byte
 /// sums, about 700 relaxed loads per block and no class arrays. Used by the
-/// collector's periodic check (`crate::collect`); never on the hot path.
+/// collector's periodic check (`crate::gc::collect`); never on the hot path.
 /// Does not allocate.
 ///
 /// Cost: about 0.5 µs per block whose lines are cached, 1-2.5 µs per cold

@@ -1,9 +1,12 @@
 //! # allocscope
 //!
-//! A global allocator that makes a process's heap observable in production:
-//! exact, contention-free allocation statistics per size class, cheap enough
-//! to leave on forever.
+//! A global allocator that makes a process's heap observable and
+//! controllable in production: exact, contention-free allocation statistics
+//! per size class, cheap enough to leave on forever; Poisson-sampled heap
+//! profiles (pprof, flamegraphs); GOGC-style collection cycles; and an HTTP
+//! exporter for Prometheus and `go tool pprof`.
 //!
+//! ## The everyday path
 //! ```
 //! use allocscope::AllocScope;
 //!
@@ -12,7 +15,27 @@
 //!
 //! let s = allocscope::stats();
 //! println!("{} live bytes in {} objects", s.live_bytes(), s.live_objects());
+//!
+//! // what one piece of code allocates, on this thread
+//! let (v, t) = allocscope::measure(|| vec![0u8; 1024]);
+//! assert!(t.allocations >= 1 && v.len() == 1024);
 //! ```
+//! With the default feature `server`, one more line serves `/metrics`,
+//! `/debug/pprof/*`, flamegraphs and `/gc`:
+//! `allocscope::server::start(allocscope::server::Config::load()?)?`.
+//!
+//! ## Topics
+//! - [`gc`] — collection cycles: a GOGC-style threshold
+//!   ([`gc::set_threshold`]), a soft memory limit ([`gc::set_memory_limit`]),
+//!   the application's reclaimers ([`gc::register_reclaimer`]), returning
+//!   free memory to the OS.
+//! - [`sampling`] — the heap sampler: its interval ([`sampling::set_interval`]),
+//!   stack capture, caps and its own statistics.
+//! - `profile` (feature `profile`) — heap profiles ([`profile::HeapProfile`]):
+//!   folded stacks, pprof, flamegraphs, diffs; near-limit profiles.
+//! - `server` (feature `server`, default) — the HTTP exporter.
+//! - [`size_class`] — the size classes of [`Stats::classes`].
+//! - [`counters`] — the counting core's own footprint.
 //!
 //! ## Counting rules
 //! All counts are exact: once the threads that allocated are joined,
@@ -34,59 +57,31 @@
 //!   (each at most 25% wider than the bound below it) up to 1 GiB, then one
 //!   class for everything larger. See [`size_class`].
 //!
-//! ## Architecture
-//! - [`alloc`](crate::AllocScope) — the hot path: forwarding and counting.
-//! - `counters` — per-thread counter blocks and their registry.
-//! - [`size_class`] — size to class mapping.
-//! - `stats` — snapshots ([`Stats`], [`ThreadStats`], [`measure`]).
-//! - `collect` — collection cycles: the threshold ([`set_threshold`]), the
-//!   memory limit ([`set_memory_limit`]), reclaimers
-//!   ([`register_reclaimer`]), the collector thread, release to the OS
-//!   ([`collect`], [`cycles`], [`collection_stats`]).
-//! - `profile` (feature `profile`) — heap profiles: symbolisation,
-//!   un-sampling, folded stacks, pprof, flamegraphs, diffs (`HeapProfile`).
-//! - [`server`] (feature `server`, default) — the HTTP exporter: Prometheus
-//!   `/metrics`, Go-style `/debug/pprof/*`, flamegraphs, a landing page,
-//!   configuration and the periodic log line.
+//! ## Features
+//! - `profile`: heap profile formats (symbolisation, pprof, flamegraphs).
+//! - `server` (default, implies `profile`): the exporter on warp and tokio.
+//! - `test-util`: hooks for allocscope's own tests and fuzz targets, with no
+//!   stability promise.
+//!
+//! The path of one allocation through the modules is described in
+//! `docs/architecture.md`.
 #![warn(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
 
 mod alloc;
-mod collect;
-mod counters;
+pub mod counters;
 mod error;
+pub mod gc;
 #[cfg(feature = "profile")]
-mod profile;
-mod sampler;
+pub mod profile;
+pub mod sampling;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod size_class;
 mod stats;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use alloc::AllocScope;
-pub use collect::{
-    collect, collection_stats, collector_time_share, cycles, heap_goal, memory_limit,
-    register_reclaimer, release_to_os, set_collector_time_share, set_memory_limit,
-    set_release_to_os, set_threshold, start_collector, threshold, CollectionStats, Cycle,
-    CycleReason, Pressure, Reclaimer, ReleaseToOs, CYCLE_HISTORY, DEFAULT_THRESHOLD,
-    DEFAULT_TIME_SHARE, DURATION_BUCKETS, MIN_HEAP_GOAL, POLL_INTERVAL,
-};
-#[cfg(feature = "profile")]
-pub use collect::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
 pub use error::Error;
-#[cfg(feature = "profile")]
-#[doc(hidden)]
-pub use profile::{__profile_from_raw_for_tests, RawSampleForTests};
-#[cfg(feature = "profile")]
-pub use profile::{
-    clear_symbol_cache, symbol_cache_len, Bucket, DiffStack, FlamegraphColors, FlamegraphOptions,
-    Frame, HeapDiff, HeapProfile, PprofKind, SampleType, SYMBOL_CACHE_CAPACITY,
-};
-pub use sampler::{
-    sample_interval, sample_probability, sampler_limits, sampler_stats, set_sample_interval,
-    set_sampler_limits, set_stack_capture, stack_capture, SamplerLimits, SamplerStats,
-    StackCapture, DEFAULT_INTERVAL,
-};
-pub use stats::{
-    core_info, measure, stats, thread_stats, CoreInfo, SizeClassStats, Stats, ThreadStats,
-};
+pub use stats::{measure, stats, thread_stats, SizeClassStats, Stats, ThreadStats};

@@ -122,7 +122,7 @@ fn main() -> ExitCode {
     // a collection cycle (threshold, memory limit, `POST /gc/collect`) sheds
     // half of the cache
     let shed = cache.clone();
-    let _reclaimer = allocscope::register_reclaimer("demo-cache", move |_pressure| {
+    let _reclaimer = allocscope::gc::register_reclaimer("demo-cache", move |_pressure| {
         shed.lock().map_or(0, |mut c| c.shed())
     });
     let mut leaked = Vec::new();

@@ -199,26 +199,3 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (R, ThreadStats) {
     let after = thread_stats();
     (r, after.delta(&before))
 }
-
-/// Internal state of the counting core, for monitoring allocscope itself.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CoreInfo {
-    /// Counter blocks ever created (one per concurrently live thread, reused
-    /// after threads exit).
-    pub blocks: usize,
-    /// Blocks currently attached to a live thread.
-    pub attached_blocks: usize,
-    /// Memory used by counter blocks, in bytes.
-    pub memory_bytes: usize,
-}
-
-/// Reports the counting core's own footprint.
-pub fn core_info() -> CoreInfo {
-    let (blocks, attached_blocks) = counters::block_counts();
-    CoreInfo {
-        blocks,
-        attached_blocks,
-        memory_bytes: counters::blocks_memory(),
-    }
-}

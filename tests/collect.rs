@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use allocscope::{CycleReason, Pressure, ReleaseToOs};
+use allocscope::gc::{CycleReason, Pressure, ReleaseMode};
 
 #[global_allocator]
 static A: allocscope::AllocScope = allocscope::AllocScope::system();
@@ -68,12 +68,12 @@ fn goal_for(base: u64, t: u32) -> u64 {
 /// Two rounds: grow to 90% of the goal (no cycle), pass it (one cycle,
 /// acted on promptly, with the goal the formula says).
 fn threshold_scenario(t: u32) {
-    assert_eq!(allocscope::threshold(), Some(100), "default");
-    assert_eq!(allocscope::set_threshold(Some(t)), Some(100));
-    assert_eq!(allocscope::threshold(), Some(t));
+    assert_eq!(allocscope::gc::threshold(), Some(100), "default");
+    assert_eq!(allocscope::gc::set_threshold(Some(t)), Some(100));
+    assert_eq!(allocscope::gc::threshold(), Some(t));
     let start_live = live();
     assert!(start_live < MIB, "test process starts small: {start_live}");
-    let mut goal = allocscope::heap_goal();
+    let mut goal = allocscope::gc::heap_goal();
     assert_eq!(goal, goal_for(start_live, t), "{goal}");
     assert_eq!(
         goal,
@@ -83,14 +83,14 @@ fn threshold_scenario(t: u32) {
     let mut held = Vec::new();
     for round in 1..=3u64 {
         grow_to(&mut held, goal * 9 / 10);
-        let polls = allocscope::collection_stats().polls;
+        let polls = allocscope::gc::stats().polls;
         std::thread::sleep(Duration::from_millis(60));
         assert!(
-            allocscope::collection_stats().polls > polls + 3,
+            allocscope::gc::stats().polls > polls + 3,
             "the collector checks"
         );
         assert_eq!(
-            allocscope::cycles().len() as u64,
+            allocscope::gc::cycles().len() as u64,
             round - 1,
             "no cycle below the goal ({} of {goal})",
             live()
@@ -98,9 +98,9 @@ fn threshold_scenario(t: u32) {
         let crossed = SystemTime::now();
         grow_to(&mut held, goal + CHUNK as u64);
         wait_for("a threshold cycle", Duration::from_secs(3), || {
-            allocscope::cycles().len() as u64 == round
+            allocscope::gc::cycles().len() as u64 == round
         });
-        let c = allocscope::cycles().pop().unwrap();
+        let c = allocscope::gc::cycles().pop().unwrap();
         let latency = c.start.duration_since(crossed).unwrap_or_default();
         eprintln!(
             "threshold {t}, round {round}: goal {goal}, live {} -> {}, acted on after {latency:?}, took {:?}",
@@ -116,11 +116,11 @@ fn threshold_scenario(t: u32) {
         assert_eq!(c.reclaimers, 0);
         let next = goal_for(c.live_bytes_after, t);
         assert_eq!(c.next_goal_bytes, next);
-        assert_eq!(allocscope::heap_goal(), next);
+        assert_eq!(allocscope::gc::heap_goal(), next);
         assert!(next > goal, "the goal grows with the heap");
         goal = next;
     }
-    let s = allocscope::collection_stats();
+    let s = allocscope::gc::stats();
     assert_eq!(s.cycles(), 3);
     assert_eq!(s.cycles_for(CycleReason::Threshold), 3);
     assert_eq!(s.skipped_triggers, 0);
@@ -146,39 +146,39 @@ fn threshold_200() {
 #[test]
 fn threshold_off() {
     fresh_process("threshold_off", || {
-        assert_eq!(allocscope::set_threshold(None), Some(100));
-        assert_eq!(allocscope::threshold(), None);
-        assert_eq!(allocscope::heap_goal(), u64::MAX);
+        assert_eq!(allocscope::gc::set_threshold(None), Some(100));
+        assert_eq!(allocscope::gc::threshold(), None);
+        assert_eq!(allocscope::gc::heap_goal(), u64::MAX);
         let mut held = Vec::new();
         grow_to(&mut held, 48 * MIB);
         std::thread::sleep(Duration::from_millis(100));
-        let s = allocscope::collection_stats();
-        assert!(allocscope::cycles().is_empty());
+        let s = allocscope::gc::stats();
+        assert!(allocscope::gc::cycles().is_empty());
         assert_eq!(s.cycles(), 0);
         assert!(s.collector_running);
         assert_eq!(s.polls, 0, "nothing to watch: the collector parks");
         // Turning it back on acts at once: 48 MiB is past the 4 MiB floor.
-        assert_eq!(allocscope::set_threshold(Some(100)), None);
+        assert_eq!(allocscope::gc::set_threshold(Some(100)), None);
         wait_for("a cycle after turning on", Duration::from_secs(2), || {
-            !allocscope::cycles().is_empty()
+            !allocscope::gc::cycles().is_empty()
         });
-        assert_eq!(allocscope::cycles()[0].reason, CycleReason::Threshold);
+        assert_eq!(allocscope::gc::cycles()[0].reason, CycleReason::Threshold);
     });
 }
 
 #[test]
 fn memory_limit_with_threshold_off() {
     fresh_process("memory_limit_with_threshold_off", || {
-        assert_eq!(allocscope::set_threshold(None), Some(100));
+        assert_eq!(allocscope::gc::set_threshold(None), Some(100));
         let limit = live() + 24 * MIB;
-        assert_eq!(allocscope::set_memory_limit(Some(limit)), None);
-        assert_eq!(allocscope::memory_limit(), Some(limit));
-        assert_eq!(allocscope::heap_goal(), limit);
+        assert_eq!(allocscope::gc::set_memory_limit(Some(limit)), None);
+        assert_eq!(allocscope::gc::memory_limit(), Some(limit));
+        assert_eq!(allocscope::gc::heap_goal(), limit);
         let held = Arc::new(Mutex::new(Vec::new()));
         let seen: Arc<Mutex<Vec<Pressure>>> = Arc::default();
         let (h, s) = (held.clone(), seen.clone());
         // Frees half of the held blocks, as a cache would.
-        let _r = allocscope::register_reclaimer("half", move |p| {
+        let _r = allocscope::gc::register_reclaimer("half", move |p| {
             s.lock().unwrap().push(p.clone());
             let mut h = h.lock().unwrap();
             let n = h.len() / 2;
@@ -188,12 +188,12 @@ fn memory_limit_with_threshold_off() {
         });
         grow_to(&mut held.lock().unwrap(), limit - 2 * MIB);
         std::thread::sleep(Duration::from_millis(60));
-        assert!(allocscope::cycles().is_empty(), "below the limit");
+        assert!(allocscope::gc::cycles().is_empty(), "below the limit");
         grow_to(&mut held.lock().unwrap(), limit + MIB);
         wait_for("a limit cycle", Duration::from_secs(3), || {
-            !allocscope::cycles().is_empty()
+            !allocscope::gc::cycles().is_empty()
         });
-        let c = &allocscope::cycles()[0];
+        let c = &allocscope::gc::cycles()[0];
         assert_eq!(c.reason, CycleReason::Limit);
         assert_eq!(c.threshold, None);
         assert_eq!(c.memory_limit, Some(limit));
@@ -204,9 +204,9 @@ fn memory_limit_with_threshold_off() {
         assert_eq!(p.reason, CycleReason::Limit);
         assert!(p.is_over_limit() && p.over_limit_bytes == p.live_bytes - limit);
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(allocscope::cycles().len(), 1, "under the limit again");
-        assert_eq!(allocscope::set_memory_limit(None), Some(limit));
-        assert_eq!(allocscope::heap_goal(), u64::MAX);
+        assert_eq!(allocscope::gc::cycles().len(), 1, "under the limit again");
+        assert_eq!(allocscope::gc::set_memory_limit(None), Some(limit));
+        assert_eq!(allocscope::gc::heap_goal(), u64::MAX);
     });
 }
 
@@ -221,7 +221,7 @@ fn reclaimers_run_in_order_and_free() {
             .extend((0..CACHE / CHUNK).map(|_| vec![0u8; CHUNK].into_boxed_slice()));
         let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
         let (c, o) = (cache.clone(), order.clone());
-        let r1 = allocscope::register_reclaimer("cache", move |_| {
+        let r1 = allocscope::gc::register_reclaimer("cache", move |_| {
             o.lock().unwrap().push("cache");
             let mut c = c.lock().unwrap();
             let freed = c.len() * CHUNK;
@@ -230,19 +230,19 @@ fn reclaimers_run_in_order_and_free() {
         });
         assert_eq!(r1.name(), "cache");
         let o = order.clone();
-        let _r2 = allocscope::register_reclaimer(String::from("second"), move |_| {
+        let _r2 = allocscope::gc::register_reclaimer(String::from("second"), move |_| {
             o.lock().unwrap().push("second");
             0
         });
         // collector start: the goal's base includes the cache
-        let goal = allocscope::heap_goal();
+        let goal = allocscope::gc::heap_goal();
         assert!(goal >= 32 * MIB, "{goal}");
         let mut held = Vec::new();
         grow_to(&mut held, goal + CHUNK as u64);
         wait_for("a cycle", Duration::from_secs(3), || {
-            !allocscope::cycles().is_empty()
+            !allocscope::gc::cycles().is_empty()
         });
-        let c = allocscope::cycles()[0].clone();
+        let c = allocscope::gc::cycles()[0].clone();
         assert_eq!(*order.lock().unwrap(), ["cache", "second"]);
         assert_eq!(c.reclaimers, 2);
         assert_eq!(c.reclaimed_bytes, CACHE as u64);
@@ -253,34 +253,31 @@ fn reclaimers_run_in_order_and_free() {
             c.live_bytes_after
         );
         assert_eq!(c.next_goal_bytes, goal_for(c.live_bytes_after, 100));
-        assert_eq!(allocscope::collection_stats().reclaimers, 2);
-        assert_eq!(allocscope::collection_stats().reclaimed_bytes, CACHE as u64);
+        assert_eq!(allocscope::gc::stats().reclaimers, 2);
+        assert_eq!(allocscope::gc::stats().reclaimed_bytes, CACHE as u64);
 
         // Dropped: not called again.
         drop(r1);
         order.lock().unwrap().clear();
-        let m = allocscope::collect();
+        let m = allocscope::gc::collect();
         assert_eq!(m.reason, CycleReason::Manual);
         assert_eq!(m.number, 2);
         assert_eq!(m.reclaimers, 1);
         assert_eq!(*order.lock().unwrap(), ["second"]);
-        assert_eq!(allocscope::collection_stats().reclaimers, 1);
-        assert_eq!(
-            allocscope::collection_stats().cycles_for(CycleReason::Manual),
-            1
-        );
+        assert_eq!(allocscope::gc::stats().reclaimers, 1);
+        assert_eq!(allocscope::gc::stats().cycles_for(CycleReason::Manual), 1);
 
         // collect() inside a reclaimer does not nest.
         let inner = Arc::new(Mutex::new(None));
         let i = inner.clone();
-        let _r3 = allocscope::register_reclaimer("reentrant", move |_| {
-            *i.lock().unwrap() = Some(allocscope::collect());
+        let _r3 = allocscope::gc::register_reclaimer("reentrant", move |_| {
+            *i.lock().unwrap() = Some(allocscope::gc::collect());
             0
         });
-        let m = allocscope::collect();
+        let m = allocscope::gc::collect();
         assert_eq!(m.number, 3);
         assert_eq!(inner.lock().unwrap().as_ref().unwrap().number, 0);
-        assert_eq!(allocscope::cycles().len(), 3);
+        assert_eq!(allocscope::gc::cycles().len(), 3);
     });
 }
 
@@ -289,57 +286,57 @@ fn panicking_reclaimer() {
     fresh_process("panicking_reclaimer", || {
         let calls: Arc<Mutex<Vec<&'static str>>> = Arc::default();
         let c = calls.clone();
-        let _a = allocscope::register_reclaimer("a", move |_| {
+        let _a = allocscope::gc::register_reclaimer("a", move |_| {
             c.lock().unwrap().push("a");
             100
         });
         let c = calls.clone();
-        let _b = allocscope::register_reclaimer("b", move |_| {
+        let _b = allocscope::gc::register_reclaimer("b", move |_| {
             c.lock().unwrap().push("b");
             panic!("reclaimer b fails on purpose");
         });
         let c = calls.clone();
-        let _z = allocscope::register_reclaimer("z", move |_| {
+        let _z = allocscope::gc::register_reclaimer("z", move |_| {
             c.lock().unwrap().push("z");
             200
         });
-        let m = allocscope::collect();
+        let m = allocscope::gc::collect();
         assert_eq!(*calls.lock().unwrap(), ["a", "b", "z"]);
         assert_eq!(m.reclaimers, 3);
         assert_eq!(m.reclaimer_panics, 1);
         assert_eq!(m.reclaimed_bytes, 300);
         // On the collector thread too, which survives it.
         let mut held = Vec::new();
-        grow_to(&mut held, allocscope::heap_goal() + CHUNK as u64);
+        grow_to(&mut held, allocscope::gc::heap_goal() + CHUNK as u64);
         wait_for("an automatic cycle", Duration::from_secs(3), || {
-            allocscope::cycles().len() == 2
+            allocscope::gc::cycles().len() == 2
         });
-        let c = allocscope::cycles()[1].clone();
+        let c = allocscope::gc::cycles()[1].clone();
         assert_eq!(c.reason, CycleReason::Threshold);
         assert_eq!(c.reclaimer_panics, 1);
         assert_eq!(c.reclaimed_bytes, 300);
-        let polls = allocscope::collection_stats().polls;
+        let polls = allocscope::gc::stats().polls;
         std::thread::sleep(Duration::from_millis(50));
-        let s = allocscope::collection_stats();
+        let s = allocscope::gc::stats();
         assert!(s.polls > polls, "the collector thread still runs");
         assert_eq!(s.reclaimer_panics, 2);
-        assert_eq!(allocscope::collect().reclaimer_panics, 1);
+        assert_eq!(allocscope::gc::collect().reclaimer_panics, 1);
     });
 }
 
 #[test]
 fn time_share_limits_an_unreclaimable_heap() {
     fresh_process("time_share_limits_an_unreclaimable_heap", || {
-        assert_eq!(allocscope::set_threshold(None), Some(100));
+        assert_eq!(allocscope::gc::set_threshold(None), Some(100));
         let share = 0.1;
-        assert_eq!(allocscope::set_collector_time_share(share).unwrap(), 0.1);
-        assert!(allocscope::set_collector_time_share(0.0).is_err());
-        assert!(allocscope::set_collector_time_share(1.5).is_err());
-        assert!(allocscope::set_collector_time_share(f64::NAN).is_err());
+        assert_eq!(allocscope::gc::set_time_share(share).unwrap(), 0.1);
+        assert!(allocscope::gc::set_time_share(0.0).is_err());
+        assert!(allocscope::gc::set_time_share(1.5).is_err());
+        assert!(allocscope::gc::set_time_share(f64::NAN).is_err());
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
         // Works for 10 ms and frees nothing.
-        let _r = allocscope::register_reclaimer("stubborn", move |_| {
+        let _r = allocscope::gc::register_reclaimer("stubborn", move |_| {
             c.fetch_add(1, SeqCst);
             std::thread::sleep(Duration::from_millis(10));
             0
@@ -347,12 +344,12 @@ fn time_share_limits_an_unreclaimable_heap() {
         let mut held = Vec::new();
         grow_to(&mut held, 8 * MIB);
         let t0 = Instant::now();
-        allocscope::set_memory_limit(Some(4 * MIB)); // always over it
+        allocscope::gc::set_memory_limit(Some(4 * MIB)); // always over it
         std::thread::sleep(Duration::from_millis(2000));
-        allocscope::set_memory_limit(None);
+        allocscope::gc::set_memory_limit(None);
         let elapsed = t0.elapsed();
         std::thread::sleep(Duration::from_millis(30)); // a running cycle ends
-        let s = allocscope::collection_stats();
+        let s = allocscope::gc::stats();
         let busy = s.total_duration;
         let n = s.cycles_for(CycleReason::Limit);
         eprintln!(
@@ -362,7 +359,7 @@ fn time_share_limits_an_unreclaimable_heap() {
         );
         assert_eq!(calls.load(SeqCst) as u64, n);
         // share x T, the 1 s burst (share x 1 s), one cycle over, slack
-        let longest = allocscope::cycles()
+        let longest = allocscope::gc::cycles()
             .iter()
             .map(|c| c.duration)
             .max()
@@ -379,7 +376,7 @@ fn time_share_limits_an_unreclaimable_heap() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn release_returns_freed_pages_to_the_os() {
     fresh_process("release_returns_freed_pages_to_the_os", || {
-        assert_eq!(allocscope::set_threshold(None), Some(100));
+        assert_eq!(allocscope::gc::set_threshold(None), Some(100));
         const BLOCK: usize = 4096;
         let n = (96 << 20) / BLOCK;
         // Touched blocks; keep every 32nd so that glibc cannot shrink the
@@ -393,15 +390,15 @@ fn release_returns_freed_pages_to_the_os() {
             }
         }
         assert_eq!(
-            allocscope::set_release_to_os(ReleaseToOs::Never),
-            ReleaseToOs::Auto
+            allocscope::gc::set_release_mode(ReleaseMode::Never),
+            ReleaseMode::Auto
         );
-        let kept = allocscope::collect();
+        let kept = allocscope::gc::collect();
         assert!(!kept.released_to_os);
         assert_eq!(kept.released_bytes, 0);
         let rss_kept = kept.resident_bytes_after.unwrap();
-        allocscope::set_release_to_os(ReleaseToOs::Auto);
-        let c = allocscope::collect();
+        allocscope::gc::set_release_mode(ReleaseMode::Auto);
+        let c = allocscope::gc::collect();
         let before = c.resident_bytes_before.unwrap();
         let after = c.resident_bytes_after.unwrap();
         eprintln!(
@@ -412,17 +409,11 @@ fn release_returns_freed_pages_to_the_os() {
             c.duration
         );
         assert!(c.released_to_os);
-        assert_eq!(
-            allocscope::collection_stats().glibc_malloc_detected,
-            Some(true)
-        );
+        assert_eq!(allocscope::gc::stats().glibc_malloc_detected, Some(true));
         assert!(rss_kept + (16 << 20) >= before, "nothing released before");
         assert!(before - after >= 64 << 20, "{before} -> {after}");
         assert!(c.released_bytes >= 64 << 20, "{}", c.released_bytes);
-        assert_eq!(
-            allocscope::collection_stats().released_bytes,
-            c.released_bytes
-        );
+        assert_eq!(allocscope::gc::stats().released_bytes, c.released_bytes);
         drop(blocks);
     });
 }
@@ -444,24 +435,24 @@ fn near_limit_profiles_are_written_and_pruned() {
             .unwrap();
         }
         std::fs::write(dir.join("unrelated.txt"), b"keep me").unwrap();
-        assert!(allocscope::set_near_limit_profiles(Some(
-            allocscope::NearLimitProfiles::new(&dir).ratio(1.5)
+        assert!(allocscope::profile::set_near_limit_profiles(Some(
+            allocscope::profile::NearLimitProfiles::new(&dir).ratio(1.5)
         ))
         .is_err());
-        assert!(allocscope::set_near_limit_profiles(Some(
-            allocscope::NearLimitProfiles::new(&dir).keep(0)
+        assert!(allocscope::profile::set_near_limit_profiles(Some(
+            allocscope::profile::NearLimitProfiles::new(&dir).keep(0)
         ))
         .is_err());
-        allocscope::set_near_limit_profiles(Some(
-            allocscope::NearLimitProfiles::new(&dir)
+        allocscope::profile::set_near_limit_profiles(Some(
+            allocscope::profile::NearLimitProfiles::new(&dir)
                 .keep(2)
                 .min_interval(Duration::from_millis(150)),
         ))
         .unwrap();
-        allocscope::set_sample_interval(64 * 1024);
-        allocscope::set_threshold(None);
+        allocscope::sampling::set_interval(64 * 1024);
+        allocscope::gc::set_threshold(None);
         let limit = live() + 32 * MIB;
-        allocscope::set_memory_limit(Some(limit));
+        allocscope::gc::set_memory_limit(Some(limit));
         let profiles = || {
             let mut v: Vec<String> = std::fs::read_dir(&dir)
                 .unwrap()
@@ -477,7 +468,7 @@ fn near_limit_profiles_are_written_and_pruned() {
         assert_eq!(profiles().len(), 3, "nothing below 90%: {:?}", profiles());
         grow_to(&mut held, limit * 92 / 100);
         wait_for("two near-limit profiles", Duration::from_secs(20), || {
-            allocscope::collection_stats().near_limit_profiles >= 2
+            allocscope::gc::stats().near_limit_profiles >= 2
         });
         // the pruning of the second write is done once the file count is 2
         wait_for("pruning", Duration::from_secs(5), || profiles().len() == 2);
@@ -513,7 +504,7 @@ fn near_limit_profiles_are_written_and_pruned() {
             );
             assert!(!p.sample.is_empty(), "samples in {n}");
         }
-        allocscope::set_near_limit_profiles(None).unwrap();
+        allocscope::profile::set_near_limit_profiles(None).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
@@ -537,17 +528,17 @@ fn many_threads_bound_the_checks() {
             go.recv().unwrap();
             parked.push((tx, h));
         }
-        allocscope::start_collector();
+        allocscope::gc::start_collector();
         std::thread::sleep(Duration::from_millis(300));
-        let s0 = allocscope::collection_stats();
+        let s0 = allocscope::gc::stats();
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_millis(1500));
-        let s1 = allocscope::collection_stats();
+        let s1 = allocscope::gc::stats();
         let share = (s1.poll_time - s0.poll_time).as_secs_f64() / t0.elapsed().as_secs_f64();
         let per = (s1.poll_time - s0.poll_time) / (s1.polls - s0.polls).max(1) as u32;
         eprintln!(
             "{} blocks: {} checks in 1.5 s, {per:?} each, {:.3}% of a core",
-            allocscope::core_info().blocks,
+            allocscope::counters::info().blocks,
             s1.polls - s0.polls,
             share * 100.0
         );
@@ -558,13 +549,13 @@ fn many_threads_bound_the_checks() {
             share * 100.0
         );
         let mut held = Vec::new();
-        let goal = allocscope::heap_goal();
+        let goal = allocscope::gc::heap_goal();
         let crossed = SystemTime::now();
         grow_to(&mut held, goal + CHUNK as u64);
         wait_for("a cycle", Duration::from_secs(3), || {
-            !allocscope::cycles().is_empty()
+            !allocscope::gc::cycles().is_empty()
         });
-        let c = &allocscope::cycles()[0];
+        let c = &allocscope::gc::cycles()[0];
         let latency = c.start.duration_since(crossed).unwrap_or_default();
         eprintln!("acted on {latency:?} after the growth started");
         assert!(latency < Duration::from_millis(300), "{latency:?}");

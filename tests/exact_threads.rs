@@ -130,7 +130,7 @@ fn exact_with_cross_thread_frees_and_thread_exits() {
     assert_eq!(s.size_classes.last().unwrap().live_objects(), 1);
     unsafe { ALLOC.dealloc(p, big) };
     assert_exact("at end");
-    let info = allocscope::core_info();
+    let info = allocscope::counters::info();
     assert!(
         info.blocks >= 1 && info.blocks <= 40,
         "blocks are reused: {info:?}"

@@ -54,7 +54,7 @@ static ALLOC: AllocScope<Refusing> = AllocScope::new(Refusing);
 
 fn refusals() {
     for interval in [0u64, 1] {
-        let prev = allocscope::set_sample_interval(interval);
+        let prev = allocscope::sampling::set_interval(interval);
         let before = allocscope::stats();
         REFUSE.with(|r| r.set(true));
         let (_, d) = allocscope::measure(|| {
@@ -77,7 +77,7 @@ fn refusals() {
         });
         REFUSE.with(|r| r.set(false));
         let after = allocscope::stats();
-        allocscope::set_sample_interval(prev);
+        allocscope::sampling::set_interval(prev);
         assert_eq!(d.alloc_failures, 27, "interval {interval}: {d:?}");
         assert_eq!(
             (d.allocations, d.deallocations, d.reallocations),

@@ -13,7 +13,7 @@ static ALLOC: AllocScope = AllocScope::system();
 
 /// What a child does; returns its exit code (0 = all good).
 fn child() -> i32 {
-    let before = allocscope::sampler_stats().samples_total;
+    let before = allocscope::sampling::stats().samples_total;
     let (v, d) = allocscope::measure(|| {
         let v: Vec<Vec<u8>> = (0..500).map(|i| vec![i as u8; 16 + i]).collect();
         std::hint::black_box(v)
@@ -21,7 +21,7 @@ fn child() -> i32 {
     let ok_counts = d.allocations == 501
         && d.allocated_bytes as usize == 500 * 8 * 3 + (0..500).map(|i| 16 + i).sum::<usize>();
     drop(v);
-    let sampled = allocscope::sampler_stats().samples_total > before;
+    let sampled = allocscope::sampling::stats().samples_total > before;
     let s = allocscope::stats();
     if !ok_counts {
         return 2;
@@ -37,7 +37,7 @@ fn child() -> i32 {
 
 #[test]
 fn forked_children_allocate_and_sample() {
-    let prev = allocscope::set_sample_interval(1);
+    let prev = allocscope::sampling::set_interval(1);
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..4)
         .map(|k| {
@@ -94,5 +94,5 @@ fn forked_children_allocate_and_sample() {
     for w in workers {
         w.join().unwrap();
     }
-    allocscope::set_sample_interval(prev);
+    allocscope::sampling::set_interval(prev);
 }

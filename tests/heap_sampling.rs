@@ -5,7 +5,8 @@
 //! and bytes per site must be within ±10% of the truth, at the default
 //! interval and at 16 KiB. As in Go, a site fails only if all of three runs
 //! miss on the same side.
-use allocscope::{AllocScope, HeapProfile, SampleType};
+use allocscope::profile::{HeapProfile, SampleType};
+use allocscope::AllocScope;
 
 #[global_allocator]
 static ALLOC: AllocScope = AllocScope::system();
@@ -82,18 +83,18 @@ fn run(interval: u64) -> Vec<(&'static str, SampleType, f64)> {
     // capture taken just before it
     let before = HeapProfile::capture();
     let before: Vec<String> = TYPES.iter().map(|&t| before.folded(t)).collect();
-    let prev = allocscope::set_sample_interval(interval);
+    let prev = allocscope::sampling::set_interval(interval);
     let mut keep: Vec<Vec<u8>> = Vec::new();
     let mut truths = Vec::new();
     for (name, size, f) in SITES {
         // enough objects for about 800 alloc samples (400 in use)
-        let p = allocscope::sample_probability(size as u64, interval);
+        let p = allocscope::sampling::probability(size as u64, interval);
         let n = (800.0 / p).ceil() as usize;
         keep.reserve(n / 2 + 1);
         truths.push((name, f(n, &mut keep)));
     }
     let profile = HeapProfile::capture();
-    allocscope::set_sample_interval(prev);
+    allocscope::sampling::set_interval(prev);
     let mut out = Vec::new();
     for (k, ty) in TYPES.into_iter().enumerate() {
         let folded = profile.folded(ty);
@@ -152,5 +153,5 @@ fn estimates_within_ten_percent_at_16k() {
 
 #[test]
 fn estimates_within_ten_percent_at_default_interval() {
-    check(allocscope::DEFAULT_INTERVAL);
+    check(allocscope::sampling::DEFAULT_INTERVAL);
 }

@@ -82,7 +82,7 @@ fn outside_ordinary_threads() {
         .unwrap();
     }
     assert_exact("after TLS destructors allocated at thread exit");
-    let info = allocscope::core_info();
+    let info = allocscope::counters::info();
     assert!(
         info.blocks < 10,
         "exited threads' blocks are reused: {info:?}"

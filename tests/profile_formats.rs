@@ -12,9 +12,9 @@ use std::hint::black_box;
 use std::io::Read;
 use std::process::Command;
 
-use allocscope::{
-    AllocScope, FlamegraphOptions, HeapProfile, PprofKind, RawSampleForTests, SampleType,
-};
+use allocscope::profile::{FlamegraphOptions, HeapProfile, PprofKind, SampleType};
+use allocscope::test_util::RawSample;
+use allocscope::AllocScope;
 use pprof::protos::{Message, Profile};
 
 #[global_allocator]
@@ -93,8 +93,8 @@ fn inline_host() -> Vec<usize> {
     black_box(s)
 }
 
-fn raw(stack: &[usize], size: u64, interval: u64, allocs: u64, frees: u64) -> RawSampleForTests {
-    RawSampleForTests {
+fn raw(stack: &[usize], size: u64, interval: u64, allocs: u64, frees: u64) -> RawSample {
+    RawSample {
         stack: stack.to_vec(),
         size,
         interval,
@@ -129,7 +129,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let leak = outer_caller();
     let handler = request_handler();
-    let profile = allocscope::__profile_from_raw_for_tests(
+    let profile = allocscope::test_util::profile_from_raw(
         vec![
             raw(&leak, 1024, KIB512, 10, 2),
             raw(&leak, 64, KIB512, 3, 0),
@@ -244,7 +244,7 @@ fn folded_is_root_first_named_and_scaled() {
 #[test]
 fn backtrace_frames_at_the_leaf_are_dropped() {
     let stack = traced_with_backtrace_frames();
-    let p = allocscope::__profile_from_raw_for_tests(vec![raw(&stack, 32, 1, 1, 0)], 1);
+    let p = allocscope::test_util::profile_from_raw(vec![raw(&stack, 32, 1, 1, 0)], 1);
     let folded = p.folded(SampleType::InuseSpace);
     let (frames, v) = folded.trim_end().rsplit_once(' ').unwrap();
     assert_eq!(v, "32");
@@ -260,7 +260,7 @@ fn backtrace_frames_at_the_leaf_are_dropped() {
 fn unresolvable_addresses_are_hex() {
     let mut stack = vec![0x10usize];
     stack.extend(request_handler());
-    let p = allocscope::__profile_from_raw_for_tests(vec![raw(&stack, 8, 1, 1, 0)], 1);
+    let p = allocscope::test_util::profile_from_raw(vec![raw(&stack, 8, 1, 1, 0)], 1);
     let folded = p.folded(SampleType::InuseSpace);
     assert!(
         folded.contains("profile_formats::request_handler;0x10 8\n"),
@@ -528,14 +528,14 @@ fn flamegraph_has_title_names_and_search() {
 fn diff_shows_only_the_grown_stack() {
     let leak = outer_caller();
     let handler = request_handler();
-    let base = allocscope::__profile_from_raw_for_tests(
+    let base = allocscope::test_util::profile_from_raw(
         vec![
             raw(&leak, 1024, KIB512, 10, 0),
             raw(&handler, 4096, 4096, 100, 50),
         ],
         KIB512,
     );
-    let now = allocscope::__profile_from_raw_for_tests(
+    let now = allocscope::test_util::profile_from_raw(
         vec![
             raw(&leak, 1024, KIB512, 30, 0),
             raw(&handler, 4096, 4096, 200, 150),
@@ -570,7 +570,7 @@ fn diff_shows_only_the_grown_stack() {
 
 #[test]
 fn empty_profile_renders_everywhere() {
-    let p = allocscope::__profile_from_raw_for_tests(vec![], KIB512);
+    let p = allocscope::test_util::profile_from_raw(vec![], KIB512);
     assert!(p.is_empty());
     assert_eq!(p.interval(), KIB512);
     let s = svg(|w| p.flamegraph(SampleType::InuseSpace, &FlamegraphOptions::default(), w));
@@ -586,13 +586,13 @@ fn empty_profile_renders_everywhere() {
     let d = p.diff(&p);
     assert_eq!(d.folded(SampleType::InuseSpace), "");
     svg(|w| d.flamegraph(SampleType::InuseSpace, &FlamegraphOptions::default(), w));
-    assert!(allocscope::symbol_cache_len() <= allocscope::SYMBOL_CACHE_CAPACITY);
+    assert!(allocscope::profile::symbol_cache_len() <= allocscope::profile::SYMBOL_CACHE_CAPACITY);
 }
 
 #[test]
 fn inlined_frames_are_expanded_in_call_order() {
     let stack = inline_host();
-    let p = allocscope::__profile_from_raw_for_tests(vec![raw(&stack, 16, 1, 1, 0)], 1);
+    let p = allocscope::test_util::profile_from_raw(vec![raw(&stack, 16, 1, 1, 0)], 1);
     let frames = p.buckets()[0].frames();
     // Leaf first: the inlined helper, then the function it was inlined into,
     // both at the same return address.

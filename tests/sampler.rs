@@ -17,7 +17,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Sampling points reached: recorded samples plus samples dropped because
 /// another thread (the test harness's) held the sampler's lock at that
 /// moment, which is allowed.
-fn points(s: &allocscope::SamplerStats) -> u64 {
+fn points(s: &allocscope::sampling::Stats) -> u64 {
     s.samples_total + s.dropped_samples
 }
 
@@ -28,35 +28,35 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 #[test]
 fn interval_api() {
     let _g = serial();
-    assert_eq!(allocscope::DEFAULT_INTERVAL, 512 * 1024);
-    let prev = allocscope::set_sample_interval(4096);
-    assert_eq!(allocscope::sample_interval(), 4096);
-    assert_eq!(allocscope::set_sample_interval(prev), 4096);
-    assert_eq!(allocscope::sample_interval(), prev);
-    assert_eq!(allocscope::sampler_stats().interval, prev);
+    assert_eq!(allocscope::sampling::DEFAULT_INTERVAL, 512 * 1024);
+    let prev = allocscope::sampling::set_interval(4096);
+    assert_eq!(allocscope::sampling::interval(), 4096);
+    assert_eq!(allocscope::sampling::set_interval(prev), 4096);
+    assert_eq!(allocscope::sampling::interval(), prev);
+    assert_eq!(allocscope::sampling::stats().interval, prev);
 }
 
 #[test]
 fn off_samples_nothing_and_one_samples_everything() {
     let _g = serial();
-    let prev = allocscope::set_sample_interval(0);
-    let before = points(&allocscope::sampler_stats());
+    let prev = allocscope::sampling::set_interval(0);
+    let before = points(&allocscope::sampling::stats());
     let v: Vec<Box<[u8; 100]>> = (0..1000).map(|_| Box::new([1u8; 100])).collect();
     // this thread samples nothing; the harness's threads may still run out
     // a countdown drawn before (they check in within 1 MiB)
-    let after = points(&allocscope::sampler_stats());
+    let after = points(&allocscope::sampling::stats());
     assert!(
         after <= before + 3,
         "interval 0 samples nothing: {before} -> {after}"
     );
     drop(v);
 
-    allocscope::set_sample_interval(1);
-    let s0 = allocscope::sampler_stats();
+    allocscope::sampling::set_interval(1);
+    let s0 = allocscope::sampling::stats();
     let v: Vec<Box<[u8; 100]>> =
         std::hint::black_box((0..1000).map(|_| Box::new([1u8; 100])).collect());
-    let s1 = allocscope::sampler_stats();
-    allocscope::set_sample_interval(prev);
+    let s1 = allocscope::sampling::stats();
+    allocscope::sampling::set_interval(prev);
     // the 1000 boxes and the vector itself, at least (other tests' threads
     // may sample too, never fewer)
     let dropped = s1.dropped_samples - s0.dropped_samples;
@@ -66,7 +66,7 @@ fn off_samples_nothing_and_one_samples_everything() {
         "{s0:?} -> {s1:?}"
     );
     drop(v);
-    let s2 = allocscope::sampler_stats();
+    let s2 = allocscope::sampling::stats();
     assert!(
         s2.live_samples + 1000 <= s1.live_samples + dropped + 5,
         "frees remove samples: {s1:?} -> {s2:?}"
@@ -81,8 +81,8 @@ fn off_samples_nothing_and_one_samples_everything() {
 #[test]
 fn sampled_blocks_keep_alignment_contents_and_zeroing() {
     let _g = serial();
-    let prev = allocscope::set_sample_interval(1);
-    let s0 = points(&allocscope::sampler_stats());
+    let prev = allocscope::sampling::set_interval(1);
+    let s0 = points(&allocscope::sampling::stats());
     for align_log2 in 0..=13u32 {
         for size in [1usize, 7, 8, 24, 100, 4096, 70_000] {
             let l = Layout::from_size_align(size, 1 << align_log2).unwrap();
@@ -118,8 +118,8 @@ fn sampled_blocks_keep_alignment_contents_and_zeroing() {
             }
         }
     }
-    let s1 = points(&allocscope::sampler_stats());
-    allocscope::set_sample_interval(prev);
+    let s1 = points(&allocscope::sampling::stats());
+    allocscope::sampling::set_interval(prev);
     assert!(
         s1 - s0 >= 14 * 7 * 3,
         "every allocation and reallocation was sampled: {s0} -> {s1}"
@@ -129,7 +129,7 @@ fn sampled_blocks_keep_alignment_contents_and_zeroing() {
 #[test]
 fn counts_stay_exact_while_sampling_everything() {
     let _g = serial();
-    let prev = allocscope::set_sample_interval(1);
+    let prev = allocscope::sampling::set_interval(1);
     let (_, d) = allocscope::measure(|| {
         let mut keep = Vec::with_capacity(600);
         for i in 0..600usize {
@@ -142,7 +142,7 @@ fn counts_stay_exact_while_sampling_everything() {
         }
         drop(keep);
     });
-    allocscope::set_sample_interval(prev);
+    allocscope::sampling::set_interval(prev);
     // 600 vectors + the outer one; 200 reallocations; everything freed
     assert_eq!(d.allocations, 601 + 200, "{d:?}");
     assert_eq!(d.reallocations, 200, "{d:?}");
@@ -153,7 +153,7 @@ fn counts_stay_exact_while_sampling_everything() {
 #[test]
 fn a_new_interval_reaches_running_threads() {
     let _g = serial();
-    let prev = allocscope::set_sample_interval(0);
+    let prev = allocscope::sampling::set_interval(0);
     let stop = Arc::new(AtomicBool::new(false));
     let sampled_here = Arc::new(AtomicU64::new(0));
     let (s, c) = (stop.clone(), sampled_here.clone());
@@ -161,17 +161,17 @@ fn a_new_interval_reaches_running_threads() {
         // allocate continuously; record how many samples appear
         while !s.load(SeqCst) {
             std::hint::black_box(vec![0u8; 64]);
-            c.store(points(&allocscope::sampler_stats()), SeqCst);
+            c.store(points(&allocscope::sampling::stats()), SeqCst);
         }
     });
     std::thread::sleep(std::time::Duration::from_millis(50));
-    let before = points(&allocscope::sampler_stats());
-    allocscope::set_sample_interval(1);
+    let before = points(&allocscope::sampling::stats());
+    allocscope::sampling::set_interval(1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while sampled_here.load(SeqCst) < before + 100 && std::time::Instant::now() < deadline {
         std::thread::yield_now();
     }
-    allocscope::set_sample_interval(prev);
+    allocscope::sampling::set_interval(prev);
     stop.store(true, SeqCst);
     t.join().unwrap();
     assert!(
@@ -183,36 +183,41 @@ fn a_new_interval_reaches_running_threads() {
 #[test]
 fn stack_capture_methods_both_work() {
     let _g = serial();
-    let default = allocscope::stack_capture();
-    assert_eq!(default, allocscope::StackCapture::default_for_build());
+    let default = allocscope::sampling::stack_capture();
+    assert_eq!(
+        default,
+        allocscope::sampling::StackCapture::default_for_build()
+    );
     for m in [
-        allocscope::StackCapture::FramePointers,
-        allocscope::StackCapture::Unwinder,
+        allocscope::sampling::StackCapture::FramePointers,
+        allocscope::sampling::StackCapture::Unwinder,
     ] {
-        allocscope::set_stack_capture(m);
-        let prev = allocscope::set_sample_interval(1);
-        let s0 = allocscope::sampler_stats();
+        allocscope::sampling::set_stack_capture(m);
+        let prev = allocscope::sampling::set_interval(1);
+        let s0 = allocscope::sampling::stats();
         let v: Vec<Vec<u8>> = std::hint::black_box((0..50).map(|i| vec![0u8; 10 + i]).collect());
-        let s1 = allocscope::sampler_stats();
-        allocscope::set_sample_interval(prev);
+        let s1 = allocscope::sampling::stats();
+        allocscope::sampling::set_interval(prev);
         assert!(points(&s1) >= points(&s0) + 51, "{m:?}");
         drop(v);
     }
-    allocscope::set_stack_capture(default);
+    allocscope::sampling::set_stack_capture(default);
 }
 
 #[test]
 fn limits_cannot_change_after_sampling_started() {
     let _g = serial();
-    let prev = allocscope::set_sample_interval(1);
+    let prev = allocscope::sampling::set_interval(1);
     std::hint::black_box(Box::new(1u64));
-    allocscope::set_sample_interval(prev);
-    let err =
-        allocscope::set_sampler_limits(allocscope::SamplerLimits::default().max_live_samples(10))
-            .unwrap_err();
+    allocscope::sampling::set_interval(prev);
+    let err = allocscope::sampling::set_limits(
+        allocscope::sampling::Limits::default().max_live_samples(10),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("before the first sample"), "{err}");
-    let bad = allocscope::set_sampler_limits(allocscope::SamplerLimits::default().max_stacks(0))
-        .unwrap_err();
+    let bad =
+        allocscope::sampling::set_limits(allocscope::sampling::Limits::default().max_stacks(0))
+            .unwrap_err();
     assert!(bad.to_string().contains("max_stacks"), "{bad}");
 }
 
@@ -221,13 +226,13 @@ fn large_allocations_are_sampled_across_check_ins() {
     // a 4 MiB block at a 512 KiB interval is sampled with probability
     // 1 - exp(-8) = 99.97%: the countdown's check-ins must not hide it
     let _g = serial();
-    let prev = allocscope::set_sample_interval(512 * 1024);
-    let s0 = points(&allocscope::sampler_stats());
+    let prev = allocscope::sampling::set_interval(512 * 1024);
+    let s0 = points(&allocscope::sampling::stats());
     for _ in 0..50 {
         let v: Vec<u8> = std::hint::black_box(Vec::with_capacity(4 << 20));
         drop(v);
     }
-    let s1 = points(&allocscope::sampler_stats());
-    allocscope::set_sample_interval(prev);
+    let s1 = points(&allocscope::sampling::stats());
+    allocscope::sampling::set_interval(prev);
     assert!(s1 - s0 >= 49, "{s0} -> {s1}");
 }

@@ -131,14 +131,14 @@ fn stress_every_allocation_sampled() {
         .unwrap_or(10);
     let start = Instant::now();
     let until = start + Duration::from_secs(secs);
-    let prev = allocscope::set_sample_interval(1);
+    let prev = allocscope::sampling::set_interval(1);
     let done = Arc::new(AtomicBool::new(false));
     /// Stops the watchdog and restores the interval however the test ends.
     struct Finish(Arc<AtomicBool>, u64);
     impl Drop for Finish {
         fn drop(&mut self) {
             self.0.store(true, SeqCst);
-            allocscope::set_sample_interval(self.1);
+            allocscope::sampling::set_interval(self.1);
         }
     }
     let _finish = Finish(done.clone(), prev);
@@ -216,16 +216,20 @@ fn stress_every_allocation_sampled() {
         while Instant::now() < until {
             let s = allocscope::stats();
             assert!(s.size_classes.len() > 100);
-            let sp = allocscope::sampler_stats();
+            let sp = allocscope::sampling::stats();
             max_live = max_live.max(sp.live_samples);
-            assert!(sp.live_samples <= allocscope::sampler_limits().max_live_samples as u64);
+            assert!(sp.live_samples <= allocscope::sampling::limits().max_live_samples as u64);
             assert!(sp.memory_bytes <= sp.reserved_bytes, "{sp:?}");
             #[cfg(feature = "profile")]
             {
                 let t = Instant::now();
-                let profile = allocscope::HeapProfile::capture();
+                let profile = allocscope::profile::HeapProfile::capture();
                 let t1 = t.elapsed();
-                std::hint::black_box(profile.folded(allocscope::SampleType::InuseSpace).len());
+                std::hint::black_box(
+                    profile
+                        .folded(allocscope::profile::SampleType::InuseSpace)
+                        .len(),
+                );
                 if t.elapsed() > Duration::from_millis(500) {
                     eprintln!(
                         "slow profile: capture {t1:?}, folded {:?}, {} buckets",
@@ -235,9 +239,9 @@ fn stress_every_allocation_sampled() {
                 }
             }
             if n % 50 == 25 {
-                allocscope::set_sample_interval(4096);
+                allocscope::sampling::set_interval(4096);
                 std::thread::sleep(Duration::from_millis(5));
-                allocscope::set_sample_interval(1);
+                allocscope::sampling::set_interval(1);
             }
             n += 1;
             obs_progress[WORKERS + 1].store(n, SeqCst);
@@ -259,7 +263,7 @@ fn stress_every_allocation_sampled() {
     }
     let short_lived = spawner.join().unwrap();
     let (observations, max_live) = observer.join().unwrap();
-    let sp = allocscope::sampler_stats();
+    let sp = allocscope::sampling::stats();
     assert!(
         short_lived > 10,
         "threads were created and exited: {short_lived}"
@@ -285,8 +289,8 @@ fn stress_every_allocation_sampled() {
     // profile shows nothing in use under `churn`
     #[cfg(feature = "profile")]
     {
-        let p = allocscope::HeapProfile::capture();
-        let inuse = p.folded(allocscope::SampleType::InuseObjects);
+        let p = allocscope::profile::HeapProfile::capture();
+        let inuse = p.folded(allocscope::profile::SampleType::InuseObjects);
         let churn: Vec<&str> = inuse
             .lines()
             .filter(|l| l.contains("sampling_stress::churn"))
@@ -295,7 +299,7 @@ fn stress_every_allocation_sampled() {
             churn.is_empty(),
             "blocks freed by the workers still counted in use: {churn:?}"
         );
-        let allocs = p.folded(allocscope::SampleType::AllocObjects);
+        let allocs = p.folded(allocscope::profile::SampleType::AllocObjects);
         assert!(
             allocs.contains("sampling_stress::churn"),
             "the workers' allocations are in the profile"

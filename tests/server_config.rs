@@ -33,7 +33,7 @@ fn load_file_then_environment_and_apply() {
 
     let s = server::start(c).expect("start");
     assert_eq!(
-        allocscope::sample_interval(),
+        allocscope::sampling::interval(),
         64 * 1024,
         "start() applies it"
     );

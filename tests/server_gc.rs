@@ -89,7 +89,7 @@ fn gc_endpoints() {
     let r = post(a, "/gc?set=200");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text().trim(), r#"{"threshold":200,"previous":100}"#);
-    assert_eq!(allocscope::threshold(), Some(200));
+    assert_eq!(allocscope::gc::threshold(), Some(200));
     assert_eq!(
         post(a, "/gc?set=off").text().trim(),
         r#"{"threshold":null,"previous":200}"#
@@ -111,7 +111,7 @@ fn gc_endpoints() {
         post(a, "/gc?memory_limit=2GiB").text().trim(),
         r#"{"memory_limit_bytes":2147483648,"previous_memory_limit_bytes":null}"#
     );
-    assert_eq!(allocscope::memory_limit(), Some(2 << 30));
+    assert_eq!(allocscope::gc::memory_limit(), Some(2 << 30));
     assert_eq!(json(&get(a, "/gc"))["memory_limit_bytes"], 2u64 << 30);
     assert_eq!(
         post(a, "/gc?memory_limit=off").text().trim(),
@@ -147,8 +147,12 @@ fn gc_endpoints() {
     ] {
         let r = post(a, &format!("/gc?{q}"));
         assert_json_error(&r, 400, needle);
-        assert_eq!(allocscope::threshold(), Some(100), "{q} changed nothing");
-        assert_eq!(allocscope::memory_limit(), None, "{q} changed nothing");
+        assert_eq!(
+            allocscope::gc::threshold(),
+            Some(100),
+            "{q} changed nothing"
+        );
+        assert_eq!(allocscope::gc::memory_limit(), None, "{q} changed nothing");
     }
     assert_json_error(&post(a, "/gc?set=%zz"), 400, "percent-encoding");
 
@@ -159,7 +163,7 @@ fn gc_endpoints() {
         assert_eq!(r.header("allow"), Some("POST"));
     }
     assert_eq!(request(a, "HEAD", "/gc?set=200", &[], b"").status, 405);
-    assert_eq!(allocscope::threshold(), Some(100));
+    assert_eq!(allocscope::gc::threshold(), Some(100));
     assert_json_error(&get(a, "/gc?x=1"), 400, "no parameters");
     let r = get(a, "/gc/collect");
     assert_json_error(&r, 405, "method GET");
@@ -171,7 +175,7 @@ fn gc_endpoints() {
     assert_eq!(get(a, "/gc/").status, 404);
 
     // POST /gc/collect: a manual cycle's record.
-    let before = allocscope::collection_stats().cycles();
+    let before = allocscope::gc::stats().cycles();
     let r = post(a, "/gc/collect");
     assert_eq!(r.status, 200, "{}", r.text());
     let c = json(&r);
@@ -286,9 +290,9 @@ fn gc_endpoints() {
     let s = server::start(config()).unwrap();
     let a = s.local_addr();
     let manual = || {
-        allocscope::cycles()
+        allocscope::gc::cycles()
             .iter()
-            .filter(|c| c.reason == allocscope::CycleReason::Manual)
+            .filter(|c| c.reason == allocscope::gc::CycleReason::Manual)
             .count()
     };
     let before = manual();

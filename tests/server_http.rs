@@ -110,7 +110,7 @@ fn landing_page_metrics_index_cmdline() {
         m.contains(&format!("\nallocscope_sampler_interval_bytes {INTERVAL}\n")),
         "start() applies the configured sample interval"
     );
-    assert_eq!(allocscope::sample_interval(), INTERVAL);
+    assert_eq!(allocscope::sampling::interval(), INTERVAL);
     let series = m.lines().filter(|l| !l.starts_with('#')).count();
     assert!(series < 250, "{series} series");
 

@@ -127,9 +127,9 @@ fn go_tool_pprof_reads_cpu_and_heap_profiles() {
     assert!(cpu.contains("flat%"), "{cpu}");
 
     // a known allocation site, sampled densely and kept live
-    let prev = allocscope::set_sample_interval(4096);
+    let prev = allocscope::sampling::set_interval(4096);
     let kept = retained_by_tool_test();
-    allocscope::set_sample_interval(prev);
+    allocscope::sampling::set_interval(prev);
     for (path, ty) in [("heap", "inuse_space"), ("allocs", "alloc_space")] {
         let heap = go_pprof_top(&format!("{base}/debug/pprof/{path}"), &tmp);
         assert!(heap.contains(&format!("Type: {ty}")), "{heap}");

@@ -222,7 +222,7 @@ fn soak_exporter_and_allocator_together() {
                 }
                 6 => bytes += ok(addr, "POST", "/gc/collect"),
                 7 => {
-                    allocscope::set_sample_interval([4096, 65536][(n / 10 % 2) as usize]);
+                    allocscope::sampling::set_interval([4096, 65536][(n / 10 % 2) as usize]);
                     bytes += ok(addr, "GET", "/gc");
                 }
                 8 => bytes += ok(addr, "GET", "/"),
@@ -244,14 +244,14 @@ fn soak_exporter_and_allocator_together() {
     let short_lived = spawner.join().unwrap();
     let (requests, bytes) = client.join().unwrap();
     done.store(true, SeqCst);
-    let sp = allocscope::sampler_stats();
-    let limits = allocscope::sampler_limits();
+    let sp = allocscope::sampling::stats();
+    let limits = allocscope::sampling::limits();
     assert!(
         sp.live_samples <= limits.max_live_samples as u64 && sp.memory_bytes <= sp.reserved_bytes,
         "{sp:?}"
     );
-    let profile = allocscope::HeapProfile::capture();
-    let inuse = profile.folded(allocscope::SampleType::InuseObjects);
+    let profile = allocscope::profile::HeapProfile::capture();
+    let inuse = profile.folded(allocscope::profile::SampleType::InuseObjects);
     assert!(
         !inuse.lines().any(|l| l.contains("soak::churn")),
         "blocks the workers freed are still in use in the profile"
@@ -263,6 +263,6 @@ fn soak_exporter_and_allocator_together() {
     srv.shutdown();
     eprintln!(
         "soak: {secs} s, {requests} requests ({bytes} bytes), {short_lived} short-lived threads, {} collections, {sp:?}",
-        allocscope::collection_stats().cycles()
+        allocscope::gc::stats().cycles()
     );
 }

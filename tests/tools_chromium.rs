@@ -254,7 +254,7 @@ fn landing_page_numbers_form_and_flamegraph_search_in_chromium() {
         return;
     }
     // something to see in the heap profile
-    allocscope::set_sample_interval(16 * 1024);
+    allocscope::sampling::set_interval(16 * 1024);
     let kept: Vec<Vec<u8>> = (0..2000)
         .map(|i| std::hint::black_box(vec![i as u8; 4096]))
         .collect();
@@ -295,11 +295,11 @@ fn landing_page_numbers_form_and_flamegraph_search_in_chromium() {
     let submit = d.element("#gcform button[type=submit]");
     d.call("POST", &format!("/element/{submit}/click"), Some(json!({})));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while allocscope::threshold() != Some(250) {
+    while allocscope::gc::threshold() != Some(250) {
         assert!(
             Instant::now() < deadline,
             "the form did not set the threshold: {:?}",
-            allocscope::threshold()
+            allocscope::gc::threshold()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -332,6 +332,6 @@ fn landing_page_numbers_form_and_flamegraph_search_in_chromium() {
     d.screenshot("flamegraph-search.png");
     drop(d);
     srv.shutdown();
-    allocscope::set_threshold(Some(100));
+    allocscope::gc::set_threshold(Some(100));
     drop(kept);
 }

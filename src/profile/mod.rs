@@ -43,6 +43,7 @@
 mod diff;
 mod flamegraph;
 mod folded;
+mod near_limit;
 mod pprof;
 mod symbolize;
 mod symtab;
@@ -54,10 +55,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::sampler::RawBucket;
+use crate::sampling::RawBucket;
 
 pub use diff::{DiffStack, HeapDiff};
 pub use flamegraph::{FlamegraphColors, FlamegraphOptions};
+pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
+pub(crate) use near_limit::{KEEP_EXPECTED, RATIO_EXPECTED};
 pub use symbolize::{clear_symbol_cache, symbol_cache_len, Frame, SYMBOL_CACHE_CAPACITY};
 
 use symbolize::Location;
@@ -257,8 +260,8 @@ impl HeapProfile {
     /// first capture of a process can take a noticeable fraction of a
     /// second. Symbols are cached (see [`symbol_cache_len`]).
     pub fn capture() -> HeapProfile {
-        let interval = crate::sampler::current_interval_for_profile();
-        HeapProfile::from_raw(crate::sampler::raw_buckets(), interval)
+        let interval = crate::sampling::current_interval_for_profile();
+        HeapProfile::from_raw(crate::sampling::raw_buckets(), interval)
     }
 
     /// Builds a profile from raw sampler buckets. `current_interval` is the
@@ -448,44 +451,6 @@ pub(crate) fn human_bytes(n: u64) -> String {
         }
     }
     format!("{n} B")
-}
-
-/// A raw sampled bucket, for building profiles from recorded stacks in
-/// allocscope's own integration tests. Not part of the public API.
-#[doc(hidden)]
-#[derive(Clone, Debug)]
-pub struct RawSampleForTests {
-    /// Return addresses, leaf first.
-    pub stack: Vec<usize>,
-    /// Object size in bytes.
-    pub size: u64,
-    /// Sampling interval in force, in bytes.
-    pub interval: u64,
-    /// Sampled allocations.
-    pub allocs: u64,
-    /// Of those, freed.
-    pub frees: u64,
-}
-
-/// Builds a profile from raw buckets (allocscope's integration tests). Not
-/// part of the public API.
-#[doc(hidden)]
-pub fn __profile_from_raw_for_tests(
-    raw: Vec<RawSampleForTests>,
-    current_interval: u64,
-) -> HeapProfile {
-    HeapProfile::from_raw(
-        raw.into_iter()
-            .map(|r| RawBucket {
-                stack: r.stack,
-                size: r.size,
-                interval: r.interval,
-                allocs: r.allocs,
-                frees: r.frees,
-            })
-            .collect(),
-        current_interval,
-    )
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{Error, ReleaseToOs};
+use crate::gc::ReleaseMode;
+use crate::Error;
 
 /// The file read by [`Config::load`] when `ALLOCSCOPE_CONFIG` is not set
 /// (relative to the working directory; optional).
@@ -109,14 +110,14 @@ pub struct Config {
     /// Async worker threads of the exporter's own runtime. Default 1.
     pub worker_threads: usize,
     /// Collection threshold in percent, as Go's `GOGC` (`None` = off).
-    /// Default 100. See [`crate::set_threshold`].
+    /// Default 100. See [`crate::gc::set_threshold`].
     pub threshold: Option<u32>,
     /// Soft limit on live heap bytes, as Go's `GOMEMLIMIT` (`None` = off,
-    /// the default). See [`crate::set_memory_limit`].
+    /// the default). See [`crate::gc::set_memory_limit`].
     pub memory_limit: Option<u64>,
     /// Whether cycles return free memory to the OS. Default
-    /// [`ReleaseToOs::Auto`] (`true`).
-    pub release_to_os: ReleaseToOs,
+    /// [`ReleaseMode::Auto`] (`true`).
+    pub release_to_os: ReleaseMode,
     /// Share of wall time automatic cycles may take, in `(0, 1]`. Default 0.1.
     pub collector_time_share: f64,
     /// Where heap profiles are written near the memory limit (`None`, the
@@ -156,10 +157,10 @@ impl Default for Config {
             full_size_classes: false,
             render_timeout: Duration::from_secs(30),
             worker_threads: 1,
-            threshold: Some(crate::DEFAULT_THRESHOLD),
+            threshold: Some(crate::gc::DEFAULT_THRESHOLD),
             memory_limit: None,
-            release_to_os: ReleaseToOs::Auto,
-            collector_time_share: crate::DEFAULT_TIME_SHARE,
+            release_to_os: ReleaseMode::Auto,
+            collector_time_share: crate::gc::DEFAULT_TIME_SHARE,
             near_limit_profile_dir: None,
             near_limit_ratio: 0.9,
             near_limit_profiles_keep: 5,
@@ -274,7 +275,7 @@ impl Config {
 
     /// Sets [`Config::release_to_os`].
     #[must_use]
-    pub fn release_to_os(mut self, mode: ReleaseToOs) -> Self {
+    pub fn release_to_os(mut self, mode: ReleaseMode) -> Self {
         self.release_to_os = mode;
         self
     }
@@ -336,9 +337,9 @@ impl Config {
     }
 
     /// The near-limit profile setting this configuration asks for.
-    pub(crate) fn near_limit_profiles(&self) -> Option<crate::NearLimitProfiles> {
+    pub(crate) fn near_limit_profiles(&self) -> Option<crate::profile::NearLimitProfiles> {
         self.near_limit_profile_dir.as_ref().map(|d| {
-            crate::NearLimitProfiles::new(d)
+            crate::profile::NearLimitProfiles::new(d)
                 .ratio(self.near_limit_ratio)
                 .keep(self.near_limit_profiles_keep)
                 .min_interval(self.near_limit_profile_interval)
@@ -376,21 +377,21 @@ impl Config {
             return Err(invalid(
                 "collector_time_share",
                 self.collector_time_share.to_string(),
-                crate::collect::TIME_SHARE_EXPECTED,
+                crate::gc::TIME_SHARE_EXPECTED,
             ));
         }
         if !valid_share(self.near_limit_ratio) {
             return Err(invalid(
                 "near_limit_ratio",
                 self.near_limit_ratio.to_string(),
-                crate::collect::RATIO_EXPECTED,
+                crate::profile::RATIO_EXPECTED,
             ));
         }
         if !(1..=1000).contains(&self.near_limit_profiles_keep) {
             return Err(invalid(
                 "near_limit_profiles_keep",
                 self.near_limit_profiles_keep.to_string(),
-                crate::collect::KEEP_EXPECTED,
+                crate::profile::KEEP_EXPECTED,
             ));
         }
         if self.near_limit_profile_interval < Duration::from_secs(1) {
@@ -557,13 +558,13 @@ impl Config {
             "memory_limit" => parse_memory_limit(t)
                 .map(|l| self.memory_limit(l))
                 .map_err(|_| invalid("memory_limit", t, MEMORY_LIMIT_EXPECTED)),
-            "release_to_os" => t.parse::<ReleaseToOs>().map(|m| self.release_to_os(m)),
+            "release_to_os" => t.parse::<ReleaseMode>().map(|m| self.release_to_os(m)),
             "collector_time_share" => match t.parse::<f64>() {
                 Ok(v) if valid_share(v) => Ok(self.collector_time_share(v)),
                 _ => Err(invalid(
                     "collector_time_share",
                     t,
-                    crate::collect::TIME_SHARE_EXPECTED,
+                    crate::gc::TIME_SHARE_EXPECTED,
                 )),
             },
             "near_limit_profile_dir" => {
@@ -574,7 +575,7 @@ impl Config {
                 _ => Err(invalid(
                     "near_limit_ratio",
                     t,
-                    crate::collect::RATIO_EXPECTED,
+                    crate::profile::RATIO_EXPECTED,
                 )),
             },
             "near_limit_profiles_keep" => match t.parse::<usize>() {
@@ -582,7 +583,7 @@ impl Config {
                 _ => Err(invalid(
                     "near_limit_profiles_keep",
                     t,
-                    crate::collect::KEEP_EXPECTED,
+                    crate::profile::KEEP_EXPECTED,
                 )),
             },
             "near_limit_profile_interval" => match parse_duration(t) {
@@ -978,7 +979,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.threshold, Some(200));
         assert_eq!(c.memory_limit, Some(2 << 30));
-        assert_eq!(c.release_to_os, ReleaseToOs::Never);
+        assert_eq!(c.release_to_os, ReleaseMode::Never);
         assert_eq!(c.collector_time_share, 0.25);
         assert_eq!(
             c.near_limit_profile_dir.as_deref(),
@@ -1001,7 +1002,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.threshold, None);
         assert_eq!(c.memory_limit, None);
-        assert_eq!(c.release_to_os, ReleaseToOs::Always);
+        assert_eq!(c.release_to_os, ReleaseMode::Always);
         assert!(c.near_limit_profiles().is_none());
         // TOML types: integers, floats, booleans
         let p = write(
@@ -1012,7 +1013,7 @@ mod tests {
         let c = Config::load_from(Some(&p), vars(&[])).unwrap();
         assert_eq!(c.threshold, Some(50));
         assert_eq!(c.memory_limit, Some(1 << 40));
-        assert_eq!(c.release_to_os, ReleaseToOs::Auto);
+        assert_eq!(c.release_to_os, ReleaseMode::Auto);
         assert_eq!(c.collector_time_share, 0.5);
         assert_eq!(c.near_limit_ratio, 1.0);
         for (k, v, needle) in [

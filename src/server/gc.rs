@@ -1,7 +1,7 @@
 //! `/gc` and `/gc/collect`: the collector's state and controls as JSON.
 //!
 //! Owns the parameters, the JSON documents and the error texts of these
-//! endpoints. Reads [`crate::collection_stats`] and [`crate::cycles`] and
+//! endpoints. Reads [`crate::gc::stats`] and [`crate::gc::cycles`] and
 //! calls the collector's setters; a manual cycle runs on a blocking thread,
 //! never on an async worker.
 //!
@@ -23,7 +23,7 @@ use super::config::{
     parse_memory_limit, parse_threshold, MEMORY_LIMIT_EXPECTED, THRESHOLD_EXPECTED,
 };
 use super::{parse_query, Reply};
-use crate::{CollectionStats, Cycle};
+use crate::gc::{Cycle, Stats as CollectionStats};
 
 /// How many cycles `GET /gc` lists (newest first).
 pub(crate) const LAST_CYCLES: usize = 16;
@@ -110,7 +110,7 @@ pub(crate) fn state_json(s: &CollectionStats, cycles: &[Cycle]) -> String {
         .take(LAST_CYCLES)
         .map(cycle_json)
         .collect();
-    let by_reason = crate::CycleReason::ALL
+    let by_reason = crate::gc::CycleReason::ALL
         .iter()
         .fold(Obj::new(), |o, r| o.field(r.as_str(), s.cycles_for(*r)))
         .finish();
@@ -206,7 +206,7 @@ pub(crate) fn get(q: &[(String, String)]) -> Reply {
     }
     json(
         StatusCode::OK,
-        state_json(&crate::collection_stats(), &crate::cycles()),
+        state_json(&crate::gc::stats(), &crate::gc::cycles()),
     )
 }
 
@@ -267,11 +267,11 @@ pub(crate) fn post(q: &[(String, String)]) -> Reply {
     };
     let mut o = Obj::new();
     if let Some(t) = set {
-        let previous = crate::set_threshold(t);
+        let previous = crate::gc::set_threshold(t);
         o = o.field("threshold", t).field("previous", previous);
     }
     if let Some(l) = limit {
-        let previous = crate::set_memory_limit(l);
+        let previous = crate::gc::set_memory_limit(l);
         o = o
             .field("memory_limit_bytes", l)
             .field("previous_memory_limit_bytes", previous);
@@ -288,7 +288,7 @@ pub(crate) async fn collect(q: &[(String, String)]) -> Reply {
             &format!("unknown parameter {k:?}: POST /gc/collect takes no parameters"),
         );
     }
-    match tokio::task::spawn_blocking(crate::collect).await {
+    match tokio::task::spawn_blocking(crate::gc::collect).await {
         Ok(c) => json(StatusCode::OK, cycle_json(&c)),
         Err(e) => error(500, &format!("the collection cycle failed: {e}")),
     }

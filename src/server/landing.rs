@@ -105,7 +105,7 @@ const SCRIPT: &str = r#"
 /// The page.
 pub(crate) fn page(state: &State) -> Reply {
     let now = LogSample::take();
-    let sampler = crate::sampler_stats();
+    let sampler = crate::sampling::stats();
     let program = std::env::args()
         .next()
         .map(|a| a.rsplit('/').next().unwrap_or_default().to_string())
@@ -116,8 +116,8 @@ pub(crate) fn page(state: &State) -> Reply {
     } else {
         size(sampler.interval)
     };
-    let gc = crate::collection_stats();
-    let recent = crate::cycles();
+    let gc = crate::gc::stats();
+    let recent = crate::gc::cycles();
     let threshold = gc
         .threshold
         .map_or_else(|| "off".to_string(), |t| format!("{t}%"));

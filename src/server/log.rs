@@ -32,7 +32,7 @@ impl LogSample {
             live_objects: s.live_objects(),
             allocations: s.allocations,
             rss_bytes: p.map(|p| p.rss_bytes),
-            collections: crate::collection_stats().cycles(),
+            collections: crate::gc::stats().cycles(),
             threads: p.map(|p| p.threads),
         }
     }

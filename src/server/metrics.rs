@@ -2,14 +2,14 @@
 //!
 //! Owns the metric names, their help texts and the [`HeapCollector`], which
 //! takes ONE snapshot of each source per scrape ([`crate::stats`],
-//! [`crate::sampler_stats`], [`crate::core_info`]) so that every figure of a
+//! [`crate::sampling::stats`], [`crate::counters::info`]) so that every figure of a
 //! scrape comes from the same moment. A section that fails is left out and
 //! counted in `allocscope_exporter_scrape_errors_total`: a scrape returns
 //! partial data rather than none, never an error.
 //!
 //! Extension point: a later metrics source adds a field to [`Snapshot`],
 //! its rows to [`METRICS`] and a section to `SECTIONS` (as the collector's
-//! [`crate::CollectionStats`] did).
+//! [`crate::gc::Stats`] did).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,7 +22,9 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, Registry, TextEncoder};
 
-use crate::{CollectionStats, CoreInfo, CycleReason, SamplerStats, Stats};
+use crate::gc::{CycleReason, Stats as CollectionStats};
+use crate::sampling::Stats as SamplerStats;
+use crate::{counters, Stats};
 
 /// The Content-Type of `/metrics` answers.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -88,7 +90,7 @@ pub struct Snapshot {
     /// The heap sampler.
     pub sampler: SamplerStats,
     /// The counting core's own footprint.
-    pub core: CoreInfo,
+    pub core: counters::Info,
     /// The collector: settings and cycle counters.
     pub collection: CollectionStats,
 }
@@ -98,9 +100,9 @@ impl Snapshot {
     pub fn take() -> Snapshot {
         Snapshot {
             stats: crate::stats(),
-            sampler: crate::sampler_stats(),
-            core: crate::core_info(),
-            collection: crate::collection_stats(),
+            sampler: crate::sampling::stats(),
+            core: crate::counters::info(),
+            collection: crate::gc::stats(),
         }
     }
 }
@@ -407,7 +409,7 @@ fn collector_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
     h.set_sample_count(c.cycles());
     h.set_sample_sum(c.total_duration.as_secs_f64());
     let mut cumulative = 0;
-    let buckets = crate::DURATION_BUCKETS
+    let buckets = crate::gc::DURATION_BUCKETS
         .iter()
         .zip(&c.duration_buckets)
         .map(|(&bound, &n)| {

@@ -220,7 +220,7 @@ pub(crate) struct State {
     body_timeout: Duration,
     shutdown: watch::Receiver<bool>,
     started: Instant,
-    baseline: Mutex<Option<Arc<crate::HeapProfile>>>,
+    baseline: Mutex<Option<Arc<crate::profile::HeapProfile>>>,
 }
 
 impl State {
@@ -237,14 +237,14 @@ impl State {
         }
     }
 
-    fn baseline(&self) -> Option<Arc<crate::HeapProfile>> {
+    fn baseline(&self) -> Option<Arc<crate::profile::HeapProfile>> {
         self.baseline
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    fn set_baseline(&self, p: crate::HeapProfile) {
+    fn set_baseline(&self, p: crate::profile::HeapProfile) {
         *self.baseline.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(p));
     }
 }
@@ -308,36 +308,14 @@ pub(crate) fn query_get<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a 
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// What every endpoint's query parsing makes of one query string, with
-/// nothing applied; for the fuzz target `query` and its replay in
-/// `cargo test`. Errors are HTTP statuses.
-#[doc(hidden)]
-#[derive(Debug)]
-#[allow(clippy::type_complexity)]
-pub struct QueryForFuzz {
-    /// The decoded parameters.
-    pub params: Vec<(String, String)>,
-    /// `/debug/pprof/profile`: the seconds.
-    pub cpu_seconds: Result<u64, u16>,
-    /// `/debug/pprof/heap` and `allocs`: whether text (`debug` > 0).
-    pub heap_text: Result<bool, u16>,
-    /// `/debug/pprof/heap`: whether `gc=N` asks for a collection cycle first.
-    pub heap_gc: Result<bool, u16>,
-    /// `/debug/pprof/heap.svg`: the sample type and whether `diff=baseline`.
-    pub svg: Result<(crate::SampleType, bool), u16>,
-    /// `POST /gc`: `set` and `memory_limit` (outer `None`: not given).
-    pub gc_post: Result<(Option<Option<u32>>, Option<Option<u64>>), u16>,
-    /// `GET /gc` with this query: the 405 status if it carries a change.
-    pub gc_get_change: Option<u16>,
-}
-
-/// Runs every endpoint's query parsing over `query` (see [`QueryForFuzz`]);
-/// `Err` is the status `parse_query` answers with.
-#[doc(hidden)]
-pub fn __parse_query_for_fuzz(query: &str) -> Result<QueryForFuzz, u16> {
+/// Runs every endpoint's query parsing over `query` (see
+/// [`crate::test_util::ParsedQuery`]); `Err` is the status `parse_query`
+/// answers with.
+#[cfg(feature = "test-util")]
+pub(crate) fn parse_query_for_tests(query: &str) -> Result<crate::test_util::ParsedQuery, u16> {
     let q = parse_query(query).map_err(|r| r.status.as_u16())?;
     let st = |r: Reply| r.status.as_u16();
-    Ok(QueryForFuzz {
+    Ok(crate::test_util::ParsedQuery {
         cpu_seconds: pprof::cpu_seconds(query_get(&q, "seconds")).map_err(st),
         heap_text: pprof::heap_params(&q).map_err(st),
         heap_gc: pprof::heap_gc_param(&q).map_err(st),
@@ -492,8 +470,8 @@ async fn dispatch(route: Route, method: &Method, q: &[(String, String)], state: 
             Ok(s) => pprof::cpu_profile(state, s).await,
             Err(r) => r,
         },
-        Route::Heap => pprof::heap(state, crate::PprofKind::Heap, q).await,
-        Route::Allocs => pprof::heap(state, crate::PprofKind::Allocs, q).await,
+        Route::Heap => pprof::heap(state, crate::profile::PprofKind::Heap, q).await,
+        Route::Allocs => pprof::heap(state, crate::profile::PprofKind::Allocs, q).await,
         Route::HeapSvg => pprof::heap_svg(state, q).await,
         Route::Baseline => pprof::save_baseline(state).await,
         Route::Gc if method == Method::POST => gc::post(q),
@@ -558,17 +536,17 @@ pub fn routes(
 /// calls it. A value [`Config::validate`] would refuse is logged and left
 /// as it was.
 pub fn apply(config: &Config) {
-    crate::set_sample_interval(config.sample_interval);
-    crate::set_threshold(config.threshold);
-    crate::set_memory_limit(config.memory_limit);
-    crate::set_release_to_os(config.release_to_os);
-    if let Err(e) = crate::set_collector_time_share(config.collector_time_share) {
+    crate::sampling::set_interval(config.sample_interval);
+    crate::gc::set_threshold(config.threshold);
+    crate::gc::set_memory_limit(config.memory_limit);
+    crate::gc::set_release_mode(config.release_to_os);
+    if let Err(e) = crate::gc::set_time_share(config.collector_time_share) {
         tracing::warn!(target: "allocscope", "{e}");
     }
-    if let Err(e) = crate::set_near_limit_profiles(config.near_limit_profiles()) {
+    if let Err(e) = crate::profile::set_near_limit_profiles(config.near_limit_profiles()) {
         tracing::warn!(target: "allocscope", "{e}");
     }
-    crate::start_collector();
+    crate::gc::start_collector();
 }
 
 /// The periodic info line (`heap=… live (… objects), rss=…, allocs/s=…,

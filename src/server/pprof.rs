@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::{query_get, Reply, State};
-use crate::{FlamegraphOptions, HeapProfile, PprofKind, SampleType};
+use crate::profile::{FlamegraphOptions, HeapProfile, PprofKind, SampleType};
 
 /// Renders (heap and CPU profiles, flamegraphs) run one at a time.
 pub(crate) static RENDER: Semaphore = Semaphore::const_new(1);
@@ -217,7 +217,7 @@ pub(crate) fn heap_gc_param(q: &[(String, String)]) -> Result<bool, Reply> {
 
 /// `/debug/pprof/heap` and `/debug/pprof/allocs`: the heap profile as
 /// gzipped pprof, or Go's text format with `debug=1` (any `debug` > 0).
-/// `gc=1` on `heap` first runs a collection cycle ([`crate::collect`]: the
+/// `gc=1` on `heap` first runs a collection cycle ([`crate::gc::collect`]: the
 /// registered reclaimers, then memory returned to the OS), as Go's handler
 /// runs `runtime.GC()`, so the in-use figures reflect what the application
 /// could give back. Delta profiles (`seconds=N`) are not offered.
@@ -237,7 +237,7 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
     let what = format!("the {name} profile");
     let r = render(state.render_timeout, &what, move || {
         if gc {
-            crate::collect();
+            crate::gc::collect();
         }
         let p = HeapProfile::capture();
         Ok(if text {

@@ -129,7 +129,7 @@ pub fn assert_exact(context: &str) {
 /// is requested from the inner allocator with a larger layout). Set before
 /// `main` by a constructor.
 extern "C" fn sampling_off() {
-    allocscope::set_sample_interval(0);
+    allocscope::sampling::set_interval(0);
 }
 
 #[used]

@@ -4,7 +4,8 @@
 //! types, values, object sizes and period.
 use std::io::Read;
 
-use allocscope::{__profile_from_raw_for_tests, PprofKind, RawSampleForTests, SampleType};
+use allocscope::profile::{PprofKind, SampleType};
+use allocscope::test_util::{profile_from_raw, RawSample};
 use pprof::protos::{Message, Profile};
 
 /// Input: byte 0 chooses the current interval and the kind, then 12 bytes
@@ -21,7 +22,7 @@ pub fn run(data: &[u8]) {
     } else {
         PprofKind::Allocs
     };
-    let raw: Vec<RawSampleForTests> = rest
+    let raw: Vec<RawSample> = rest
         .chunks_exact(12)
         .map(|c| {
             let depth = usize::from(c[0] % 4);
@@ -31,7 +32,7 @@ pub fn run(data: &[u8]) {
                 .collect();
             let size = u64::from(u32::from_le_bytes([c[4], c[5], c[6], c[7]])) << (c[0] >> 4);
             let allocs = u64::from(u16::from_le_bytes([c[9], c[10]]));
-            RawSampleForTests {
+            RawSample {
                 stack,
                 size,
                 interval: 1u64 << (c[8] % 40),
@@ -40,7 +41,7 @@ pub fn run(data: &[u8]) {
             }
         })
         .collect();
-    let profile = __profile_from_raw_for_tests(raw, current_interval);
+    let profile = profile_from_raw(raw, current_interval);
 
     let gz = profile.to_pprof(kind);
     let mut bytes = Vec::new();

@@ -2,15 +2,14 @@
 //! every endpoint's query parsing never panics, answers errors with the
 //! documented statuses, and keeps accepted values within their documented
 //! ranges; decoded parameters re-encode to the same parameters.
-use allocscope::server::{
-    __parse_query_for_fuzz, QueryForFuzz, DEFAULT_CPU_SECONDS, MAX_CPU_SECONDS, MAX_QUERY_BYTES,
-};
+use allocscope::server::{DEFAULT_CPU_SECONDS, MAX_CPU_SECONDS, MAX_QUERY_BYTES};
+use allocscope::test_util::{parse_query, ParsedQuery};
 
 /// The input is the raw query string (invalid UTF-8 replaced, as a URI's
 /// query is ASCII anyway).
 pub fn run(data: &[u8]) {
     let q = String::from_utf8_lossy(data);
-    let parsed = match __parse_query_for_fuzz(&q) {
+    let parsed = match parse_query(&q) {
         Ok(p) => p,
         Err(status) => {
             let expected = if q.len() > MAX_QUERY_BYTES { 414 } else { 400 };
@@ -22,7 +21,7 @@ pub fn run(data: &[u8]) {
     check(&q, &parsed);
     // Percent-encoding every decoded byte gives back the same parameters.
     let again = encode(&parsed.params);
-    match __parse_query_for_fuzz(&again) {
+    match parse_query(&again) {
         Ok(p) => assert_eq!(p.params, parsed.params, "{q:?} -> {again:?}"),
         Err(status) => assert!(
             status == 414 && again.len() > MAX_QUERY_BYTES,
@@ -31,14 +30,14 @@ pub fn run(data: &[u8]) {
     }
 }
 
-fn get<'a>(p: &'a QueryForFuzz, key: &str) -> Option<&'a str> {
+fn get<'a>(p: &'a ParsedQuery, key: &str) -> Option<&'a str> {
     p.params
         .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
 }
 
-fn check(q: &str, p: &QueryForFuzz) {
+fn check(q: &str, p: &ParsedQuery) {
     // At most one parameter per `&`-separated piece.
     assert!(p.params.len() <= q.split('&').count());
     // CPU profile seconds: default 30, else 1..=300.
@@ -69,7 +68,10 @@ fn check(q: &str, p: &QueryForFuzz) {
     match &p.svg {
         Ok((sample, diff)) => {
             let name = get(p, "sample").unwrap_or("inuse_space");
-            assert_eq!(name.parse::<allocscope::SampleType>().ok(), Some(*sample));
+            assert_eq!(
+                name.parse::<allocscope::profile::SampleType>().ok(),
+                Some(*sample)
+            );
             assert_eq!(*diff, get(p, "diff").is_some(), "{q:?}");
         }
         Err(st) => assert_eq!(*st, 400, "{q:?}"),

@@ -1,5 +1,5 @@
 //! The sampler's memory: fixed-capacity, `mmap`'d arenas, bounded by
-//! [`SamplerLimits`], created at the first sample.
+//! [`Limits`], created at the first sample.
 //!
 //! - **stacks**: deduplicated raw stacks (append-only frames arena + index);
 //! - **buckets**: one per (stack, object size, interval), with atomic counts
@@ -25,11 +25,11 @@ use crossbeam_utils::CachePadded;
 use super::RawBucket;
 
 /// Caps on the sampler's own memory. Past a cap, new samples are dropped
-/// and counted ([`crate::SamplerStats::dropped_samples`]), never unbounded
+/// and counted ([`crate::sampling::Stats::dropped_samples`]), never unbounded
 /// growth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct SamplerLimits {
+pub struct Limits {
     /// Sampled blocks tracked at once. Default 204,800: a 100 GiB heap at
     /// the default 512 KiB interval.
     pub max_live_samples: usize,
@@ -41,9 +41,9 @@ pub struct SamplerLimits {
     pub max_frames: usize,
 }
 
-impl Default for SamplerLimits {
+impl Default for Limits {
     fn default() -> Self {
-        SamplerLimits {
+        Limits {
             max_live_samples: 204_800,
             max_stacks: 32_768,
             max_buckets: 131_072,
@@ -52,7 +52,7 @@ impl Default for SamplerLimits {
     }
 }
 
-impl SamplerLimits {
+impl Limits {
     /// Sets `max_live_samples`.
     #[must_use]
     pub fn max_live_samples(mut self, n: usize) -> Self {
@@ -273,7 +273,7 @@ pub(crate) static HOT: CachePadded<Hot> = CachePadded::new(Hot {
 
 mod parking_free {
     //! The limits, readable and settable without a lock.
-    use super::SamplerLimits;
+    use super::Limits;
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     pub(super) struct LimitsCell([AtomicUsize; 4]);
@@ -287,15 +287,15 @@ mod parking_free {
                 AtomicUsize::new(1 << 20),
             ])
         }
-        pub(super) fn get(&self) -> SamplerLimits {
-            SamplerLimits {
+        pub(super) fn get(&self) -> Limits {
+            Limits {
                 max_live_samples: self.0[0].load(Relaxed),
                 max_stacks: self.0[1].load(Relaxed),
                 max_buckets: self.0[2].load(Relaxed),
                 max_frames: self.0[3].load(Relaxed),
             }
         }
-        pub(super) fn set(&self, l: SamplerLimits) {
+        pub(super) fn set(&self, l: Limits) {
             self.0[0].store(l.max_live_samples, Relaxed);
             self.0[1].store(l.max_stacks, Relaxed);
             self.0[2].store(l.max_buckets, Relaxed);
@@ -305,12 +305,12 @@ mod parking_free {
 }
 
 /// The limits in force (or to be used when the store is created).
-pub(crate) fn limits() -> SamplerLimits {
+pub(crate) fn limits() -> Limits {
     LIMITS.get()
 }
 
 /// Sets the limits; only possible before the first sample is recorded.
-pub(crate) fn set_limits(l: SamplerLimits) -> Result<(), crate::Error> {
+pub(crate) fn set_limits(l: Limits) -> Result<(), crate::Error> {
     let check = |what: &'static str, v: usize, max: usize| {
         if v == 0 || v > max {
             Err(crate::Error::InvalidArgument {

@@ -15,8 +15,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
-    os, reclaim, threshold_goal, CollectionStats, Cycle, CycleReason, Pressure, ReleaseToOs,
-    CYCLE_HISTORY, DEFAULT_THRESHOLD, DEFAULT_TIME_SHARE, DURATION_BUCKETS, POLL_INTERVAL,
+    os, reclaim, threshold_goal, Cycle, CycleReason, Pressure, ReleaseMode, Stats, CYCLE_HISTORY,
+    DEFAULT_THRESHOLD, DEFAULT_TIME_SHARE, DURATION_BUCKETS, POLL_INTERVAL,
 };
 use crate::counters;
 
@@ -28,7 +28,7 @@ const BURST: Duration = Duration::from_secs(1);
 pub(super) struct Settings {
     pub(super) threshold: Option<u32>,
     pub(super) memory_limit: Option<u64>,
-    pub(super) release: ReleaseToOs,
+    pub(super) release: ReleaseMode,
     pub(super) time_share: f64,
     /// Live bytes after the last cycle (before the first one: when the
     /// collector started).
@@ -129,7 +129,7 @@ fn shared() -> MutexGuard<'static, Shared> {
                 settings: Settings {
                     threshold: Some(DEFAULT_THRESHOLD),
                     memory_limit: None,
-                    release: ReleaseToOs::Auto,
+                    release: ReleaseMode::Auto,
                     time_share: share,
                     base: counters::live_bytes(),
                 },
@@ -269,7 +269,7 @@ impl Checks {
         if headroom <= NEAR_SAMPLES * interval.max(NEAR_MIN) {
             return true;
         }
-        let grown = crate::sampler::sample_points()
+        let grown = crate::sampling::sample_points()
             .wrapping_sub(self.samples)
             .saturating_mul(interval);
         grown >= headroom / 4
@@ -277,7 +277,7 @@ impl Checks {
 
     /// Folds the counters: live bytes now.
     fn fold(&mut self, now: Instant) -> (u64, Duration) {
-        let samples = crate::sampler::sample_points();
+        let samples = crate::sampling::sample_points();
         let t0 = Instant::now();
         let live = counters::live_bytes();
         let took = t0.elapsed();
@@ -306,10 +306,9 @@ fn run() {
     loop {
         let (watching, level) = read_settings(|s| {
             let goal = s.goal();
-            #[cfg(feature = "profile")]
             let goal = s
                 .memory_limit
-                .and_then(super::near_limit::level)
+                .and_then(|limit| (super::limit_watcher()?.level)(limit))
                 .map_or(goal, |l| l.min(goal));
             (s.watching(), goal)
         });
@@ -320,7 +319,7 @@ fn run() {
         }
         let now = Instant::now();
         let forced = FORCE_CHECK.swap(false, Relaxed);
-        if !forced && !checks.due(now, level, crate::sample_interval()) {
+        if !forced && !checks.due(now, level, crate::sampling::interval()) {
             std::thread::park_timeout(POLL_INTERVAL);
             continue;
         }
@@ -344,16 +343,15 @@ fn run() {
             };
             (due, limit)
         };
-        #[cfg(feature = "profile")]
-        super::near_limit::check(live, limit);
-        #[cfg(not(feature = "profile"))]
-        let _ = limit;
+        if let (Some(limit), Some(w)) = (limit, super::limit_watcher()) {
+            (w.check)(live, limit);
+        }
         match due {
             Some(Ok(())) => {
                 if let Some(c) = run_automatic() {
                     // the cycle measured live bytes at its end
                     checks.live = c.live_bytes_after;
-                    checks.samples = crate::sampler::sample_points();
+                    checks.samples = crate::sampling::sample_points();
                 }
             }
             Some(Err(wait)) => {
@@ -563,12 +561,12 @@ pub(super) fn history() -> Vec<Cycle> {
 }
 
 /// The collector's settings and counters.
-pub(super) fn stats() -> CollectionStats {
+pub(super) fn stats() -> Stats {
     let live = counters::live_bytes();
     let reclaimers = reclaim::count();
     let s = shared();
     let c = &s.counters;
-    CollectionStats {
+    Stats {
         threshold: s.settings.threshold,
         memory_limit: s.settings.memory_limit,
         heap_goal: s.settings.goal(),
@@ -581,10 +579,7 @@ pub(super) fn stats() -> CollectionStats {
         reclaimed_bytes: c.reclaimed_bytes,
         reclaimer_panics: c.reclaimer_panics,
         reclaimers,
-        #[cfg(feature = "profile")]
-        near_limit_profiles: super::near_limit::written(),
-        #[cfg(not(feature = "profile"))]
-        near_limit_profiles: 0,
+        near_limit_profiles: super::limit_watcher().map_or(0, |w| (w.count)()),
         polls: c.polls,
         poll_time: c.poll_time,
         collector_running: running(),
@@ -632,7 +627,7 @@ mod tests {
         let mut s = Settings {
             threshold: Some(100),
             memory_limit: None,
-            release: ReleaseToOs::Never,
+            release: ReleaseMode::Never,
             time_share: 0.1,
             base: 10 << 20,
         };

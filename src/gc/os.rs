@@ -4,7 +4,7 @@
 //! Runs on the collector thread or the thread calling `collect()`, never
 //! inside the allocator.
 
-use super::ReleaseToOs;
+use super::ReleaseMode;
 
 /// Resident memory of the process in bytes (Linux: `/proc/self/statm`,
 /// field 2, in pages); `None` elsewhere or on failure.
@@ -25,13 +25,13 @@ pub(super) fn resident_bytes() -> Option<u64> {
 
 /// Releases free memory to the OS as `mode` says. Returns whether it did
 /// and the drop in resident memory across the release.
-pub(super) fn release(mode: ReleaseToOs) -> (bool, u64) {
+pub(super) fn release(mode: ReleaseMode) -> (bool, u64) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let go = match mode {
-            ReleaseToOs::Never => false,
-            ReleaseToOs::Always => true,
-            ReleaseToOs::Auto => glibc::serves_global_allocator(),
+            ReleaseMode::Never => false,
+            ReleaseMode::Always => true,
+            ReleaseMode::Auto => glibc::serves_global_allocator(),
         };
         if !go {
             return (false, 0);

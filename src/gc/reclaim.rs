@@ -37,7 +37,7 @@ fn registry() -> std::sync::MutexGuard<'static, Vec<Entry>> {
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A registered reclaimer (see [`crate::register_reclaimer`]). Dropping it
+/// A registered reclaimer (see [`crate::gc::register_reclaimer`]). Dropping it
 /// unregisters the function: no cycle that starts after the drop calls it.
 #[must_use = "dropping the Reclaimer unregisters it at once"]
 pub struct Reclaimer {

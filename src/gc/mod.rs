@@ -56,36 +56,58 @@
 //!    [`Pressure`]; each returns the bytes it believes it freed. A
 //!    panicking reclaimer is caught, logged and counted; the others still
 //!    run. (With `panic = "abort"` a panic aborts the process, as anywhere.)
-//! 2. Releases free memory to the OS ([`ReleaseToOs`]): `malloc_trim(0)`
+//! 2. Releases free memory to the OS ([`ReleaseMode`]): `malloc_trim(0)`
 //!    when the wrapped allocator is glibc's malloc, nothing elsewhere.
 //! 3. Records a [`Cycle`]: live and resident bytes before and after, bytes
 //!    released, the reclaimers' reported bytes, panics, duration, the goal.
 //!
 //! # CPU limiter
 //! Like Go's GC CPU limiter, automatic cycles may take at most
-//! [`collector_time_share`] (default 0.1) of wall time: a token bucket
+//! [`time_share`] (default 0.1) of wall time: a token bucket
 //! that fills at that rate and holds at most one second's worth
 //! (`share × 1 s`). A trigger that finds it empty is skipped (counted in
-//! [`CollectionStats::skipped_triggers`]) and the collector waits until
+//! [`Stats::skipped_triggers`]) and the collector waits until
 //! it refills, so an unreclaimable heap above its limit cannot spin the
 //! collector. Manual cycles are not limited and do not use the budget.
 
 mod collector;
-#[cfg(feature = "profile")]
-mod near_limit;
 mod os;
 mod reclaim;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 pub use reclaim::Reclaimer;
 
-#[cfg(feature = "profile")]
-pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
-#[cfg(feature = "profile")]
-pub(crate) use near_limit::{KEEP_EXPECTED, RATIO_EXPECTED};
+/// Something a higher layer wants run while live bytes near the memory
+/// limit: the profile layer's near-limit profiles
+/// (`profile::set_near_limit_profiles` registers them), so that this layer
+/// needs no profile code. Called on the collector thread only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LimitWatcher {
+    /// The live bytes under `limit` at which it wants [`LimitWatcher::check`]
+    /// called (`None`: not now). The collector then polls at least that
+    /// level, as it polls the heap goal.
+    pub(crate) level: fn(limit: u64) -> Option<u64>,
+    /// Called after each check of live bytes while a limit is set.
+    pub(crate) check: fn(live: u64, limit: u64),
+    /// How many times it acted, for [`Stats::near_limit_profiles`].
+    pub(crate) count: fn() -> u64,
+}
+
+static LIMIT_WATCHER: OnceLock<LimitWatcher> = OnceLock::new();
+
+/// Registers the limit watcher; the first registration stays.
+#[cfg_attr(not(feature = "profile"), allow(dead_code))]
+pub(crate) fn set_limit_watcher(w: LimitWatcher) {
+    let _ = LIMIT_WATCHER.set(w);
+}
+
+fn limit_watcher() -> Option<&'static LimitWatcher> {
+    LIMIT_WATCHER.get()
+}
 
 /// How often the collector thread wakes while a threshold or a limit is
 /// set: 5 ms, so that a trigger is acted on within 10 ms with room for the
@@ -108,7 +130,7 @@ pub const DEFAULT_TIME_SHARE: f64 = 0.1;
 pub const CYCLE_HISTORY: usize = 64;
 
 /// Upper bounds, in seconds, of the cycle duration histogram
-/// ([`CollectionStats::duration_buckets`]); a last bucket counts the rest.
+/// ([`Stats::duration_buckets`]); a last bucket counts the rest.
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
@@ -126,7 +148,7 @@ pub enum CycleReason {
 }
 
 impl CycleReason {
-    /// All reasons, in the order of [`CollectionStats::cycles_by_reason`].
+    /// All reasons, in the order of [`Stats::cycles_by_reason`].
     pub const ALL: [CycleReason; 3] = [
         CycleReason::Threshold,
         CycleReason::Limit,
@@ -216,7 +238,7 @@ pub struct Cycle {
     pub resident_bytes_before: Option<u64>,
     /// Resident memory at its end.
     pub resident_bytes_after: Option<u64>,
-    /// Whether free memory was released to the OS (see [`ReleaseToOs`]).
+    /// Whether free memory was released to the OS (see [`ReleaseMode`]).
     pub released_to_os: bool,
     /// The drop in resident memory across the release step (0 if none).
     pub released_bytes: u64,
@@ -233,7 +255,7 @@ pub struct Cycle {
 /// Whether cycles return free memory to the OS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ReleaseToOs {
+pub enum ReleaseMode {
     /// `malloc_trim(0)` when the wrapped allocator is glibc's malloc (Linux
     /// with glibc, detected once by watching glibc's counters while
     /// allocating a 64 KiB probe through the global allocator); nothing
@@ -249,13 +271,13 @@ pub enum ReleaseToOs {
     Never,
 }
 
-impl ReleaseToOs {
+impl ReleaseMode {
     /// `"auto"`, `"always"` or `"never"`.
     pub const fn as_str(self) -> &'static str {
         match self {
-            ReleaseToOs::Auto => "auto",
-            ReleaseToOs::Always => "always",
-            ReleaseToOs::Never => "never",
+            ReleaseMode::Auto => "auto",
+            ReleaseMode::Always => "always",
+            ReleaseMode::Never => "never",
         }
     }
 
@@ -264,25 +286,25 @@ impl ReleaseToOs {
         "true or auto (release when the allocator is glibc's malloc), always, false or never";
 }
 
-impl fmt::Display for ReleaseToOs {
+impl fmt::Display for ReleaseMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for ReleaseToOs {
+impl FromStr for ReleaseMode {
     type Err = crate::Error;
 
     /// `true`/`auto`, `always`, `false`/`never` (case-insensitive).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "auto" | "yes" | "on" => Ok(ReleaseToOs::Auto),
-            "always" => Ok(ReleaseToOs::Always),
-            "false" | "never" | "no" | "off" => Ok(ReleaseToOs::Never),
+            "true" | "auto" | "yes" | "on" => Ok(ReleaseMode::Auto),
+            "always" => Ok(ReleaseMode::Always),
+            "false" | "never" | "no" | "off" => Ok(ReleaseMode::Never),
             _ => Err(crate::Error::InvalidArgument {
                 what: "release_to_os",
                 value: s.to_string(),
-                expected: ReleaseToOs::EXPECTED,
+                expected: ReleaseMode::EXPECTED,
             }),
         }
     }
@@ -292,7 +314,7 @@ impl FromStr for ReleaseToOs {
 /// metrics and `/gc`).
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
-pub struct CollectionStats {
+pub struct Stats {
     /// The threshold in percent (`None`: off).
     pub threshold: Option<u32>,
     /// The memory limit in bytes (`None`: off).
@@ -305,7 +327,7 @@ pub struct CollectionStats {
     /// Cycles run, per [`CycleReason::ALL`] (threshold, limit, manual).
     pub cycles_by_reason: [u64; 3],
     /// Automatic triggers skipped because cycles had used their share of
-    /// wall time ([`collector_time_share`]).
+    /// wall time ([`time_share`]).
     pub skipped_triggers: u64,
     /// Time spent in cycles, all reasons.
     pub total_duration: Duration,
@@ -332,7 +354,7 @@ pub struct CollectionStats {
     /// Whether the collector thread is running.
     pub collector_running: bool,
     /// How cycles release memory ([`release_to_os`]).
-    pub release_to_os: ReleaseToOs,
+    pub release_to_os: ReleaseMode,
     /// Whether the glibc probe saw glibc's malloc serve the global
     /// allocator (`None` until the first cycle ran it, or not glibc).
     pub glibc_malloc_detected: Option<bool>,
@@ -340,7 +362,7 @@ pub struct CollectionStats {
     pub time_share: f64,
 }
 
-impl CollectionStats {
+impl Stats {
     /// Cycles run, all reasons.
     pub fn cycles(&self) -> u64 {
         self.cycles_by_reason.iter().sum()
@@ -426,12 +448,12 @@ pub fn memory_limit() -> Option<u64> {
 
 /// Sets how cycles release free memory to the OS; returns the previous
 /// setting.
-pub fn set_release_to_os(mode: ReleaseToOs) -> ReleaseToOs {
+pub fn set_release_mode(mode: ReleaseMode) -> ReleaseMode {
     collector::update_settings(|s| std::mem::replace(&mut s.release, mode))
 }
 
-/// How cycles release free memory to the OS (default [`ReleaseToOs::Auto`]).
-pub fn release_to_os() -> ReleaseToOs {
+/// How cycles release free memory to the OS (default [`ReleaseMode::Auto`]).
+pub fn release_mode() -> ReleaseMode {
     collector::read_settings(|s| s.release)
 }
 
@@ -441,7 +463,7 @@ pub fn release_to_os() -> ReleaseToOs {
 ///
 /// # Errors
 /// [`crate::Error::InvalidArgument`] for a value outside `(0, 1]` or NaN.
-pub fn set_collector_time_share(share: f64) -> Result<f64, crate::Error> {
+pub fn set_time_share(share: f64) -> Result<f64, crate::Error> {
     if !(share > 0.0 && share <= 1.0) {
         return Err(crate::Error::InvalidArgument {
             what: "collector_time_share",
@@ -454,12 +476,12 @@ pub fn set_collector_time_share(share: f64) -> Result<f64, crate::Error> {
     }))
 }
 
-/// What [`set_collector_time_share`] accepts.
+/// What [`set_time_share`] accepts.
 pub(crate) const TIME_SHARE_EXPECTED: &str =
     "a share of wall time above 0 and at most 1, such as 0.1 (10%) or 0.5";
 
 /// The share of wall time automatic cycles may take.
-pub fn collector_time_share() -> f64 {
+pub fn time_share() -> f64 {
     collector::read_settings(|s| s.time_share)
 }
 
@@ -487,7 +509,7 @@ pub fn cycles() -> Vec<Cycle> {
 }
 
 /// The collector's settings and counters at one moment.
-pub fn collection_stats() -> CollectionStats {
+pub fn stats() -> Stats {
     collector::stats()
 }
 
@@ -528,15 +550,15 @@ mod tests {
     #[test]
     fn release_modes_parse() {
         for (s, m) in [
-            ("true", ReleaseToOs::Auto),
-            ("Auto", ReleaseToOs::Auto),
-            ("always", ReleaseToOs::Always),
-            ("false", ReleaseToOs::Never),
-            ("never", ReleaseToOs::Never),
+            ("true", ReleaseMode::Auto),
+            ("Auto", ReleaseMode::Auto),
+            ("always", ReleaseMode::Always),
+            ("false", ReleaseMode::Never),
+            ("never", ReleaseMode::Never),
         ] {
-            assert_eq!(s.parse::<ReleaseToOs>().unwrap(), m, "{s}");
+            assert_eq!(s.parse::<ReleaseMode>().unwrap(), m, "{s}");
         }
-        let e = "sometimes".parse::<ReleaseToOs>().unwrap_err().to_string();
+        let e = "sometimes".parse::<ReleaseMode>().unwrap_err().to_string();
         assert!(e.contains("release_to_os") && e.contains("sometimes") && e.contains("always"));
     }
 

@@ -2,7 +2,10 @@
 //! evidence of what filled the heap survives an OOM kill.
 //!
 //! Owns the setting ([`NearLimitProfiles`]), the rate limit and the files.
-//! The collector thread only compares live bytes with the threshold here
+//! The collection layer does not know this module: setting a profile
+//! directory registers it as the collector's limit watcher
+//! (`crate::gc::set_limit_watcher`). The collector thread only compares live
+//! bytes with the threshold here
 //! (two atomic loads when off or below it); capturing, symbolising and
 //! writing happen on a short-lived thread of their own
 //! (`allocscope-near-limit`), one at a time, so cycles are not delayed.
@@ -92,7 +95,7 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Writes the heap profile to `dir` when live bytes near the memory limit
 /// (`None` = never, the default); returns the previous setting. Only
-/// active while a memory limit is set ([`crate::set_memory_limit`]).
+/// active while a memory limit is set ([`crate::gc::set_memory_limit`]).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a ratio outside `(0, 1]` or `keep` outside
@@ -116,6 +119,11 @@ pub fn set_near_limit_profiles(
             });
         }
     }
+    crate::gc::set_limit_watcher(crate::gc::LimitWatcher {
+        level,
+        check,
+        count: written,
+    });
     let mut c = CONFIG.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(p) = &p {
         RATIO_BITS.store(p.ratio.to_bits(), Relaxed);
@@ -133,22 +141,22 @@ pub fn near_limit_profiles() -> Option<NearLimitProfiles> {
 }
 
 /// Profiles written so far.
-pub(super) fn written() -> u64 {
+fn written() -> u64 {
     WRITTEN.load(Relaxed)
 }
 
 /// The live bytes at which a profile is written under `limit`, if
 /// near-limit profiles are on.
-pub(super) fn level(limit: u64) -> Option<u64> {
+fn level(limit: u64) -> Option<u64> {
     ENABLED.load(Relaxed).then(|| {
         let ratio = f64::from_bits(RATIO_BITS.load(Relaxed));
         (ratio * limit as f64) as u64
     })
 }
 
-/// Called by the collector thread after each check of live bytes.
-pub(super) fn check(live: u64, limit: Option<u64>) {
-    let Some(limit) = limit else { return };
+/// Called by the collector thread after each check of live bytes while a
+/// memory limit is set.
+fn check(live: u64, limit: u64) {
     if level(limit).is_none_or(|l| live < l) {
         return;
     }
@@ -208,7 +216,7 @@ fn write(dir: &Path, keep: usize) -> Result<PathBuf, Error> {
         "cannot create the near-limit profile directory {} (near_limit_profile_dir)",
         dir.display()
     )))?;
-    let bytes = crate::HeapProfile::capture().to_pprof(crate::PprofKind::Heap);
+    let bytes = super::HeapProfile::capture().to_pprof(super::PprofKind::Heap);
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());

@@ -75,7 +75,7 @@ pub(crate) fn draw(interval: u64, rng: &Cell<u64>) -> u64 {
 }
 
 /// Probability that an allocation of `size` bytes is sampled at `interval`.
-pub fn sample_probability(size: u64, interval: u64) -> f64 {
+pub fn probability(size: u64, interval: u64) -> f64 {
     match interval {
         0 => 0.0,
         1 => 1.0,
@@ -106,9 +106,9 @@ mod tests {
         let rng = Cell::new(1);
         assert_eq!(draw(0, &rng), NEVER);
         assert_eq!(draw(1, &rng), 0);
-        assert_eq!(sample_probability(10, 0), 0.0);
-        assert_eq!(sample_probability(10, 1), 1.0);
-        assert!((sample_probability(512 * 1024, 512 * 1024) - 0.632).abs() < 0.001);
+        assert_eq!(probability(10, 0), 0.0);
+        assert_eq!(probability(10, 1), 1.0);
+        assert!((probability(512 * 1024, 512 * 1024) - 0.632).abs() < 0.001);
     }
 
     #[test]
@@ -130,7 +130,7 @@ mod tests {
                 }
             }
             let got = hits as f64 / n as f64;
-            let want = sample_probability(size, interval);
+            let want = probability(size, interval);
             assert!(
                 (got / want - 1.0).abs() < 0.03,
                 "size {size}: {got} vs {want}"

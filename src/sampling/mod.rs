@@ -30,10 +30,10 @@ use std::alloc::Layout;
 use std::cell::Cell;
 use std::sync::atomic::Ordering::Relaxed;
 
-pub use countdown::{sample_probability, DEFAULT_INTERVAL};
+pub use countdown::{probability, DEFAULT_INTERVAL};
 pub(crate) use stack::{frame_buf, FrameBuf};
 pub use stack::{set_stack_capture, stack_capture, StackCapture};
-pub use store::SamplerLimits;
+pub use store::Limits;
 
 use crate::counters;
 
@@ -74,7 +74,7 @@ pub(crate) fn raw_buckets() -> Vec<RawBucket> {
 /// The interval profiles are scaled with for their period.
 #[allow(dead_code)]
 pub(crate) fn current_interval_for_profile() -> u64 {
-    sample_interval()
+    interval()
 }
 
 /// Sets the heap sample interval in bytes and returns the previous one:
@@ -84,7 +84,7 @@ pub(crate) fn current_interval_for_profile() -> u64 {
 /// the new interval from its next allocation on, every other thread within
 /// its next 1 MiB of allocations (when it next checks in), so a change
 /// reaches running threads, not only new ones, at no cost to the hot path.
-pub fn set_sample_interval(bytes: u64) -> u64 {
+pub fn set_interval(bytes: u64) -> u64 {
     let prev = countdown::INTERVAL.swap(bytes, Relaxed);
     // this thread: at once (its next allocation checks in)
     AT_CHECK_IN.with(|c| c.set(true));
@@ -93,26 +93,26 @@ pub fn set_sample_interval(bytes: u64) -> u64 {
 }
 
 /// The heap sample interval in bytes (0 = off).
-pub fn sample_interval() -> u64 {
+pub fn interval() -> u64 {
     countdown::INTERVAL.load(Relaxed)
 }
 
 /// Sets the caps on the sampler's memory. Only possible before the first
 /// sample is recorded (e.g. first thing in `main`, or before setting a
 /// non-zero interval with the sampler off by configuration).
-pub fn set_sampler_limits(limits: SamplerLimits) -> Result<(), crate::Error> {
+pub fn set_limits(limits: Limits) -> Result<(), crate::Error> {
     store::set_limits(limits)
 }
 
 /// The caps in force.
-pub fn sampler_limits() -> SamplerLimits {
+pub fn limits() -> Limits {
     store::limits()
 }
 
 /// The sampler's own state and footprint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct SamplerStats {
+pub struct Stats {
     /// Current sample interval in bytes (0 = off).
     pub interval: u64,
     /// Sampled blocks not yet freed.
@@ -125,7 +125,7 @@ pub struct SamplerStats {
     pub stacks: u64,
     /// Distinct (stack, size, interval) buckets.
     pub buckets: u64,
-    /// Stack frames stored (bounded by `SamplerLimits::max_frames`).
+    /// Stack frames stored (bounded by `Limits::max_frames`).
     pub frames: u64,
     /// Resident memory of the sampler's arenas, in bytes.
     pub memory_bytes: u64,
@@ -135,10 +135,10 @@ pub struct SamplerStats {
 }
 
 /// The sampler's counters and memory use.
-pub fn sampler_stats() -> SamplerStats {
+pub fn stats() -> Stats {
     let i = store::info();
-    SamplerStats {
-        interval: sample_interval(),
+    Stats {
+        interval: interval(),
         live_samples: i.live_samples,
         dropped_samples: store::HOT.dropped.load(Relaxed),
         samples_total: store::HOT.samples.load(Relaxed),
@@ -151,10 +151,10 @@ pub fn sampler_stats() -> SamplerStats {
 }
 
 /// Sample points reached so far, recorded or dropped: each stands for
-/// about [`sample_interval`] bytes allocated (a Poisson process over
+/// about [`interval`] bytes allocated (a Poisson process over
 /// allocated bytes), so their growth estimates allocation without folding
 /// the counters. Two relaxed loads; read by the collector's periodic check
-/// (`crate::collect`), never on an allocation path.
+/// (`crate::gc::collect`), never on an allocation path.
 pub(crate) fn sample_points() -> u64 {
     store::HOT
         .samples
@@ -204,7 +204,7 @@ fn next_countdown(gap: u64) {
 #[cold]
 #[inline(never)]
 pub(crate) fn begin(buf: &mut FrameBuf) -> Option<Pending<'_>> {
-    let interval = sample_interval();
+    let interval = interval();
     // how far the allocation went past the end of the countdown
     let overshoot = 0u64.wrapping_sub(counters::countdown());
     let sampled = if AT_CHECK_IN.with(Cell::get) {
