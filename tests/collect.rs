@@ -171,7 +171,10 @@ fn memory_limit_with_threshold_off() {
     fresh_process("memory_limit_with_threshold_off", || {
         assert_eq!(allocscope::gc::set_threshold(None), Some(100));
         let limit = live() + 24 * MIB;
-        assert_eq!(allocscope::gc::set_memory_limit(Some(limit)), None);
+        // a limit of 0 is refused, as the configuration refuses it, and changes nothing
+        assert!(allocscope::gc::set_memory_limit(Some(0)).is_err());
+        assert_eq!(allocscope::gc::memory_limit(), None);
+        assert_eq!(allocscope::gc::set_memory_limit(Some(limit)).unwrap(), None);
         assert_eq!(allocscope::gc::memory_limit(), Some(limit));
         assert_eq!(allocscope::gc::heap_goal(), limit);
         let held = Arc::new(Mutex::new(Vec::new()));
@@ -205,7 +208,7 @@ fn memory_limit_with_threshold_off() {
         assert!(p.is_over_limit() && p.over_limit_bytes == p.live_bytes - limit);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(allocscope::gc::cycles().len(), 1, "under the limit again");
-        assert_eq!(allocscope::gc::set_memory_limit(None), Some(limit));
+        assert_eq!(allocscope::gc::set_memory_limit(None).unwrap(), Some(limit));
         assert_eq!(allocscope::gc::heap_goal(), u64::MAX);
     });
 }
@@ -344,9 +347,9 @@ fn time_share_limits_an_unreclaimable_heap() {
         let mut held = Vec::new();
         grow_to(&mut held, 8 * MIB);
         let t0 = Instant::now();
-        allocscope::gc::set_memory_limit(Some(4 * MIB)); // always over it
+        allocscope::gc::set_memory_limit(Some(4 * MIB)).unwrap(); // always over it
         std::thread::sleep(Duration::from_millis(2000));
-        allocscope::gc::set_memory_limit(None);
+        allocscope::gc::set_memory_limit(None).unwrap();
         let elapsed = t0.elapsed();
         std::thread::sleep(Duration::from_millis(30)); // a running cycle ends
         let s = allocscope::gc::stats();
@@ -452,7 +455,7 @@ fn near_limit_profiles_are_written_and_pruned() {
         allocscope::sampling::set_interval(64 * 1024);
         allocscope::gc::set_threshold(None);
         let limit = live() + 32 * MIB;
-        allocscope::gc::set_memory_limit(Some(limit));
+        allocscope::gc::set_memory_limit(Some(limit)).unwrap();
         let profiles = || {
             let mut v: Vec<String> = std::fs::read_dir(&dir)
                 .unwrap()

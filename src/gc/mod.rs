@@ -433,13 +433,34 @@ pub fn threshold() -> Option<u32> {
 /// Sets the soft memory limit on live heap bytes (`None` = off; the
 /// default) and returns the previous one, like Go's
 /// `debug.SetMemoryLimit`. A cycle runs when live bytes pass it, even with
-/// the threshold off. `Some(0)` is accepted and means "collect whenever the
-/// CPU limiter allows". Starts the collector thread.
-pub fn set_memory_limit(bytes: Option<u64>) -> Option<u64> {
+/// the threshold off. Starts the collector thread.
+///
+/// # Errors
+/// [`crate::Error::InvalidArgument`] for `Some(0)` (a limit of nothing
+/// would collect constantly: `None` turns the limit off), as the
+/// configuration key `memory_limit` refuses `0`; nothing is changed then.
+pub fn set_memory_limit(bytes: Option<u64>) -> Result<Option<u64>, crate::Error> {
+    if !valid_memory_limit(&bytes) {
+        return Err(crate::Error::InvalidArgument {
+            what: "memory_limit",
+            value: format!("{bytes:?}"),
+            expected: MEMORY_LIMIT_EXPECTED,
+        });
+    }
     let prev = collector::update_settings(|s| std::mem::replace(&mut s.memory_limit, bytes));
     collector::start();
-    prev
+    Ok(prev)
 }
+
+/// Whether [`set_memory_limit`] (and the configuration) accept `bytes`.
+pub(crate) fn valid_memory_limit(bytes: &Option<u64>) -> bool {
+    *bytes != Some(0)
+}
+
+/// What [`set_memory_limit`] (and the configuration key `memory_limit`,
+/// `POST /gc?memory_limit=`) accepts.
+pub(crate) const MEMORY_LIMIT_EXPECTED: &str =
+    "a size above 0: a whole number with a unit B, KiB, MiB, GiB or TiB (e.g. 512MiB, 2GiB), or off";
 
 /// The soft memory limit in bytes (`None`: off).
 pub fn memory_limit() -> Option<u64> {
@@ -464,7 +485,7 @@ pub fn release_mode() -> ReleaseMode {
 /// # Errors
 /// [`crate::Error::InvalidArgument`] for a value outside `(0, 1]` or NaN.
 pub fn set_time_share(share: f64) -> Result<f64, crate::Error> {
-    if !(share > 0.0 && share <= 1.0) {
+    if !valid_time_share(&share) {
         return Err(crate::Error::InvalidArgument {
             what: "collector_time_share",
             value: share.to_string(),
@@ -474,6 +495,11 @@ pub fn set_time_share(share: f64) -> Result<f64, crate::Error> {
     Ok(collector::update_settings(|s| {
         std::mem::replace(&mut s.time_share, share)
     }))
+}
+
+/// Whether [`set_time_share`] (and the configuration) accept `share`.
+pub(crate) fn valid_time_share(share: &f64) -> bool {
+    *share > 0.0 && *share <= 1.0
 }
 
 /// What [`set_time_share`] accepts.

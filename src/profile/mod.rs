@@ -60,7 +60,9 @@ use crate::sampling::RawBucket;
 pub use diff::{DiffStack, HeapDiff};
 pub use flamegraph::{FlamegraphColors, FlamegraphOptions};
 pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
-pub(crate) use near_limit::{KEEP_EXPECTED, RATIO_EXPECTED};
+pub(crate) use near_limit::{
+    valid_interval, valid_keep, valid_ratio, INTERVAL_EXPECTED, KEEP_EXPECTED, RATIO_EXPECTED,
+};
 pub use symbolize::{clear_symbol_cache, symbol_cache_len, Frame, SYMBOL_CACHE_CAPACITY};
 
 use symbolize::Location;

@@ -78,6 +78,26 @@ impl NearLimitProfiles {
     }
 }
 
+/// Whether [`NearLimitProfiles::ratio`] (`near_limit_ratio`) is accepted.
+pub(crate) fn valid_ratio(ratio: &f64) -> bool {
+    *ratio > 0.0 && *ratio <= 1.0
+}
+
+/// Whether [`NearLimitProfiles::keep`] (`near_limit_profiles_keep`) is
+/// accepted.
+pub(crate) fn valid_keep(keep: &usize) -> bool {
+    (1..=1000).contains(keep)
+}
+
+/// Whether [`NearLimitProfiles::min_interval`]
+/// (`near_limit_profile_interval`) is accepted.
+pub(crate) fn valid_interval(every: &Duration) -> bool {
+    *every >= Duration::from_millis(100)
+}
+
+/// What `near_limit_profile_interval` accepts.
+pub(crate) const INTERVAL_EXPECTED: &str = "a duration of at least 100ms, such as 1s or 1m";
+
 /// What `near_limit_ratio` accepts.
 pub(crate) const RATIO_EXPECTED: &str =
     "a share of the memory limit above 0 and at most 1, such as 0.9";
@@ -98,25 +118,36 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 /// active while a memory limit is set ([`crate::gc::set_memory_limit`]).
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a ratio outside `(0, 1]` or `keep` outside
-/// `1..=1000`; nothing is changed then.
+/// [`Error::InvalidArgument`] for a ratio outside `(0, 1]`, `keep` outside
+/// `1..=1000` or an interval under 100 ms (as the configuration refuses them);
+/// nothing is changed then.
 pub fn set_near_limit_profiles(
     p: Option<NearLimitProfiles>,
 ) -> Result<Option<NearLimitProfiles>, Error> {
     if let Some(p) = &p {
-        if !(p.ratio > 0.0 && p.ratio <= 1.0) {
-            return Err(Error::InvalidArgument {
-                what: "near_limit_ratio",
-                value: p.ratio.to_string(),
-                expected: RATIO_EXPECTED,
-            });
+        let invalid = |what, value: String, expected| {
+            Err(Error::InvalidArgument {
+                what,
+                value,
+                expected,
+            })
+        };
+        if !valid_ratio(&p.ratio) {
+            return invalid("near_limit_ratio", p.ratio.to_string(), RATIO_EXPECTED);
         }
-        if !(1..=1000).contains(&p.keep) {
-            return Err(Error::InvalidArgument {
-                what: "near_limit_profiles_keep",
-                value: p.keep.to_string(),
-                expected: KEEP_EXPECTED,
-            });
+        if !valid_keep(&p.keep) {
+            return invalid(
+                "near_limit_profiles_keep",
+                p.keep.to_string(),
+                KEEP_EXPECTED,
+            );
+        }
+        if !valid_interval(&p.min_interval) {
+            return invalid(
+                "near_limit_profile_interval",
+                format!("{:?}", p.min_interval),
+                INTERVAL_EXPECTED,
+            );
         }
     }
     crate::gc::set_limit_watcher(crate::gc::LimitWatcher {

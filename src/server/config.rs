@@ -1,44 +1,34 @@
 //! The exporter's configuration: [`Config`], its loading from a file and
 //! the environment, and the size and duration parsers.
 //!
-//! Owns every configuration key, its default and its validation. Never
-//! panics on bad input: every bad value is an [`Error`] naming the key, the
-//! value and what is accepted.
+//! Every key is declared once, in the `config_keys!` invocation below: its
+//! name, type, default, parser, the check of accepted values, the text that
+//! says what is accepted, and its doc line. The struct, its `Default`, the
+//! builder setters, [`KEYS`], loading, [`Config::validate`], the error texts
+//! and `Debug` all follow from that one declaration, and a test checks that
+//! `config/default.toml` documents exactly those keys, with those doc lines
+//! and defaults. Keys that the library's own setters also take
+//! (`memory_limit`, `collector_time_share`, `near_limit_*`) are checked by
+//! the functions those setters use.
+//!
+//! Never panics on bad input: every bad value is an [`Error`] naming the
+//! key, the value and what is accepted.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::gc::ReleaseMode;
+use crate::gc::{self, ReleaseMode};
+use crate::profile;
 use crate::Error;
 
 /// The file read by [`Config::load`] when `ALLOCSCOPE_CONFIG` is not set
 /// (relative to the working directory; optional).
 pub const DEFAULT_CONFIG_FILE: &str = "config/allocscope.toml";
 
-/// Every key a configuration file or `ALLOCSCOPE_<KEY>` may set.
-pub const KEYS: &[&str] = &[
-    "addr",
-    "sample_interval",
-    "log_interval",
-    "token",
-    "allow_remote_control",
-    "full_size_classes",
-    "render_timeout",
-    "worker_threads",
-    "threshold",
-    "memory_limit",
-    "release_to_os",
-    "collector_time_share",
-    "near_limit_profile_dir",
-    "near_limit_ratio",
-    "near_limit_profiles_keep",
-    "near_limit_profile_interval",
-    "header_read_timeout",
-    "idle_timeout",
-    "max_connections",
-];
+/// Shortest accepted bearer token.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 const SIZE_EXPECTED: &str =
     "a size: a whole number with a unit B, KiB, MiB or GiB (e.g. 512KiB, 4MiB), or 0 for off";
@@ -49,293 +39,239 @@ const ADDR_EXPECTED: &str =
 const BOOL_EXPECTED: &str = "true or false";
 const TOKEN_EXPECTED: &str =
     "at least 16 visible ASCII characters without spaces (e.g. the output of `openssl rand -hex 16`)";
-const RENDER_TIMEOUT_EXPECTED: &str = "a duration from 1s to 10m, such as 30s";
-const WORKERS_EXPECTED: &str = "a whole number from 1 to 16";
-const HEADER_READ_TIMEOUT_EXPECTED: &str = "a duration from 1s to 5m, such as 10s";
-const IDLE_TIMEOUT_EXPECTED: &str = "a duration from 1s to 1h, such as 60s";
-const MAX_CONNECTIONS_EXPECTED: &str = "a whole number from 1 to 65536";
-/// The accepted range of `header_read_timeout`.
-const HEADER_READ_TIMEOUT_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(300));
-/// The accepted range of `idle_timeout`.
-const IDLE_TIMEOUT_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(3600));
-/// The accepted range of `max_connections`.
-const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=65536;
 /// What `threshold` (and `POST /gc?set=`) accepts.
 pub(crate) const THRESHOLD_EXPECTED: &str =
     "a whole number of percent from 0 to 4294967295 (e.g. 100, 200), or off";
-/// What `memory_limit` (and `POST /gc?memory_limit=`) accepts.
-pub(crate) const MEMORY_LIMIT_EXPECTED: &str =
-    "a size above 0: a whole number with a unit B, KiB, MiB, GiB or TiB (e.g. 512MiB, 2GiB), or off";
-const INTERVAL_EXPECTED: &str = "a duration of at least 1s, such as 30s or 1m";
+pub(crate) use crate::gc::MEMORY_LIMIT_EXPECTED;
 
-/// Shortest accepted bearer token.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-/// The exporter's configuration.
+/// Declares every configuration key once; see the module docs.
 ///
-/// Build one with [`Config::load`] (defaults, then a file, then the
-/// environment) or from [`Config::default`] with the builder-style setters:
-///
-/// ```
-/// use allocscope::server::Config;
-/// let c = Config::default()
-///     .addr("127.0.0.1:0".parse().unwrap())
-///     .log_interval(std::time::Duration::ZERO);
-/// assert_eq!(c.sample_interval, 512 * 1024);
-/// ```
-#[derive(Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Config {
-    /// Where the exporter listens. Default `127.0.0.1:6060` (where Go
-    /// programmers look for pprof; 9100 is node_exporter's).
-    pub addr: SocketAddr,
-    /// Mean bytes between heap samples, applied by [`super::start`]
-    /// (0 = off, 1 = every allocation). Default 512 KiB, as Go.
-    pub sample_interval: u64,
-    /// Period of the info log line; zero = off. Default 10 s.
-    pub log_interval: Duration,
-    /// Bearer token required by every endpoint but `/metrics`. Default none.
-    pub token: Option<String>,
-    /// Serve profile and control endpoints on a non-loopback address
-    /// without a token. Default false.
-    pub allow_remote_control: bool,
-    /// Export the allocation size histogram and live bytes per class with
-    /// every size class instead of power-of-two buckets. Default false.
-    pub full_size_classes: bool,
-    /// Longest a profile or flamegraph render may take (waiting for the
-    /// previous one included) before the request gets 503. Default 30 s.
-    pub render_timeout: Duration,
-    /// Async worker threads of the exporter's own runtime. Default 1.
-    pub worker_threads: usize,
-    /// Collection threshold in percent, as Go's `GOGC` (`None` = off).
-    /// Default 100. See [`crate::gc::set_threshold`].
-    pub threshold: Option<u32>,
-    /// Soft limit on live heap bytes, as Go's `GOMEMLIMIT` (`None` = off,
-    /// the default). See [`crate::gc::set_memory_limit`].
-    pub memory_limit: Option<u64>,
-    /// Whether cycles return free memory to the OS. Default
-    /// [`ReleaseMode::Auto`] (`true`).
-    pub release_to_os: ReleaseMode,
-    /// Share of wall time automatic cycles may take, in `(0, 1]`. Default 0.1.
-    pub collector_time_share: f64,
-    /// Where heap profiles are written near the memory limit (`None`, the
-    /// default: not written).
-    pub near_limit_profile_dir: Option<PathBuf>,
-    /// Share of the memory limit at which they are written, in `(0, 1]`.
-    /// Default 0.9.
-    pub near_limit_ratio: f64,
-    /// How many of the newest near-limit profiles are kept. Default 5.
-    pub near_limit_profiles_keep: usize,
-    /// At most one near-limit profile per this interval. Default 1 min.
-    pub near_limit_profile_interval: Duration,
-    /// Longest a client may take to send a request's complete headers,
-    /// counted from the connection's accept (first request) or from the
-    /// request's first byte (later requests on a keep-alive connection);
-    /// then the connection is closed. A request's body must also arrive
-    /// within this time of its headers (else 408). 1 s to 5 min; default
-    /// 10 s.
-    pub header_read_timeout: Duration,
-    /// Longest a keep-alive connection may stay open with no request in
-    /// flight; then it is closed. 1 s to 1 h; default 60 s.
-    pub idle_timeout: Duration,
-    /// Most connections [`super::start`]'s server has open at once; further
-    /// clients wait (in the listen backlog) until one closes. 1 to 65536;
-    /// default 256.
-    pub max_connections: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            addr: SocketAddr::from(([127, 0, 0, 1], 6060)),
-            sample_interval: 512 * 1024,
-            log_interval: Duration::from_secs(10),
-            token: None,
-            allow_remote_control: false,
-            full_size_classes: false,
-            render_timeout: Duration::from_secs(30),
-            worker_threads: 1,
-            threshold: Some(crate::gc::DEFAULT_THRESHOLD),
-            memory_limit: None,
-            release_to_os: ReleaseMode::Auto,
-            collector_time_share: crate::gc::DEFAULT_TIME_SHARE,
-            near_limit_profile_dir: None,
-            near_limit_ratio: 0.9,
-            near_limit_profiles_keep: 5,
-            near_limit_profile_interval: Duration::from_secs(60),
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 256,
+/// Each entry: doc lines (the first is the comment line of
+/// `config/default.toml`, the rest go to rustdoc only), `name: Type =
+/// default`, then `parse` (text to value, `None` if malformed), `valid`
+/// (whether a value is accepted, also for values set through the builder),
+/// `expected` (what is accepted, for the error), and optionally `set |v: T|
+/// expr` when the builder setter takes another type than the field.
+macro_rules! config_keys {
+    ($(
+        #[doc = $line:literal]
+        $(#[doc = $more:literal])*
+        $name:ident: $ty:ty = $default:expr;
+        parse $parse:expr, valid $valid:expr, expected $expected:expr;
+        $(set |$v:ident: $arg:ty| $conv:expr;)?
+    )+) => {
+        /// The exporter's configuration.
+        ///
+        /// Build one with [`Config::load`] (defaults, then a file, then the
+        /// environment) or from [`Config::default`] with the builder-style
+        /// setters, then check it with [`Config::validate`] ([`super::start`]
+        /// does):
+        ///
+        /// ```
+        /// use allocscope::server::Config;
+        /// let c = Config::default()
+        ///     .addr("127.0.0.1:0".parse().unwrap())
+        ///     .log_interval(std::time::Duration::ZERO);
+        /// assert_eq!(c.sample_interval, 512 * 1024);
+        /// ```
+        #[derive(Clone, PartialEq)]
+        #[non_exhaustive]
+        pub struct Config {
+            $(
+                #[doc = $line]
+                $(#[doc = $more])*
+                pub $name: $ty,
+            )+
         }
-    }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $($name: $default,)+ }
+            }
+        }
+
+        impl fmt::Debug for Config {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Config")
+                    $(.field(stringify!($name), &format_args!("{}", Show::show(&self.$name))))+
+                    .finish()
+            }
+        }
+
+        /// Every key a configuration file or `ALLOCSCOPE_<KEY>` may set.
+        pub const KEYS: &[&str] = &[$(stringify!($name)),+];
+
+        /// Each key's doc line, as `config/default.toml` must carry it.
+        #[cfg(test)]
+        const DOC_LINES: &[(&str, &str)] = &[$((stringify!($name), $line)),+];
+
+        impl Config {
+            $(config_keys!(@setter $name, $ty $(, $v, $arg, $conv)?);)+
+
+            /// Checks every value against what its key accepts: values set
+            /// with the builder setters are not checked until now.
+            /// [`super::start`] calls it.
+            ///
+            /// # Errors
+            /// [`Error::InvalidArgument`] naming the first key (in the order
+            /// of [`KEYS`]) whose value is not accepted.
+            pub fn validate(&self) -> Result<(), Error> {
+                $(
+                    if !($valid)(&self.$name) {
+                        return Err(invalid(stringify!($name), Show::show(&self.$name), $expected));
+                    }
+                )+
+                Ok(())
+            }
+
+            /// Sets one key from its text form. The outer error is an
+            /// unknown key.
+            fn apply(self, key: &str, text: &str) -> Result<Result<Config, Error>, UnknownKey> {
+                match key {
+                    $(
+                        stringify!($name) => Ok(match ($parse)(text) {
+                            Some(v) if ($valid)(&v) => Ok(Config { $name: v, ..self }),
+                            _ => Err(invalid(
+                                stringify!($name),
+                                <$ty as Show>::show_input(text),
+                                $expected,
+                            )),
+                        }),
+                    )+
+                    _ => Err(UnknownKey),
+                }
+            }
+        }
+    };
+    (@setter $name:ident, $ty:ty) => {
+        #[doc = concat!("Sets [`Config::", stringify!($name), "`].")]
+        #[must_use]
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$name = value;
+            self
+        }
+    };
+    (@setter $name:ident, $ty:ty, $v:ident, $arg:ty, $conv:expr) => {
+        #[doc = concat!("Sets [`Config::", stringify!($name), "`].")]
+        #[must_use]
+        pub fn $name(mut self, $v: $arg) -> Self {
+            self.$name = $conv;
+            self
+        }
+    };
 }
 
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print the token.
-        f.debug_struct("Config")
-            .field("addr", &self.addr)
-            .field("sample_interval", &self.sample_interval)
-            .field("log_interval", &self.log_interval)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("allow_remote_control", &self.allow_remote_control)
-            .field("full_size_classes", &self.full_size_classes)
-            .field("render_timeout", &self.render_timeout)
-            .field("worker_threads", &self.worker_threads)
-            .field("threshold", &self.threshold)
-            .field("memory_limit", &self.memory_limit)
-            .field("release_to_os", &self.release_to_os)
-            .field("collector_time_share", &self.collector_time_share)
-            .field("near_limit_profile_dir", &self.near_limit_profile_dir)
-            .field("near_limit_ratio", &self.near_limit_ratio)
-            .field("near_limit_profiles_keep", &self.near_limit_profiles_keep)
-            .field(
-                "near_limit_profile_interval",
-                &self.near_limit_profile_interval,
-            )
-            .field("header_read_timeout", &self.header_read_timeout)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("max_connections", &self.max_connections)
-            .finish()
-    }
+config_keys! {
+    /// Address the exporter listens on (127.0.0.1:6060 is where Go's pprof lives; "0.0.0.0:9100" serves remotely as the Go seed did).
+    addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 6060));
+    parse |t: &str| t.trim().parse().ok(), valid any, expected ADDR_EXPECTED;
+
+    /// Mean bytes allocated between heap samples, as Go's MemProfileRate ("0" = sampling off, "1B" = every allocation).
+    ///
+    /// Applied by [`super::start`] and [`super::apply`] through
+    /// [`crate::sampling::set_interval`].
+    sample_interval: u64 = crate::sampling::DEFAULT_INTERVAL;
+    parse |t: &str| parse_size(t).ok(), valid any, expected SIZE_EXPECTED;
+
+    /// How often one info line (heap, rss, allocs/s, collections, threads) is logged ("0" = never).
+    log_interval: Duration = Duration::from_secs(10);
+    parse |t: &str| parse_duration(t).ok(), valid any, expected DURATION_EXPECTED;
+
+    /// Bearer token required by every endpoint except /metrics; unset by default, at least 16 characters when set.
+    ///
+    /// Never shown: `Debug` and error messages give its length only.
+    token: Option<String> = None;
+    parse |t: &str| Some(Some(t.to_string())), valid valid_token, expected TOKEN_EXPECTED;
+    set |token: impl Into<String>| Some(token.into());
+
+    /// Serve profile and control endpoints on a non-loopback addr without a token (otherwise they answer 403).
+    allow_remote_control: bool = false;
+    parse parse_bool, valid any, expected BOOL_EXPECTED;
+
+    /// Export every size class in the size histogram and per-class live bytes, instead of power-of-two buckets (87 -> 247 series).
+    full_size_classes: bool = false;
+    parse parse_bool, valid any, expected BOOL_EXPECTED;
+
+    /// Longest a heap/CPU profile or flamegraph render may take, waiting for the previous one included (1s..10m).
+    ///
+    /// A request that waits longer gets 503.
+    render_timeout: Duration = Duration::from_secs(30);
+    parse |t: &str| parse_duration(t).ok(),
+    valid within(Duration::from_secs(1), Duration::from_secs(600)),
+    expected "a duration from 1s to 10m, such as 30s";
+
+    /// Async worker threads of the exporter's own tokio runtime (1..16).
+    worker_threads: usize = 1;
+    parse |t: &str| t.trim().parse().ok(), valid within(1, 16),
+    expected "a whole number from 1 to 16";
+
+    /// Close a connection that has not sent complete request headers this long after connecting (or after the first byte of a later request); a request body must also arrive this soon after its headers, else 408 (1s..5m).
+    header_read_timeout: Duration = Duration::from_secs(10);
+    parse |t: &str| parse_duration(t).ok(),
+    valid within(Duration::from_secs(1), Duration::from_secs(300)),
+    expected "a duration from 1s to 5m, such as 10s";
+
+    /// Close a keep-alive connection that has had no request in flight this long (1s..1h).
+    idle_timeout: Duration = Duration::from_secs(60);
+    parse |t: &str| parse_duration(t).ok(),
+    valid within(Duration::from_secs(1), Duration::from_secs(3600)),
+    expected "a duration from 1s to 1h, such as 60s";
+
+    /// Most connections open at once; further clients wait in the listen backlog until one closes (1..65536).
+    max_connections: usize = 256;
+    parse |t: &str| t.trim().parse().ok(), valid within(1, 65536),
+    expected "a whole number from 1 to 65536";
+
+    /// Collection threshold in percent, as Go's GOGC: a cycle runs when live bytes pass max(4MiB x threshold/100, live after the last cycle x (1 + threshold/100)) ("off" = never).
+    ///
+    /// See [`crate::gc::set_threshold`].
+    threshold: Option<u32> = Some(gc::DEFAULT_THRESHOLD);
+    parse |t: &str| parse_threshold(t.trim()).ok(), valid any, expected THRESHOLD_EXPECTED;
+
+    /// Soft limit on live heap bytes, as Go's GOMEMLIMIT: a cycle runs when live bytes pass it, even with the threshold off ("off", or a size with B, KiB, MiB, GiB or TiB).
+    ///
+    /// See [`crate::gc::set_memory_limit`].
+    memory_limit: Option<u64> = None;
+    parse |t: &str| parse_memory_limit(t).ok(), valid gc::valid_memory_limit,
+    expected MEMORY_LIMIT_EXPECTED;
+
+    /// Return free memory to the OS after the reclaimers: true (malloc_trim(0) when the allocator is glibc's malloc), "always", or false.
+    ///
+    /// See [`crate::gc::set_release_mode`].
+    release_to_os: ReleaseMode = ReleaseMode::Auto;
+    parse |t: &str| t.trim().parse().ok(), valid any, expected ReleaseMode::EXPECTED;
+
+    /// Share of wall time automatic cycles may take (0 < share <= 1), as Go's GC CPU limiter; skipped triggers are counted.
+    ///
+    /// See [`crate::gc::set_time_share`].
+    collector_time_share: f64 = gc::DEFAULT_TIME_SHARE;
+    parse |t: &str| t.trim().parse().ok(), valid gc::valid_time_share,
+    expected gc::TIME_SHARE_EXPECTED;
+
+    /// Directory where the heap profile (pprof) is written when live bytes near the memory limit; unset = never.
+    ///
+    /// See [`crate::profile::set_near_limit_profiles`].
+    near_limit_profile_dir: Option<PathBuf> = None;
+    parse |t: &str| Some((!t.trim().is_empty()).then(|| PathBuf::from(t.trim()))),
+    valid any, expected "a directory path";
+
+    /// Share of memory_limit at which the near-limit profile is written (0 < ratio <= 1).
+    near_limit_ratio: f64 = 0.9;
+    parse |t: &str| t.trim().parse().ok(), valid profile::valid_ratio,
+    expected profile::RATIO_EXPECTED;
+
+    /// How many of the newest near-limit profiles are kept in the directory (1..1000).
+    near_limit_profiles_keep: usize = 5;
+    parse |t: &str| t.trim().parse().ok(), valid profile::valid_keep,
+    expected profile::KEEP_EXPECTED;
+
+    /// At most one near-limit profile per this interval (at least 100ms).
+    near_limit_profile_interval: Duration = Duration::from_secs(60);
+    parse |t: &str| parse_duration(t).ok(), valid profile::valid_interval,
+    expected profile::INTERVAL_EXPECTED;
 }
 
 impl Config {
-    /// Sets [`Config::addr`].
-    #[must_use]
-    pub fn addr(mut self, addr: SocketAddr) -> Self {
-        self.addr = addr;
-        self
-    }
-
-    /// Sets [`Config::sample_interval`] (bytes; 0 = off).
-    #[must_use]
-    pub fn sample_interval(mut self, bytes: u64) -> Self {
-        self.sample_interval = bytes;
-        self
-    }
-
-    /// Sets [`Config::log_interval`] (zero = off).
-    #[must_use]
-    pub fn log_interval(mut self, every: Duration) -> Self {
-        self.log_interval = every;
-        self
-    }
-
-    /// Sets [`Config::token`].
-    #[must_use]
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// Sets [`Config::allow_remote_control`].
-    #[must_use]
-    pub fn allow_remote_control(mut self, allow: bool) -> Self {
-        self.allow_remote_control = allow;
-        self
-    }
-
-    /// Sets [`Config::full_size_classes`].
-    #[must_use]
-    pub fn full_size_classes(mut self, full: bool) -> Self {
-        self.full_size_classes = full;
-        self
-    }
-
-    /// Sets [`Config::render_timeout`].
-    #[must_use]
-    pub fn render_timeout(mut self, timeout: Duration) -> Self {
-        self.render_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::worker_threads`].
-    #[must_use]
-    pub fn worker_threads(mut self, threads: usize) -> Self {
-        self.worker_threads = threads;
-        self
-    }
-
-    /// Sets [`Config::threshold`] (percent; `None` = off).
-    #[must_use]
-    pub fn threshold(mut self, percent: Option<u32>) -> Self {
-        self.threshold = percent;
-        self
-    }
-
-    /// Sets [`Config::memory_limit`] (bytes; `None` = off).
-    #[must_use]
-    pub fn memory_limit(mut self, bytes: Option<u64>) -> Self {
-        self.memory_limit = bytes;
-        self
-    }
-
-    /// Sets [`Config::release_to_os`].
-    #[must_use]
-    pub fn release_to_os(mut self, mode: ReleaseMode) -> Self {
-        self.release_to_os = mode;
-        self
-    }
-
-    /// Sets [`Config::collector_time_share`].
-    #[must_use]
-    pub fn collector_time_share(mut self, share: f64) -> Self {
-        self.collector_time_share = share;
-        self
-    }
-
-    /// Sets [`Config::near_limit_profile_dir`].
-    #[must_use]
-    pub fn near_limit_profile_dir(mut self, dir: Option<PathBuf>) -> Self {
-        self.near_limit_profile_dir = dir;
-        self
-    }
-
-    /// Sets [`Config::near_limit_ratio`].
-    #[must_use]
-    pub fn near_limit_ratio(mut self, ratio: f64) -> Self {
-        self.near_limit_ratio = ratio;
-        self
-    }
-
-    /// Sets [`Config::near_limit_profiles_keep`].
-    #[must_use]
-    pub fn near_limit_profiles_keep(mut self, keep: usize) -> Self {
-        self.near_limit_profiles_keep = keep;
-        self
-    }
-
-    /// Sets [`Config::near_limit_profile_interval`].
-    #[must_use]
-    pub fn near_limit_profile_interval(mut self, every: Duration) -> Self {
-        self.near_limit_profile_interval = every;
-        self
-    }
-
-    /// Sets [`Config::header_read_timeout`].
-    #[must_use]
-    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.header_read_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::idle_timeout`].
-    #[must_use]
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::max_connections`].
-    #[must_use]
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max;
-        self
-    }
-
     /// The near-limit profile setting this configuration asks for.
     pub(crate) fn near_limit_profiles(&self) -> Option<crate::profile::NearLimitProfiles> {
         self.near_limit_profile_dir.as_ref().map(|d| {
@@ -344,85 +280,6 @@ impl Config {
                 .keep(self.near_limit_profiles_keep)
                 .min_interval(self.near_limit_profile_interval)
         })
-    }
-
-    /// Checks the values the setters cannot check (the token, the render
-    /// timeout, the worker count, the collector's shares and counts, the
-    /// connection timeouts and cap).
-    /// [`super::start`] calls it.
-    pub fn validate(&self) -> Result<(), Error> {
-        if let Some(t) = &self.token {
-            check_token(t)?;
-        }
-        if self.render_timeout < Duration::from_secs(1)
-            || self.render_timeout > Duration::from_secs(600)
-        {
-            return Err(invalid(
-                "render_timeout",
-                format!("{:?}", self.render_timeout),
-                RENDER_TIMEOUT_EXPECTED,
-            ));
-        }
-        if !(1..=16).contains(&self.worker_threads) {
-            return Err(invalid(
-                "worker_threads",
-                self.worker_threads.to_string(),
-                WORKERS_EXPECTED,
-            ));
-        }
-        if self.memory_limit == Some(0) {
-            return Err(invalid("memory_limit", "0", MEMORY_LIMIT_EXPECTED));
-        }
-        if !valid_share(self.collector_time_share) {
-            return Err(invalid(
-                "collector_time_share",
-                self.collector_time_share.to_string(),
-                crate::gc::TIME_SHARE_EXPECTED,
-            ));
-        }
-        if !valid_share(self.near_limit_ratio) {
-            return Err(invalid(
-                "near_limit_ratio",
-                self.near_limit_ratio.to_string(),
-                crate::profile::RATIO_EXPECTED,
-            ));
-        }
-        if !(1..=1000).contains(&self.near_limit_profiles_keep) {
-            return Err(invalid(
-                "near_limit_profiles_keep",
-                self.near_limit_profiles_keep.to_string(),
-                crate::profile::KEEP_EXPECTED,
-            ));
-        }
-        if self.near_limit_profile_interval < Duration::from_secs(1) {
-            return Err(invalid(
-                "near_limit_profile_interval",
-                format!("{:?}", self.near_limit_profile_interval),
-                INTERVAL_EXPECTED,
-            ));
-        }
-        if !in_range(self.header_read_timeout, HEADER_READ_TIMEOUT_RANGE) {
-            return Err(invalid(
-                "header_read_timeout",
-                format!("{:?}", self.header_read_timeout),
-                HEADER_READ_TIMEOUT_EXPECTED,
-            ));
-        }
-        if !in_range(self.idle_timeout, IDLE_TIMEOUT_RANGE) {
-            return Err(invalid(
-                "idle_timeout",
-                format!("{:?}", self.idle_timeout),
-                IDLE_TIMEOUT_EXPECTED,
-            ));
-        }
-        if !MAX_CONNECTIONS_RANGE.contains(&self.max_connections) {
-            return Err(invalid(
-                "max_connections",
-                self.max_connections.to_string(),
-                MAX_CONNECTIONS_EXPECTED,
-            ));
-        }
-        Ok(())
     }
 
     /// Loads the configuration: the built-in defaults, then the TOML file
@@ -520,95 +377,6 @@ impl Config {
         c.validate()?;
         Ok(c)
     }
-
-    /// Sets one key from its text form. The outer error is an unknown key.
-    fn apply(self, key: &str, text: &str) -> Result<Result<Config, Error>, UnknownKey> {
-        let t = text.trim();
-        Ok(match key {
-            "addr" => t
-                .parse::<SocketAddr>()
-                .map(|a| self.addr(a))
-                .map_err(|_| invalid("addr", t, ADDR_EXPECTED)),
-            "sample_interval" => parse_size(t)
-                .map(|b| self.sample_interval(b))
-                .map_err(|_| invalid("sample_interval", t, SIZE_EXPECTED)),
-            "log_interval" => parse_duration(t)
-                .map(|d| self.log_interval(d))
-                .map_err(|_| invalid("log_interval", t, DURATION_EXPECTED)),
-            "token" => check_token(text).map(|()| self.token(text)),
-            "allow_remote_control" => parse_bool(t)
-                .map(|b| self.allow_remote_control(b))
-                .ok_or_else(|| invalid("allow_remote_control", t, BOOL_EXPECTED)),
-            "full_size_classes" => parse_bool(t)
-                .map(|b| self.full_size_classes(b))
-                .ok_or_else(|| invalid("full_size_classes", t, BOOL_EXPECTED)),
-            "render_timeout" => match parse_duration(t) {
-                Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(600) => {
-                    Ok(self.render_timeout(d))
-                }
-                _ => Err(invalid("render_timeout", t, RENDER_TIMEOUT_EXPECTED)),
-            },
-            "worker_threads" => match t.parse::<usize>() {
-                Ok(n) if (1..=16).contains(&n) => Ok(self.worker_threads(n)),
-                _ => Err(invalid("worker_threads", t, WORKERS_EXPECTED)),
-            },
-            "threshold" => parse_threshold(t)
-                .map(|p| self.threshold(p))
-                .map_err(|_| invalid("threshold", t, THRESHOLD_EXPECTED)),
-            "memory_limit" => parse_memory_limit(t)
-                .map(|l| self.memory_limit(l))
-                .map_err(|_| invalid("memory_limit", t, MEMORY_LIMIT_EXPECTED)),
-            "release_to_os" => t.parse::<ReleaseMode>().map(|m| self.release_to_os(m)),
-            "collector_time_share" => match t.parse::<f64>() {
-                Ok(v) if valid_share(v) => Ok(self.collector_time_share(v)),
-                _ => Err(invalid(
-                    "collector_time_share",
-                    t,
-                    crate::gc::TIME_SHARE_EXPECTED,
-                )),
-            },
-            "near_limit_profile_dir" => {
-                Ok(self.near_limit_profile_dir((!t.is_empty()).then(|| PathBuf::from(t))))
-            }
-            "near_limit_ratio" => match t.parse::<f64>() {
-                Ok(v) if valid_share(v) => Ok(self.near_limit_ratio(v)),
-                _ => Err(invalid(
-                    "near_limit_ratio",
-                    t,
-                    crate::profile::RATIO_EXPECTED,
-                )),
-            },
-            "near_limit_profiles_keep" => match t.parse::<usize>() {
-                Ok(n) if (1..=1000).contains(&n) => Ok(self.near_limit_profiles_keep(n)),
-                _ => Err(invalid(
-                    "near_limit_profiles_keep",
-                    t,
-                    crate::profile::KEEP_EXPECTED,
-                )),
-            },
-            "near_limit_profile_interval" => match parse_duration(t) {
-                Ok(d) if d >= Duration::from_secs(1) => Ok(self.near_limit_profile_interval(d)),
-                _ => Err(invalid("near_limit_profile_interval", t, INTERVAL_EXPECTED)),
-            },
-            "header_read_timeout" => match parse_duration(t) {
-                Ok(d) if in_range(d, HEADER_READ_TIMEOUT_RANGE) => Ok(self.header_read_timeout(d)),
-                _ => Err(invalid(
-                    "header_read_timeout",
-                    t,
-                    HEADER_READ_TIMEOUT_EXPECTED,
-                )),
-            },
-            "idle_timeout" => match parse_duration(t) {
-                Ok(d) if in_range(d, IDLE_TIMEOUT_RANGE) => Ok(self.idle_timeout(d)),
-                _ => Err(invalid("idle_timeout", t, IDLE_TIMEOUT_EXPECTED)),
-            },
-            "max_connections" => match t.parse::<usize>() {
-                Ok(n) if MAX_CONNECTIONS_RANGE.contains(&n) => Ok(self.max_connections(n)),
-                _ => Err(invalid("max_connections", t, MAX_CONNECTIONS_EXPECTED)),
-            },
-            _ => return Err(UnknownKey),
-        })
-    }
 }
 
 /// A key [`Config::apply`] does not know.
@@ -622,27 +390,78 @@ fn invalid(what: &'static str, value: impl Into<String>, expected: &'static str)
     }
 }
 
-/// Checks a bearer token; the error never repeats the token itself.
-fn check_token(t: &str) -> Result<(), Error> {
-    if t.len() >= MIN_TOKEN_LEN && t.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(())
-    } else {
-        Err(invalid(
-            "token",
-            format!("<{} characters, not shown>", t.chars().count()),
-            TOKEN_EXPECTED,
-        ))
+/// Whether a bearer token is acceptable (long enough, visible ASCII).
+fn valid_token(t: &Option<String>) -> bool {
+    t.as_ref()
+        .is_none_or(|t| t.len() >= MIN_TOKEN_LEN && t.bytes().all(|b| b.is_ascii_graphic()))
+}
+
+/// Every value is accepted.
+fn any<T>(_: &T) -> bool {
+    true
+}
+
+/// Values from `min` to `max`, both included.
+fn within<T: PartialOrd>(min: T, max: T) -> impl Fn(&T) -> bool {
+    move |v| *v >= min && *v <= max
+}
+
+/// A value as `Debug` and error messages show it.
+trait Show {
+    /// The value.
+    fn show(&self) -> String;
+    /// A value's text as given, for an error.
+    fn show_input(text: &str) -> String {
+        text.trim().to_string()
     }
 }
 
-/// Whether `d` is within `(min, max)`, both included.
-fn in_range(d: Duration, (min, max): (Duration, Duration)) -> bool {
-    d >= min && d <= max
+macro_rules! show_with_display {
+    ($($t:ty),*) => {$(
+        impl Show for $t {
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+show_with_display!(SocketAddr, u64, usize, f64, bool, ReleaseMode);
+
+impl Show for Duration {
+    fn show(&self) -> String {
+        format!("{self:?}")
+    }
 }
 
-/// A share in `(0, 1]` (NaN is not).
-fn valid_share(v: f64) -> bool {
-    v > 0.0 && v <= 1.0
+impl<T: Show> Show for Option<T> {
+    fn show(&self) -> String {
+        self.as_ref().map_or_else(|| "off".to_string(), Show::show)
+    }
+    fn show_input(text: &str) -> String {
+        T::show_input(text)
+    }
+}
+
+impl Show for u32 {
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Show for PathBuf {
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+/// The only text-valued key is the token, a secret: it is never shown.
+impl Show for String {
+    fn show(&self) -> String {
+        Self::show_input(self)
+    }
+    fn show_input(text: &str) -> String {
+        format!("<{} characters, not shown>", text.chars().count())
+    }
 }
 
 /// Parses a collection threshold: `off` (any case) is `None`, otherwise a
@@ -844,11 +663,50 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
         let c = Config::load_from(Some(&p), vars(&[])).unwrap();
         assert_eq!(c, Config::default());
-        // every key is documented there
+        // every key is documented there, once, in the declared order, under
+        // its declared doc line (commented out where unset by default)
         let text = std::fs::read_to_string(&p).unwrap();
-        for k in KEYS {
-            assert!(text.contains(&format!("{k} =")), "{k} not in default.toml");
+        let lines: Vec<&str> = text.lines().collect();
+        let mut documented = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let assignment = line.strip_prefix("# ").unwrap_or(line);
+            let Some((key, _)) = assignment.split_once(" = ") else {
+                continue;
+            };
+            if !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                continue;
+            }
+            let (_, doc) = DOC_LINES
+                .iter()
+                .find(|(k, _)| *k == key)
+                .unwrap_or_else(|| panic!("default.toml documents `{key}`, which is no key"));
+            assert_eq!(
+                lines[i.checked_sub(1).unwrap()],
+                format!("#{doc}"),
+                "the comment above `{key}` in default.toml is not its declared doc line"
+            );
+            documented.push(key);
         }
+        assert_eq!(
+            documented, KEYS,
+            "default.toml's keys differ from the declared keys"
+        );
+    }
+
+    #[test]
+    fn debug_shows_every_key_but_never_the_token() {
+        let c = Config::default().token("0123456789abcdef-secret");
+        let d = format!("{c:?}");
+        for k in KEYS {
+            assert!(d.contains(&format!("{k}: ")), "{k} missing from {d}");
+        }
+        assert!(!d.contains("secret") && d.contains("not shown"), "{d}");
+        // an invalid token is not shown in the error either
+        let e = Config::default()
+            .token("short secret")
+            .validate()
+            .unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 
     #[test]

@@ -265,13 +265,18 @@ pub(crate) fn post(q: &[(String, String)]) -> Reply {
         Ok(p) => p,
         Err(r) => return r,
     };
+    // The limit first: its setter is the one that can refuse (post_params
+    // has already refused what it refuses), and nothing is applied then.
+    let previous_limit = match limit.map(crate::gc::set_memory_limit).transpose() {
+        Ok(p) => p,
+        Err(e) => return error(400, &e.to_string()),
+    };
     let mut o = Obj::new();
     if let Some(t) = set {
         let previous = crate::gc::set_threshold(t);
         o = o.field("threshold", t).field("previous", previous);
     }
-    if let Some(l) = limit {
-        let previous = crate::gc::set_memory_limit(l);
+    if let (Some(l), Some(previous)) = (limit, previous_limit) {
         o = o
             .field("memory_limit_bytes", l)
             .field("previous_memory_limit_bytes", previous);

@@ -538,12 +538,13 @@ pub fn routes(
 pub fn apply(config: &Config) {
     crate::sampling::set_interval(config.sample_interval);
     crate::gc::set_threshold(config.threshold);
-    crate::gc::set_memory_limit(config.memory_limit);
     crate::gc::set_release_mode(config.release_to_os);
-    if let Err(e) = crate::gc::set_time_share(config.collector_time_share) {
-        tracing::warn!(target: "allocscope", "{e}");
-    }
-    if let Err(e) = crate::profile::set_near_limit_profiles(config.near_limit_profiles()) {
+    let refused = [
+        crate::gc::set_memory_limit(config.memory_limit).err(),
+        crate::gc::set_time_share(config.collector_time_share).err(),
+        crate::profile::set_near_limit_profiles(config.near_limit_profiles()).err(),
+    ];
+    for e in refused.into_iter().flatten() {
         tracing::warn!(target: "allocscope", "{e}");
     }
     crate::gc::start_collector();
