@@ -29,57 +29,111 @@ use crate::{counters, Stats};
 /// The Content-Type of `/metrics` answers.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Label of the per-class live bytes: the class's largest size in bytes
-/// (`+Inf` for the last class).
-const CLASS_LABEL: &str = "max_size";
-
 use MetricType::{COUNTER, GAUGE, HISTOGRAM};
 
-/// Every metric the [`HeapCollector`] exports: name, help, type.
-pub const METRICS: &[(&str, &str, MetricType)] = &[
-    ("allocscope_heap_live_bytes", "Bytes allocated through the global allocator and not yet freed (requested sizes).", GAUGE),
-    ("allocscope_heap_live_objects", "Blocks allocated through the global allocator and not yet freed.", GAUGE),
-    ("allocscope_heap_allocated_bytes_total", "Bytes requested by successful allocations, the allocation half of reallocations included.", COUNTER),
-    ("allocscope_heap_freed_bytes_total", "Bytes released by deallocations, the free half of reallocations included.", COUNTER),
-    ("allocscope_heap_allocations_total", "Successful allocations, the allocation half of reallocations included.", COUNTER),
-    ("allocscope_heap_deallocations_total", "Deallocations, the free half of reallocations included.", COUNTER),
-    ("allocscope_heap_reallocations_total", "Successful reallocations.", COUNTER),
-    ("allocscope_heap_allocation_failures_total", "Allocations and reallocations the inner allocator refused.", COUNTER),
-    ("allocscope_heap_allocation_size_bytes", "Requested size of every successful allocation (powers of two, or every size class when full_size_classes is set).", HISTOGRAM),
-    ("allocscope_heap_size_class_live_bytes", "Live bytes per size class; max_size is the largest size in the class (powers of two, or every size class when full_size_classes is set).", GAUGE),
-    ("allocscope_sampler_interval_bytes", "Mean bytes allocated between heap samples (0 = sampling off).", GAUGE),
-    ("allocscope_sampler_live_samples", "Sampled allocations not yet freed.", GAUGE),
-    ("allocscope_sampler_samples_total", "Allocations sampled so far.", COUNTER),
-    ("allocscope_sampler_dropped_samples_total", "Samples not recorded because the sampler was at its memory cap.", COUNTER),
-    ("allocscope_sampler_stacks", "Distinct stacks the sampler holds.", GAUGE),
-    ("allocscope_sampler_buckets", "Distinct (stack, size) buckets the sampler holds.", GAUGE),
-    ("allocscope_sampler_memory_bytes", "Memory used by the sampler itself.", GAUGE),
-    ("allocscope_core_blocks", "Per-thread counter blocks ever created (one per concurrently live thread).", GAUGE),
-    ("allocscope_core_blocks_attached", "Counter blocks attached to a live thread.", GAUGE),
-    ("allocscope_core_memory_bytes", "Memory used by the counter blocks.", GAUGE),
-    ("allocscope_collections_total", "Collection cycles run, by reason: threshold (live bytes passed the heap goal), limit (passed the memory limit), manual.", COUNTER),
-    ("allocscope_collection_duration_seconds", "Duration of collection cycles: reclaimers, release to the OS and measurements.", HISTOGRAM),
-    ("allocscope_heap_goal_bytes", "Live bytes at which the next automatic collection cycle runs: the smaller of the threshold's goal and the memory limit (+Inf when neither is set).", GAUGE),
-    ("allocscope_collection_threshold_ratio", "Collection threshold as a ratio (1 = GOGC 100: collect when the heap doubles); -1 when off.", GAUGE),
-    ("allocscope_memory_limit_bytes", "Soft limit on live heap bytes (+Inf when off).", GAUGE),
-    ("allocscope_collection_time_share_ratio", "Share of wall time automatic collection cycles may take (the CPU limiter).", GAUGE),
-    ("allocscope_collection_skipped_triggers_total", "Automatic collection triggers skipped because cycles had used their share of wall time.", COUNTER),
-    ("allocscope_collection_released_bytes_total", "Resident memory returned to the OS by collection cycles.", COUNTER),
-    ("allocscope_collection_reclaimed_bytes_total", "Bytes the registered reclaimers reported freeing in collection cycles.", COUNTER),
-    ("allocscope_collection_reclaimer_panics_total", "Reclaimer calls that panicked (caught; the cycle went on).", COUNTER),
-    ("allocscope_collection_reclaimers", "Reclaimers registered.", GAUGE),
-    ("allocscope_collection_near_limit_profiles_total", "Heap profiles written to near_limit_profile_dir near the memory limit.", COUNTER),
-    ("allocscope_collection_poll_seconds_total", "Time the collector thread spent checking live bytes against the goal and the limit.", COUNTER),
-    ("allocscope_exporter_scrape_errors_total", "Metric sections left out of a scrape because reading them failed.", COUNTER),
-    ("allocscope_build_info", "Always 1; labels name the allocscope version and its compiled features.", GAUGE),
-];
+/// One metric family, declared once: everything that emits it, describes
+/// it or documents it takes these from its declaration.
+#[derive(Debug)]
+pub(crate) struct Def {
+    /// The family's name.
+    pub(crate) name: &'static str,
+    /// Its type.
+    pub(crate) kind: MetricType,
+    /// Its label names (none for most).
+    pub(crate) labels: &'static [&'static str],
+    /// Its help text.
+    pub(crate) help: &'static str,
+}
 
-fn help(name: &str) -> &'static str {
-    METRICS
-        .iter()
-        .find(|m| m.0 == name)
-        .map(|m| m.1)
-        .unwrap_or("")
+/// Declares each metric once as a constant, and [`METRICS`], the list of
+/// them all, in the order of the reference (`docs/metrics.md`).
+macro_rules! metrics {
+    ($($id:ident = $kind:ident $name:literal $([$($label:literal),+])?: $help:literal;)+) => {
+        $(
+            #[doc = $help]
+            const $id: Def = Def {
+                name: $name,
+                kind: $kind,
+                labels: &[$($($label),+)?],
+                help: $help,
+            };
+        )+
+        /// Every metric the [`HeapCollector`] exports.
+        pub(crate) const METRICS: &[Def] = &[$($id),+];
+    };
+}
+
+metrics! {
+    HEAP_LIVE_BYTES = GAUGE "allocscope_heap_live_bytes":
+        "Bytes allocated through the global allocator and not yet freed (requested sizes).";
+    HEAP_LIVE_OBJECTS = GAUGE "allocscope_heap_live_objects":
+        "Blocks allocated through the global allocator and not yet freed.";
+    HEAP_ALLOCATED_BYTES_TOTAL = COUNTER "allocscope_heap_allocated_bytes_total":
+        "Bytes requested by successful allocations, the allocation half of reallocations included.";
+    HEAP_FREED_BYTES_TOTAL = COUNTER "allocscope_heap_freed_bytes_total":
+        "Bytes released by deallocations, the free half of reallocations included.";
+    HEAP_ALLOCATIONS_TOTAL = COUNTER "allocscope_heap_allocations_total":
+        "Successful allocations, the allocation half of reallocations included.";
+    HEAP_DEALLOCATIONS_TOTAL = COUNTER "allocscope_heap_deallocations_total":
+        "Deallocations, the free half of reallocations included.";
+    HEAP_REALLOCATIONS_TOTAL = COUNTER "allocscope_heap_reallocations_total":
+        "Successful reallocations.";
+    HEAP_ALLOCATION_FAILURES_TOTAL = COUNTER "allocscope_heap_allocation_failures_total":
+        "Allocations and reallocations the inner allocator refused.";
+    HEAP_ALLOCATION_SIZE_BYTES = HISTOGRAM "allocscope_heap_allocation_size_bytes":
+        "Requested size of every successful allocation (powers of two, or every size class when full_size_classes is set).";
+    HEAP_SIZE_CLASS_LIVE_BYTES = GAUGE "allocscope_heap_size_class_live_bytes" ["max_size"]:
+        "Live bytes per size class; max_size is the largest size in the class (powers of two, or every size class when full_size_classes is set).";
+    SAMPLER_INTERVAL_BYTES = GAUGE "allocscope_sampler_interval_bytes":
+        "Mean bytes allocated between heap samples (0 = sampling off).";
+    SAMPLER_LIVE_SAMPLES = GAUGE "allocscope_sampler_live_samples":
+        "Sampled allocations not yet freed.";
+    SAMPLER_SAMPLES_TOTAL = COUNTER "allocscope_sampler_samples_total":
+        "Allocations sampled so far.";
+    SAMPLER_DROPPED_SAMPLES_TOTAL = COUNTER "allocscope_sampler_dropped_samples_total":
+        "Samples not recorded because the sampler was at its memory cap.";
+    SAMPLER_STACKS = GAUGE "allocscope_sampler_stacks":
+        "Distinct stacks the sampler holds.";
+    SAMPLER_BUCKETS = GAUGE "allocscope_sampler_buckets":
+        "Distinct (stack, size) buckets the sampler holds.";
+    SAMPLER_MEMORY_BYTES = GAUGE "allocscope_sampler_memory_bytes":
+        "Memory used by the sampler itself.";
+    CORE_BLOCKS = GAUGE "allocscope_core_blocks":
+        "Per-thread counter blocks ever created (one per concurrently live thread).";
+    CORE_BLOCKS_ATTACHED = GAUGE "allocscope_core_blocks_attached":
+        "Counter blocks attached to a live thread.";
+    CORE_MEMORY_BYTES = GAUGE "allocscope_core_memory_bytes":
+        "Memory used by the counter blocks.";
+    COLLECTIONS_TOTAL = COUNTER "allocscope_collections_total" ["reason"]:
+        "Collection cycles run, by reason: threshold (live bytes passed the heap goal), limit (passed the memory limit), manual.";
+    COLLECTION_DURATION_SECONDS = HISTOGRAM "allocscope_collection_duration_seconds":
+        "Duration of collection cycles: reclaimers, release to the OS and measurements.";
+    HEAP_GOAL_BYTES = GAUGE "allocscope_heap_goal_bytes":
+        "Live bytes at which the next automatic collection cycle runs: the smaller of the threshold's goal and the memory limit (+Inf when neither is set).";
+    COLLECTION_THRESHOLD_RATIO = GAUGE "allocscope_collection_threshold_ratio":
+        "Collection threshold as a ratio (1 = GOGC 100: collect when the heap doubles); -1 when off.";
+    MEMORY_LIMIT_BYTES = GAUGE "allocscope_memory_limit_bytes":
+        "Soft limit on live heap bytes (+Inf when off).";
+    COLLECTION_TIME_SHARE_RATIO = GAUGE "allocscope_collection_time_share_ratio":
+        "Share of wall time automatic collection cycles may take (the CPU limiter).";
+    COLLECTION_SKIPPED_TRIGGERS_TOTAL = COUNTER "allocscope_collection_skipped_triggers_total":
+        "Automatic collection triggers skipped because cycles had used their share of wall time.";
+    COLLECTION_RELEASED_BYTES_TOTAL = COUNTER "allocscope_collection_released_bytes_total":
+        "Resident memory returned to the OS by collection cycles.";
+    COLLECTION_RECLAIMED_BYTES_TOTAL = COUNTER "allocscope_collection_reclaimed_bytes_total":
+        "Bytes the registered reclaimers reported freeing in collection cycles.";
+    COLLECTION_RECLAIMER_PANICS_TOTAL = COUNTER "allocscope_collection_reclaimer_panics_total":
+        "Reclaimer calls that panicked (caught; the cycle went on).";
+    COLLECTION_RECLAIMERS = GAUGE "allocscope_collection_reclaimers":
+        "Reclaimers registered.";
+    COLLECTION_NEAR_LIMIT_PROFILES_TOTAL = COUNTER "allocscope_collection_near_limit_profiles_total":
+        "Heap profiles written to near_limit_profile_dir near the memory limit.";
+    COLLECTION_POLL_SECONDS_TOTAL = COUNTER "allocscope_collection_poll_seconds_total":
+        "Time the collector thread spent checking live bytes against the goal and the limit.";
+    EXPORTER_SCRAPE_ERRORS_TOTAL = COUNTER "allocscope_exporter_scrape_errors_total":
+        "Metric sections left out of a scrape because reading them failed.";
+    BUILD_INFO = GAUGE "allocscope_build_info" ["version", "features"]:
+        "Always 1; labels name the allocscope version and its compiled features.";
 }
 
 /// What one scrape reads: every source, once.
@@ -132,17 +186,15 @@ impl HeapCollector {
     pub fn new(full_size_classes: bool) -> HeapCollector {
         let descs = METRICS
             .iter()
-            .filter_map(|(name, help, _)| {
-                let labels = if *name == "allocscope_heap_size_class_live_bytes" {
-                    vec![CLASS_LABEL.to_string()]
-                } else if *name == "allocscope_collections_total" {
-                    vec!["reason".to_string()]
-                } else if *name == "allocscope_build_info" {
-                    vec!["version".to_string(), "features".to_string()]
-                } else {
-                    vec![]
-                };
-                Desc::new(name.to_string(), help.to_string(), labels, HashMap::new()).ok()
+            .filter_map(|d| {
+                let labels = d.labels.iter().map(|l| l.to_string()).collect();
+                Desc::new(
+                    d.name.to_string(),
+                    d.help.to_string(),
+                    labels,
+                    HashMap::new(),
+                )
+                .ok()
             })
             .collect();
         HeapCollector {
@@ -168,7 +220,7 @@ impl HeapCollector {
             }
         }
         out.push(counter(
-            "allocscope_exporter_scrape_errors_total",
+            &EXPORTER_SCRAPE_ERRORS_TOTAL,
             self.errors.load(Relaxed) as f64,
         ));
         out.push(build_info());
@@ -187,7 +239,7 @@ impl Collector for HeapCollector {
             Err(_) => {
                 self.errors.fetch_add(1, Relaxed);
                 vec![counter(
-                    "allocscope_exporter_scrape_errors_total",
+                    &EXPORTER_SCRAPE_ERRORS_TOTAL,
                     self.errors.load(Relaxed) as f64,
                 )]
             }
@@ -236,11 +288,11 @@ impl Metrics {
     }
 }
 
-fn family(name: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+fn family(def: &Def, metrics: Vec<Metric>) -> MetricFamily {
     let mut f = MetricFamily::default();
-    f.set_name(name.to_string());
-    f.set_help(help(name).to_string());
-    f.set_field_type(kind);
+    f.set_name(def.name.to_string());
+    f.set_help(def.help.to_string());
+    f.set_field_type(def.kind);
     f.set_metric(metrics);
     f
 }
@@ -253,16 +305,12 @@ fn gauge_metric(v: f64, labels: Vec<LabelPair>) -> Metric {
     m
 }
 
-fn gauge(name: &str, v: f64) -> MetricFamily {
-    family(name, GAUGE, vec![gauge_metric(v, vec![])])
+fn gauge(def: &Def, v: f64) -> MetricFamily {
+    family(def, vec![gauge_metric(v, vec![])])
 }
 
-fn counter(name: &str, v: f64) -> MetricFamily {
-    let mut c = Counter::default();
-    c.set_value(v);
-    let mut m = Metric::default();
-    m.set_counter(c);
-    family(name, COUNTER, vec![m])
+fn counter(def: &Def, v: f64) -> MetricFamily {
+    family(def, vec![counter_metric(v, vec![])])
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -274,21 +322,15 @@ fn label(name: &str, value: &str) -> LabelPair {
 
 fn heap_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
     let st = &s.stats;
-    out.push(gauge("allocscope_heap_live_bytes", st.live_bytes() as f64));
-    out.push(gauge(
-        "allocscope_heap_live_objects",
-        st.live_objects() as f64,
-    ));
+    out.push(gauge(&HEAP_LIVE_BYTES, st.live_bytes() as f64));
+    out.push(gauge(&HEAP_LIVE_OBJECTS, st.live_objects() as f64));
     for (name, v) in [
-        ("allocscope_heap_allocated_bytes_total", st.allocated_bytes),
-        ("allocscope_heap_freed_bytes_total", st.freed_bytes),
-        ("allocscope_heap_allocations_total", st.allocations),
-        ("allocscope_heap_deallocations_total", st.deallocations),
-        ("allocscope_heap_reallocations_total", st.reallocations),
-        (
-            "allocscope_heap_allocation_failures_total",
-            st.alloc_failures,
-        ),
+        (&HEAP_ALLOCATED_BYTES_TOTAL, st.allocated_bytes),
+        (&HEAP_FREED_BYTES_TOTAL, st.freed_bytes),
+        (&HEAP_ALLOCATIONS_TOTAL, st.allocations),
+        (&HEAP_DEALLOCATIONS_TOTAL, st.deallocations),
+        (&HEAP_REALLOCATIONS_TOTAL, st.reallocations),
+        (&HEAP_ALLOCATION_FAILURES_TOTAL, st.alloc_failures),
     ] {
         out.push(counter(name, v as f64));
     }
@@ -335,57 +377,40 @@ fn size_class_section(s: &Snapshot, full: bool, out: &mut Vec<MetricFamily>) {
     h.set_bucket(buckets);
     let mut m = Metric::default();
     m.set_histogram(h);
-    out.push(family(
-        "allocscope_heap_allocation_size_bytes",
-        HISTOGRAM,
-        vec![m],
-    ));
+    out.push(family(&HEAP_ALLOCATION_SIZE_BYTES, vec![m]));
     let live = bounds
         .iter()
         .map(|b| b.to_string())
         .chain(std::iter::once("+Inf".to_string()))
         .zip(&per)
-        .map(|(b, &(_, live))| gauge_metric(live as f64, vec![label(CLASS_LABEL, &b)]))
+        .map(|(b, &(_, live))| {
+            gauge_metric(
+                live as f64,
+                vec![label(HEAP_SIZE_CLASS_LIVE_BYTES.labels[0], &b)],
+            )
+        })
         .collect();
-    out.push(family("allocscope_heap_size_class_live_bytes", GAUGE, live));
+    out.push(family(&HEAP_SIZE_CLASS_LIVE_BYTES, live));
 }
 
 fn sampler_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
     let sm = &s.sampler;
-    out.push(gauge(
-        "allocscope_sampler_interval_bytes",
-        sm.interval as f64,
-    ));
-    out.push(gauge(
-        "allocscope_sampler_live_samples",
-        sm.live_samples as f64,
-    ));
+    out.push(gauge(&SAMPLER_INTERVAL_BYTES, sm.interval as f64));
+    out.push(gauge(&SAMPLER_LIVE_SAMPLES, sm.live_samples as f64));
+    out.push(counter(&SAMPLER_SAMPLES_TOTAL, sm.samples_total as f64));
     out.push(counter(
-        "allocscope_sampler_samples_total",
-        sm.samples_total as f64,
-    ));
-    out.push(counter(
-        "allocscope_sampler_dropped_samples_total",
+        &SAMPLER_DROPPED_SAMPLES_TOTAL,
         sm.dropped_samples as f64,
     ));
-    out.push(gauge("allocscope_sampler_stacks", sm.stacks as f64));
-    out.push(gauge("allocscope_sampler_buckets", sm.buckets as f64));
-    out.push(gauge(
-        "allocscope_sampler_memory_bytes",
-        sm.memory_bytes as f64,
-    ));
+    out.push(gauge(&SAMPLER_STACKS, sm.stacks as f64));
+    out.push(gauge(&SAMPLER_BUCKETS, sm.buckets as f64));
+    out.push(gauge(&SAMPLER_MEMORY_BYTES, sm.memory_bytes as f64));
 }
 
 fn counters_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
-    out.push(gauge("allocscope_core_blocks", s.core.blocks as f64));
-    out.push(gauge(
-        "allocscope_core_blocks_attached",
-        s.core.attached_blocks as f64,
-    ));
-    out.push(gauge(
-        "allocscope_core_memory_bytes",
-        s.core.memory_bytes as f64,
-    ));
+    out.push(gauge(&CORE_BLOCKS, s.core.blocks as f64));
+    out.push(gauge(&CORE_BLOCKS_ATTACHED, s.core.attached_blocks as f64));
+    out.push(gauge(&CORE_MEMORY_BYTES, s.core.memory_bytes as f64));
 }
 
 fn counter_metric(v: f64, labels: Vec<LabelPair>) -> Metric {
@@ -401,9 +426,14 @@ fn collector_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
     let c = &s.collection;
     let by_reason = CycleReason::ALL
         .iter()
-        .map(|r| counter_metric(c.cycles_for(*r) as f64, vec![label("reason", r.as_str())]))
+        .map(|r| {
+            counter_metric(
+                c.cycles_for(*r) as f64,
+                vec![label(COLLECTIONS_TOTAL.labels[0], r.as_str())],
+            )
+        })
         .collect();
-    out.push(family("allocscope_collections_total", COUNTER, by_reason));
+    out.push(family(&COLLECTIONS_TOTAL, by_reason));
 
     let mut h = Histogram::default();
     h.set_sample_count(c.cycles());
@@ -423,11 +453,7 @@ fn collector_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
     h.set_bucket(buckets);
     let mut m = Metric::default();
     m.set_histogram(h);
-    out.push(family(
-        "allocscope_collection_duration_seconds",
-        HISTOGRAM,
-        vec![m],
-    ));
+    out.push(family(&COLLECTION_DURATION_SECONDS, vec![m]));
 
     let inf_if_max = |v: u64| {
         if v == u64::MAX {
@@ -436,51 +462,36 @@ fn collector_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
             v as f64
         }
     };
-    out.push(gauge("allocscope_heap_goal_bytes", inf_if_max(c.heap_goal)));
+    out.push(gauge(&HEAP_GOAL_BYTES, inf_if_max(c.heap_goal)));
     out.push(gauge(
-        "allocscope_collection_threshold_ratio",
+        &COLLECTION_THRESHOLD_RATIO,
         c.threshold.map_or(-1.0, |t| f64::from(t) / 100.0),
     ));
     out.push(gauge(
-        "allocscope_memory_limit_bytes",
+        &MEMORY_LIMIT_BYTES,
         c.memory_limit.map_or(f64::INFINITY, |l| l as f64),
     ));
-    out.push(gauge(
-        "allocscope_collection_time_share_ratio",
-        c.time_share,
-    ));
+    out.push(gauge(&COLLECTION_TIME_SHARE_RATIO, c.time_share));
     for (name, v) in [
         (
-            "allocscope_collection_skipped_triggers_total",
+            &COLLECTION_SKIPPED_TRIGGERS_TOTAL,
             c.skipped_triggers as f64,
         ),
+        (&COLLECTION_RELEASED_BYTES_TOTAL, c.released_bytes as f64),
+        (&COLLECTION_RECLAIMED_BYTES_TOTAL, c.reclaimed_bytes as f64),
         (
-            "allocscope_collection_released_bytes_total",
-            c.released_bytes as f64,
-        ),
-        (
-            "allocscope_collection_reclaimed_bytes_total",
-            c.reclaimed_bytes as f64,
-        ),
-        (
-            "allocscope_collection_reclaimer_panics_total",
+            &COLLECTION_RECLAIMER_PANICS_TOTAL,
             c.reclaimer_panics as f64,
         ),
         (
-            "allocscope_collection_near_limit_profiles_total",
+            &COLLECTION_NEAR_LIMIT_PROFILES_TOTAL,
             c.near_limit_profiles as f64,
         ),
-        (
-            "allocscope_collection_poll_seconds_total",
-            c.poll_time.as_secs_f64(),
-        ),
+        (&COLLECTION_POLL_SECONDS_TOTAL, c.poll_time.as_secs_f64()),
     ] {
         out.push(counter(name, v));
     }
-    out.push(gauge(
-        "allocscope_collection_reclaimers",
-        c.reclaimers as f64,
-    ));
+    out.push(gauge(&COLLECTION_RECLAIMERS, c.reclaimers as f64));
 }
 
 /// Compiled features, for `allocscope_build_info`.
@@ -492,13 +503,12 @@ pub(crate) const FEATURES: &str = if cfg!(feature = "profile") {
 
 fn build_info() -> MetricFamily {
     family(
-        "allocscope_build_info",
-        GAUGE,
+        &BUILD_INFO,
         vec![gauge_metric(
             1.0,
             vec![
-                label("features", FEATURES),
-                label("version", env!("CARGO_PKG_VERSION")),
+                label(BUILD_INFO.labels[1], FEATURES),
+                label(BUILD_INFO.labels[0], env!("CARGO_PKG_VERSION")),
             ],
         )],
     )
@@ -515,7 +525,12 @@ mod tests {
     #[test]
     fn every_metric_is_exported_once_with_help() {
         let text = scrape(false);
-        for (name, _, _) in METRICS {
+        for Def { name, kind, .. } in METRICS {
+            let kind = format!("{kind:?}").to_lowercase();
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name} not exported as its declared type {kind}"
+            );
             assert_eq!(
                 text.matches(&format!("# HELP {name} ")).count(),
                 1,
@@ -525,6 +540,64 @@ mod tests {
         #[cfg(target_os = "linux")]
         for p in ["process_resident_memory_bytes", "process_threads"] {
             assert!(text.contains(&format!("\n{p} ")), "{p} missing");
+        }
+    }
+
+    #[test]
+    fn every_exported_family_is_declared() {
+        let snap = Snapshot::take();
+        let names: Vec<String> = HeapCollector::new(false)
+            .families(&snap)
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        let declared: Vec<&str> = METRICS.iter().map(|d| d.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            names.len(),
+            "a family emitted twice: {names:?}"
+        );
+        for n in &names {
+            assert!(declared.contains(&n.as_str()), "{n} is not declared");
+        }
+    }
+
+    /// The reference `docs/metrics.md` lists exactly the declared metrics:
+    /// rows of the form ``| `name` | type | help |``.
+    #[test]
+    fn reference_matches_the_declarations() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rows: Vec<(String, String, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.strip_prefix("| `allocscope_")?.split(" | ").collect();
+                let name = format!("allocscope_{}", cells.first()?.strip_suffix('`')?);
+                let help = cells.get(2)?.strip_suffix(" |").unwrap_or(cells.get(2)?);
+                Some((name, cells.get(1)?.to_string(), help.trim().to_string()))
+            })
+            .collect();
+        let declared: Vec<(String, String, String)> = METRICS
+            .iter()
+            .map(|d| {
+                let kind = format!("{:?}", d.kind).to_lowercase();
+                (d.name.to_string(), kind, d.help.to_string())
+            })
+            .collect();
+        for d in &declared {
+            assert!(
+                rows.contains(d),
+                "docs/metrics.md lacks or differs for {d:?}"
+            );
+        }
+        for r in &rows {
+            assert!(
+                declared.contains(r),
+                "docs/metrics.md lists {r:?}, which is not declared"
+            );
         }
     }
 
