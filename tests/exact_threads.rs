@@ -54,6 +54,7 @@ fn worker(id: u64, tx: mpsc::Sender<Block>, rx: mpsc::Receiver<Block>) {
             1 => {
                 // realloc to another size
                 let new = (size * 3 / 2 + 1) % 70_000;
+                // SAFETY: a live block of this allocator with its layout; the new size is non-zero and does not overflow.
                 let q = unsafe { ALLOC.realloc(p, layout, new) };
                 assert!(!q.is_null());
                 kept.push(Block(q, Layout::from_size_align(new, align).unwrap()));
@@ -63,16 +64,20 @@ fn worker(id: u64, tx: mpsc::Sender<Block>, rx: mpsc::Receiver<Block>) {
         if i % 97 == 0 {
             // failures: alloc and realloc of FAIL_SIZE
             let l = Layout::from_size_align(FAIL_SIZE, 8).unwrap();
+            // SAFETY: the layout's size is non-zero.
             assert!(unsafe { ALLOC.alloc(l) }.is_null());
             if let Some(b) = kept.last() {
+                // SAFETY: a live block of this allocator with its layout; the new size is non-zero and does not overflow.
                 assert!(unsafe { ALLOC.realloc(b.0, b.1, FAIL_SIZE) }.is_null());
             }
         }
         while let Ok(b) = rx.try_recv() {
+            // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
             unsafe { ALLOC.dealloc(b.0, b.1) };
         }
         if kept.len() > 64 {
             let b = kept.swap_remove(i % kept.len());
+            // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
             unsafe { ALLOC.dealloc(b.0, b.1) };
         }
     }
@@ -80,11 +85,13 @@ fn worker(id: u64, tx: mpsc::Sender<Block>, rx: mpsc::Receiver<Block>) {
     for (i, b) in kept.into_iter().enumerate() {
         // odd ones stay live (leaked) on purpose
         if i % 2 == 0 {
+            // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
             unsafe { ALLOC.dealloc(b.0, b.1) };
         }
     }
     drop(tx);
     for b in rx {
+        // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
         unsafe { ALLOC.dealloc(b.0, b.1) };
     }
 }
@@ -123,11 +130,13 @@ fn exact_with_cross_thread_frees_and_thread_exits() {
     }
     // one allocation past 1 GiB lands in the last class (untouched pages)
     let big = Layout::from_size_align((1 << 30) + 4096, 4096).unwrap();
+    // SAFETY: the layout's size is non-zero.
     let p = unsafe { ALLOC.alloc(big) };
     assert!(!p.is_null());
     assert_exact("with a block over 1 GiB");
     let s = allocscope::stats();
     assert_eq!(s.size_classes.last().unwrap().live_objects(), 1);
+    // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
     unsafe { ALLOC.dealloc(p, big) };
     assert_exact("at end");
     let info = allocscope::counters::info();

@@ -30,21 +30,25 @@ unsafe impl GlobalAlloc for Refusing {
         if refused(l.size()) {
             return std::ptr::null_mut();
         }
+        // SAFETY: forwarded with this method's own arguments, under the caller's GlobalAlloc guarantees.
         unsafe { System.alloc(l) }
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         if refused(l.size()) {
             return std::ptr::null_mut();
         }
+        // SAFETY: forwarded with this method's own arguments, under the caller's GlobalAlloc guarantees.
         unsafe { System.alloc_zeroed(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded with this method's own arguments, under the caller's GlobalAlloc guarantees.
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         if refused(n) {
             return std::ptr::null_mut();
         }
+        // SAFETY: forwarded with this method's own arguments, under the caller's GlobalAlloc guarantees.
         unsafe { System.realloc(p, l, n) }
     }
 }

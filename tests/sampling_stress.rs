@@ -71,6 +71,7 @@ fn churn(
             let mut b = Block(p as usize, layout);
             if r.is_multiple_of(5) {
                 let new = layout.size() * 2 + 1;
+                // SAFETY: a live block of this allocator with its layout; the new size is non-zero and does not overflow.
                 let q = unsafe { ALLOC.realloc(b.0 as *mut u8, b.1, new) };
                 assert!(!q.is_null());
                 model.reallocations += 1;
@@ -92,6 +93,7 @@ fn churn(
             }
             if live.len() == live.capacity() {
                 let old = live.swap_remove((r >> 20) as usize % live.len());
+                // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
                 unsafe { ALLOC.dealloc(old.0 as *mut u8, old.1) };
                 model.deallocations += 1;
                 model.freed_bytes += old.1.size() as u64;
@@ -100,6 +102,7 @@ fn churn(
             if i.is_multiple_of(16) {
                 got.extend(inbox.0.lock().unwrap().drain(..));
                 for b in got.drain(..) {
+                    // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
                     unsafe { ALLOC.dealloc(b.0 as *mut u8, b.1) };
                     model.deallocations += 1;
                     model.freed_bytes += b.1.size() as u64;
@@ -107,6 +110,7 @@ fn churn(
             }
         }
         for b in live.drain(..) {
+            // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
             unsafe { ALLOC.dealloc(b.0 as *mut u8, b.1) };
             model.deallocations += 1;
             model.freed_bytes += b.1.size() as u64;

@@ -71,6 +71,7 @@ fn churn(
             }
             if live.len() == live.capacity() {
                 let old = live.swap_remove((r >> 20) as usize % live.len());
+                // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
                 unsafe { ALLOC.dealloc(old.0 as *mut u8, old.1) };
                 model.deallocations += 1;
                 model.freed_bytes += old.1.size() as u64;
@@ -79,6 +80,7 @@ fn churn(
             if i.is_multiple_of(32) {
                 got.extend(inbox.lock().unwrap().drain(..));
                 for b in got.drain(..) {
+                    // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
                     unsafe { ALLOC.dealloc(b.0 as *mut u8, b.1) };
                     model.deallocations += 1;
                     model.freed_bytes += b.1.size() as u64;
@@ -89,6 +91,7 @@ fn churn(
             }
         }
         for b in live.drain(..) {
+            // SAFETY: a live block of this allocator, freed once, with the layout it was allocated with.
             unsafe { ALLOC.dealloc(b.0 as *mut u8, b.1) };
             model.deallocations += 1;
             model.freed_bytes += b.1.size() as u64;

@@ -38,12 +38,14 @@ fn on_free(size: usize) {
     c[3].fetch_add(size as u64, SeqCst);
 }
 
+// SAFETY: every method forwards to the inner allocator with the caller's arguments, so the inner allocator's GlobalAlloc contract is this one's; the bookkeeping around it touches no allocated memory.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Truth<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() == FAIL_SIZE {
             FAILURES.fetch_add(1, SeqCst);
             return std::ptr::null_mut();
         }
+        // SAFETY: forwarded with this method's own arguments, under the caller's GlobalAlloc guarantees.
         let p = unsafe { self.inner.alloc(layout) };
         if p.is_null() {
             FAILURES.fetch_add(1, SeqCst);
@@ -58,6 +60,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Truth<A> {
             FAILURES.fetch_add(1, SeqCst);
             return std::ptr::null_mut();
         }
+        // SAFETY: forwarded with this method's own arguments, under the caller's GlobalAlloc guarantees.
         let p = unsafe { self.inner.alloc_zeroed(layout) };
         if p.is_null() {
             FAILURES.fetch_add(1, SeqCst);
@@ -68,6 +71,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Truth<A> {
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         on_free(layout.size());
+        // SAFETY: forwarded with this method's own arguments, under the caller's GlobalAlloc guarantees.
         unsafe { self.inner.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -76,6 +80,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Truth<A> {
             FAILURES.fetch_add(1, SeqCst);
             return std::ptr::null_mut();
         }
+        // SAFETY: forwarded with this method's own arguments, under the caller's GlobalAlloc guarantees.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if p.is_null() {
             FAILURES.fetch_add(1, SeqCst);
