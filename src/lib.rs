@@ -65,13 +65,12 @@
 //!
 //! The path of one allocation through the modules is described in
 //! `docs/architecture.md`.
-#![warn(unsafe_op_in_unsafe_fn)]
-#![warn(missing_debug_implementations)]
 
 mod alloc;
 pub mod counters;
 mod error;
 pub mod gc;
+mod macros;
 #[cfg(feature = "profile")]
 pub mod profile;
 pub mod sampling;

@@ -27,12 +27,12 @@ impl DiffStack {
 
     /// The estimate of `t` in the baseline (0 if the stack was not in it).
     pub fn before(&self, t: SampleType) -> u64 {
-        self.before[t.index()]
+        self.before[t as usize]
     }
 
     /// The estimate of `t` now (0 if the stack is gone).
     pub fn after(&self, t: SampleType) -> u64 {
-        self.after[t.index()]
+        self.after[t as usize]
     }
 
     /// `after - before` (negative when the stack shrank).

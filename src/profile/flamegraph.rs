@@ -79,60 +79,28 @@ impl Default for FlamegraphOptions {
 /// Accepted image widths, in pixels.
 const WIDTHS: std::ops::RangeInclusive<usize> = 100..=100_000;
 
-impl FlamegraphOptions {
+crate::macros::setters!(FlamegraphOptions {
     /// Replaces the default title (which says what is shown and at what
     /// sampling interval; that note then moves to the subtitle).
-    #[must_use]
-    pub fn title(mut self, title: impl Into<String>) -> Self {
-        self.title = Some(title.into());
-        self
-    }
-
+    title(title: impl Into<String>) => Some(title.into());
     /// A line under the title.
-    #[must_use]
-    pub fn subtitle(mut self, subtitle: impl Into<String>) -> Self {
-        self.subtitle = Some(subtitle.into());
-        self
-    }
-
+    subtitle(subtitle: impl Into<String>) => Some(subtitle.into());
     /// A fixed image width in pixels (100 to 100000); by default the graph
     /// fills the browser window.
-    #[must_use]
-    pub fn width(mut self, pixels: usize) -> Self {
-        self.width = Some(pixels);
-        self
-    }
-
+    width(pixels: usize) => Some(pixels);
     /// Frames narrower than this percentage of the total are left out
     /// (default 0.01; 0 to 100).
-    #[must_use]
-    pub fn min_width(mut self, percent: f64) -> Self {
-        self.min_width = percent;
-        self
-    }
-
+    min_width(percent: f64);
     /// Merge stacks from the leaf end: the allocating functions form the
     /// base and their callers grow on top.
-    #[must_use]
-    pub fn reverse(mut self, reverse: bool) -> Self {
-        self.reverse = reverse;
-        self
-    }
-
+    reverse(reverse: bool);
     /// Draw top-down (an icicle graph) instead of bottom-up.
-    #[must_use]
-    pub fn icicle(mut self, icicle: bool) -> Self {
-        self.icicle = icicle;
-        self
-    }
-
+    icicle(icicle: bool);
     /// The colour scheme.
-    #[must_use]
-    pub fn colors(mut self, colors: FlamegraphColors) -> Self {
-        self.colors = colors;
-        self
-    }
+    colors(colors: FlamegraphColors);
+});
 
+impl FlamegraphOptions {
     fn validate(&self) -> Result<(), Error> {
         if let Some(w) = self.width {
             if !WIDTHS.contains(&w) {
@@ -283,8 +251,9 @@ fn io_error(source: io::Error, context: &str) -> Error {
     }
 }
 
-/// Escapes text for XML content and attribute values.
-fn xml_escape(s: &str) -> String {
+/// Escapes text for XML and HTML content and attribute values (control
+/// characters become spaces).
+pub(crate) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -292,7 +261,7 @@ fn xml_escape(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
+            '\'' => out.push_str("&#39;"),
             c if c.is_control() => out.push(' '),
             c => out.push(c),
         }

@@ -82,7 +82,7 @@ impl HeapProfile {
     pub(crate) fn folded_values(&self, t: SampleType) -> BTreeMap<String, u64> {
         self.stack_values()
             .into_iter()
-            .map(|(k, v)| (k, v[t.index()]))
+            .map(|(k, v)| (k, v[t as usize]))
             .filter(|(_, v)| *v != 0)
             .collect()
     }

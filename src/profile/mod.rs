@@ -58,6 +58,7 @@ use std::time::SystemTime;
 use crate::sampling::RawBucket;
 
 pub use diff::{DiffStack, HeapDiff};
+pub(crate) use flamegraph::xml_escape;
 pub use flamegraph::{FlamegraphColors, FlamegraphOptions};
 pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
 pub(crate) use near_limit::{
@@ -122,10 +123,6 @@ impl SampleType {
             SampleType::InuseObjects => "Heap in use (objects)",
             SampleType::InuseSpace => "Heap in use (bytes)",
         }
-    }
-
-    const fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -227,7 +224,7 @@ impl Bucket {
 
     /// The un-sampled estimate of `t` for this bucket (see the module docs).
     pub fn estimate(&self, t: SampleType) -> u64 {
-        self.estimates[t.index()]
+        self.estimates[t as usize]
     }
 
     /// The folded-stack key: frame names root first, `;`-separated.

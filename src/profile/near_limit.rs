@@ -55,28 +55,16 @@ impl NearLimitProfiles {
             min_interval: Duration::from_secs(60),
         }
     }
-
-    /// Sets [`NearLimitProfiles::ratio`].
-    #[must_use]
-    pub fn ratio(mut self, ratio: f64) -> Self {
-        self.ratio = ratio;
-        self
-    }
-
-    /// Sets [`NearLimitProfiles::keep`].
-    #[must_use]
-    pub fn keep(mut self, keep: usize) -> Self {
-        self.keep = keep;
-        self
-    }
-
-    /// Sets [`NearLimitProfiles::min_interval`].
-    #[must_use]
-    pub fn min_interval(mut self, every: Duration) -> Self {
-        self.min_interval = every;
-        self
-    }
 }
+
+crate::macros::setters!(NearLimitProfiles {
+    /// Sets [`NearLimitProfiles::ratio`].
+    ratio(ratio: f64);
+    /// Sets [`NearLimitProfiles::keep`].
+    keep(keep: usize);
+    /// Sets [`NearLimitProfiles::min_interval`].
+    min_interval(every: Duration);
+});
 
 /// Whether [`NearLimitProfiles::ratio`] (`near_limit_ratio`) is accepted.
 pub(crate) fn valid_ratio(ratio: &f64) -> bool {

@@ -225,24 +225,15 @@ pub(crate) fn post_params(
             "memory_limit" if limit.is_some() => {
                 return Err(error(400, "parameter \"memory_limit\" given twice"))
             }
-            "set" => match parse_threshold(v) {
-                Ok(t) => set = Some(t),
-                Err(_) => {
-                    return Err(error(
-                        400,
-                        &format!("invalid set {v:?}: expected {THRESHOLD_EXPECTED}"),
-                    ))
-                }
-            },
-            "memory_limit" => match parse_memory_limit(v) {
-                Ok(l) => limit = Some(l),
-                Err(_) => {
-                    return Err(error(
-                        400,
-                        &format!("invalid memory_limit {v:?}: expected {MEMORY_LIMIT_EXPECTED}"),
-                    ))
-                }
-            },
+            "set" => set = Some(param("set", v, parse_threshold, THRESHOLD_EXPECTED)?),
+            "memory_limit" => {
+                limit = Some(param(
+                    "memory_limit",
+                    v,
+                    parse_memory_limit,
+                    MEMORY_LIMIT_EXPECTED,
+                )?)
+            }
             _ => return Err(error(400, &format!("unknown parameter {k:?}: {PARAMS}"))),
         }
     }
@@ -256,6 +247,22 @@ pub(crate) fn post_params(
         ));
     }
     Ok((set, limit))
+}
+
+/// One parameter's value through its parser; a 400 saying what is
+/// accepted otherwise.
+fn param<T>(
+    name: &str,
+    value: &str,
+    parse: fn(&str) -> Result<T, String>,
+    expected: &str,
+) -> Result<T, Reply> {
+    parse(value).map_err(|_| {
+        error(
+            400,
+            &format!("invalid {name} {value:?}: expected {expected}"),
+        )
+    })
 }
 
 /// `POST /gc?set=…&memory_limit=…`: every value is checked before any is

@@ -10,21 +10,7 @@
 use super::log::{mib, LogSample};
 use super::{Reply, State};
 
-/// Escapes text for HTML.
-pub(crate) fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
+pub(crate) use crate::profile::xml_escape as escape;
 
 /// A size in the largest binary unit that divides it (`512 KiB`, `3 B`).
 pub(crate) fn size(mut b: u64) -> String {
