@@ -3,8 +3,31 @@
 //! Owns the collection threshold (GOGC), the soft memory limit (GOMEMLIMIT),
 //! the reclaimers the application registers, the collector thread that
 //! decides when a cycle runs, the release of free memory to the OS, the
-//! CPU limiter and the record of recent cycles. Near the memory limit it can
-//! also write the heap profile to disk (feature `profile`).
+//! CPU limiter and the record of recent cycles. (Writing the heap profile
+//! to disk near the memory limit is the profile layer's:
+//! `profile::set_near_limit_profiles`.)
+//!
+//! ```
+//! use allocscope::gc;
+//! # #[global_allocator]
+//! # static A: allocscope::AllocScope = allocscope::AllocScope::system();
+//! # let cache = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+//! // A cache that can give memory back when the heap grows.
+//! let c = cache.clone();
+//! let reclaimer = gc::register_reclaimer("cache", move |pressure: &gc::Pressure| {
+//!     let mut c = c.lock().unwrap();
+//!     let freed: usize = c.iter().map(Vec::len).sum();
+//!     c.clear();
+//!     freed
+//! });
+//! gc::set_threshold(Some(200)); // collect when live bytes triple (GOGC=200)
+//! gc::set_memory_limit(Some(512 << 20))?; // and above 512 MiB, whatever the threshold
+//! let cycle = gc::collect(); // one cycle now
+//! println!("reclaimed {} bytes; {} cycles so far", cycle.reclaimed_bytes, gc::stats().cycles());
+//! # drop(reclaimer);
+//! # gc::set_memory_limit(None)?;
+//! # Ok::<(), allocscope::Error>(())
+//! ```
 //!
 //! It must never run inside an allocation call: the hot path knows nothing
 //! of it. The collector thread reads live bytes through a fold of the
@@ -46,8 +69,8 @@
 //!   sampling off, an unsampled large block),
 //!
 //! and never more often than 1% of a core allows (0.25% for the backstop
-//! alone). Measured (`cargo run --release --example collect_poll_cost`,
-//! README "Collection cycles"): with up to ~100 threads a trigger is acted
+//! alone). Measured (`cargo run --release -p allocscope-bench --bin
+//! collect_poll_cost`, docs/measurements.md): with up to ~100 threads a trigger is acted
 //! on within 10 ms at a cost of about 0.1% of a core; with 1,000 threads
 //! within ~20-200 ms for under 0.5% of a core while idle.
 //!
@@ -394,7 +417,7 @@ impl Stats {
 /// use std::sync::{Arc, Mutex};
 /// let cache: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
 /// let c = cache.clone();
-/// let _reclaimer = allocscope::register_reclaimer("my cache", move |p| {
+/// let _reclaimer = allocscope::gc::register_reclaimer("my cache", move |p| {
 ///     let mut c = c.lock().unwrap();
 ///     let freed: usize = c.iter().map(|v| v.capacity()).sum();
 ///     if p.is_over_limit() || p.excess_bytes() > 0 {

@@ -59,7 +59,7 @@ impl HeapProfile {
     ///
     /// ```
     /// # #[cfg(feature = "profile")] {
-    /// use allocscope::{HeapProfile, SampleType};
+    /// use allocscope::profile::{HeapProfile, SampleType};
     /// let baseline = HeapProfile::capture();
     /// // ... let the suspected leak run ...
     /// let now = HeapProfile::capture();

@@ -44,7 +44,7 @@ impl FlamegraphColors {
 /// fluid-width graph, roots at the bottom, titled after what is shown.
 ///
 /// ```
-/// let opts = allocscope::FlamegraphOptions::default()
+/// let opts = allocscope::profile::FlamegraphOptions::default()
 ///     .title("Cache growth")
 ///     .width(1600)
 ///     .icicle(true);

@@ -238,9 +238,9 @@ impl Bucket {
 ///
 /// ```
 /// # #[cfg(feature = "profile")] {
-/// let p = allocscope::HeapProfile::capture();
-/// let folded = p.folded(allocscope::SampleType::InuseSpace);
-/// let pprof = p.to_pprof(allocscope::PprofKind::Heap); // for `go tool pprof`
+/// let p = allocscope::profile::HeapProfile::capture();
+/// let folded = p.folded(allocscope::profile::SampleType::InuseSpace);
+/// let pprof = p.to_pprof(allocscope::profile::PprofKind::Heap); // for `go tool pprof`
 /// # let _ = (folded, pprof);
 /// # }
 /// ```
