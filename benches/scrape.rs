@@ -43,7 +43,7 @@ fn park_threads(n: usize) -> Vec<mpsc::Sender<()>> {
 
 fn bench(c: &mut Criterion) {
     let stops = park_threads(THREADS);
-    assert!(allocscope::core_info().attached_blocks >= THREADS);
+    assert!(allocscope::counters::info().attached_blocks >= THREADS);
     let metrics = Metrics::new(false);
     let mut g = c.benchmark_group("scrape_1000_threads");
     g.measurement_time(Duration::from_secs(5));

@@ -1,7 +1,7 @@
 //! Workloads and allocators shared by the criterion bench (`overhead.rs`)
-//! and the stand-alone runner (`examples/bench_pairs.rs`, used with
-//! `roundrobin.py` and callgrind). Every allocator is called through
-//! `GlobalAlloc` directly, so they all run in the same process.
+//! and the stand-alone runner `bench_pairs` (in `benches/harness`, used
+//! with `benches/roundrobin.py` and callgrind). Every allocator is called
+//! through `GlobalAlloc` directly, so they all run in the same process.
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -17,9 +17,12 @@ static N_FREES: AtomicU64 = AtomicU64::new(0);
 static N_ABYTES: AtomicU64 = AtomicU64::new(0);
 static N_FBYTES: AtomicU64 = AtomicU64::new(0);
 
+// SAFETY: every call is forwarded to the inner allocator with the caller's
+// arguments; the counting around it touches only atomics.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Naive<A> {
     #[inline]
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract.
         let p = unsafe { self.0.alloc(l) };
         if !p.is_null() {
             N_ALLOCS.fetch_add(1, Relaxed);
@@ -31,10 +34,12 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Naive<A> {
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         N_FREES.fetch_add(1, Relaxed);
         N_FBYTES.fetch_add(l.size() as u64, Relaxed);
+        // SAFETY: the caller upholds `dealloc`'s contract.
         unsafe { self.0.dealloc(p, l) }
     }
     #[inline]
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `realloc`'s contract.
         let q = unsafe { self.0.realloc(p, l, n) };
         if !q.is_null() {
             N_ALLOCS.fetch_add(1, Relaxed);
@@ -93,6 +98,10 @@ unsafe fn tls_floor_alloc_slow(l: Layout) -> *mut u8 {
     p
 }
 
+// SAFETY: every block comes from `malloc` (the fast path: alignment up to
+// 8, which glibc's malloc meets) or from `System` (`malloc` or
+// `posix_memalign`), and both kinds may be freed with `free`, which both
+// free paths end in.
 unsafe impl GlobalAlloc for TlsFloor {
     #[inline]
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
@@ -206,13 +215,13 @@ pub fn allocators() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
 /// (`allocscope`: the default interval, or `BENCH_INTERVAL` bytes when that
 /// variable is set).
 pub fn prepare(name: &str) {
-    allocscope::set_sample_interval(match name {
+    allocscope::sampling::set_interval(match name {
         "allocscope_nosample" => 0,
         "allocscope_4k" => 4096,
         _ => std::env::var("BENCH_INTERVAL")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(allocscope::DEFAULT_INTERVAL),
+            .unwrap_or(allocscope::sampling::DEFAULT_INTERVAL),
     });
 }
 
@@ -244,6 +253,7 @@ pub fn small_pairs<A: GlobalAlloc + ?Sized>(a: &A, iters: u64) {
         size_step = if size_step == 31 { 0 } else { size_step + 1 };
         // SAFETY: 8..=256 bytes, align 8: a valid layout.
         let l = unsafe { Layout::from_size_align_unchecked(8 + 8 * size_step, 8) };
+        // SAFETY: a non-zero size.
         let p = unsafe { a.alloc(l) };
         if p.is_null() {
             std::process::abort();

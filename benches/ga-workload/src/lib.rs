@@ -1,7 +1,7 @@
 //! Workloads of the `ga_*` overhead binaries: each binary sets a different
 //! `#[global_allocator]` and runs the same ordinary Rust code, so the figures
 //! are what an application sees through `__rust_alloc`, `Box` and `Vec`
-//! (where `examples/bench_pairs.rs` calls `GlobalAlloc` methods directly).
+//! (where `bench_pairs` calls `GlobalAlloc` methods directly).
 //!
 //! `ga_NAME [ITERS]` prints `NAME=NUMBER` lines for `roundrobin.py`:
 //! nanoseconds per small `Box<[u8]>` replaced in a ring (one alloc+free

@@ -5,11 +5,11 @@
 //! or per 1,000-element vector build), the median of 5 repetitions:
 //!
 //! ```text
-//! cargo build --release --example bench_pairs
-//! python3 ../shared/tools/roundrobin.py -n 15 -- \
-//!   'target/release/examples/bench_pairs system' \
-//!   'target/release/examples/bench_pairs allocscope' ...
-//! valgrind --tool=callgrind target/release/examples/bench_pairs allocscope small1 1000000
+//! cargo build --release -p allocscope-bench --bin bench_pairs
+//! python3 benches/roundrobin.py -n 15 -- \
+//!   'target/release/bench_pairs system' \
+//!   'target/release/bench_pairs allocscope' ...
+//! valgrind --tool=callgrind target/release/bench_pairs allocscope small1 1000000
 //! ```
 //! WORKLOAD is `all` (default), `small1` (small pairs, one thread, one run:
 //! for instruction counts), `vec1` or `vec2` (vector builds on two threads,
@@ -22,7 +22,7 @@
 //! the 10th-90th percentile band. Neighbouring repetitions share this
 //! machine's speed state (it changes for seconds at a time), which separate
 //! processes do not.
-#[path = "../benches/support/mod.rs"]
+#[path = "../../../support/mod.rs"]
 mod support;
 
 use std::time::Instant;
@@ -56,7 +56,7 @@ fn main() {
             let n = iters.max(1);
             let t = on_threads(2, n, vec_growth_dyn, a);
             println!("vec_2t_ns={}", t.as_nanos() as f64 / n as f64);
-            eprintln!("{:?}", allocscope::sampler_stats());
+            eprintln!("{:?}", allocscope::sampling::stats());
         }
         "all" => {
             let small = if iters > 0 { iters } else { 2_000_000 };

@@ -1,11 +1,11 @@
-//! Measures the collector's periodic check (README "Collection cycles"):
+//! Measures the collector's periodic check (docs/measurements.md, "Collection cycles"):
 //! for 1, 10, 100 and 1,000 counter blocks (threads that allocated, then
 //! park): the cost of one full check of live bytes, the checks' share of
 //! one core while the heap is idle, and how long after live bytes pass the
 //! goal a cycle starts; then what the checks cost an allocating thread
 //! (alloc+free pairs with the collector watching vs parked).
 //!
-//! `cargo run --release --example collect_poll_cost`
+//! `cargo run --release -p allocscope-bench --bin collect_poll_cost`
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,24 +39,24 @@ fn main() {
          bytes, the checks' share of one core with the heap idle, and how long after live bytes \
          pass the goal a cycle starts (30 triggers)"
     );
-    allocscope::set_threshold(Some(100));
+    allocscope::gc::set_threshold(Some(100));
     let mut keep = Vec::new();
     let mut have = 0;
     for n in [1usize, 10, 100, 1000] {
         park_threads(n - have.min(n), &mut keep);
         have = n;
         std::thread::sleep(Duration::from_millis(200));
-        let s0 = allocscope::collection_stats();
+        let s0 = allocscope::gc::stats();
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_secs(2));
-        let s1 = allocscope::collection_stats();
+        let s1 = allocscope::gc::stats();
         let wall = t0.elapsed();
 
         let polls = s1.polls - s0.polls;
         let spent = s1.poll_time - s0.poll_time;
         println!(
             "   {:>5} blocks: {:>8.2} us per check, {:>4.0} checks/s, {:.3}% of one core",
-            allocscope::core_info().blocks,
+            allocscope::counters::info().blocks,
             spent.as_secs_f64() * 1e6 / polls.max(1) as f64,
             polls as f64 / wall.as_secs_f64(),
             spent.as_secs_f64() * 100.0 / wall.as_secs_f64()
@@ -71,8 +71,8 @@ fn latency() {
     let mut held: Vec<Box<[u8]>> = Vec::new();
     let mut lat = Vec::new();
     for _ in 0..30 {
-        let goal = allocscope::heap_goal();
-        let n = allocscope::collection_stats().cycles();
+        let goal = allocscope::gc::heap_goal();
+        let n = allocscope::gc::stats().cycles();
         while allocscope::stats().live_bytes() + 64 * 1024 <= goal {
             held.push(vec![0u8; 64 * 1024].into_boxed_slice());
         }
@@ -80,15 +80,15 @@ fn latency() {
         std::thread::sleep(Duration::from_micros(1000 + (lat.len() as u64 * 97) % 5000));
         let crossed = SystemTime::now();
         held.push(vec![0u8; 128 * 1024].into_boxed_slice());
-        while allocscope::collection_stats().cycles() == n {
+        while allocscope::gc::stats().cycles() == n {
             std::thread::sleep(Duration::from_micros(200));
         }
-        let c = allocscope::cycles().pop().unwrap();
+        let c = allocscope::gc::cycles().pop().unwrap();
         lat.push(c.start.duration_since(crossed).unwrap_or_default());
         // back to a small heap for the next round
         held.clear();
         held.shrink_to_fit();
-        allocscope::collect();
+        allocscope::gc::collect();
     }
     lat.sort();
     println!(
@@ -116,9 +116,9 @@ fn interference() {
     println!("64-byte alloc+free pairs on one thread, checks on vs off (5 rounds each):");
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for _ in 0..5 {
-        allocscope::set_threshold(Some(100_000)); // checks, never triggers
+        allocscope::gc::set_threshold(Some(100_000)); // checks, never triggers
         on.push(1e9 / pairs_per_second(Duration::from_millis(400)));
-        allocscope::set_threshold(None); // parked
+        allocscope::gc::set_threshold(None); // parked
         off.push(1e9 / pairs_per_second(Duration::from_millis(400)));
     }
     on.sort_by(f64::total_cmp);

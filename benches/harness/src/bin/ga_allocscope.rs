@@ -9,7 +9,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        allocscope::set_sample_interval(iv);
+        allocscope::sampling::set_interval(iv);
     }
     ga_workload::run()
 }
