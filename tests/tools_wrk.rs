@@ -93,7 +93,7 @@ fn wrk_storm_on_metrics_has_no_errors_and_the_host_keeps_allocating() {
     let p99 = field(&stdout, "99%").unwrap_or("?");
     assert!(requests > 10.0, "the exporter answered: {requests}/s");
     assert!(during > 0.0, "the demo kept allocating: {during}/s");
-    // Straight to stderr, past libtest's capture: the figures the README
+    // Straight to stderr, past libtest's capture: the figures docs/measurements.md
     // quotes.
     eprintln!(
         "wrk -t2 -c50 -d{secs}s /metrics: {requests:.0} scrapes/s, p50 {p50}, p99 {p99}, no errors; \

@@ -607,6 +607,7 @@ mod tests {
         let default = series(&scrape(false));
         assert!(default < 250, "{default} series by default");
         let full = series(&scrape(true));
+        eprintln!("series: {default} by default, {full} with every size class");
         assert!(full > default, "full size classes add series");
     }
 
