@@ -35,7 +35,7 @@
 //!
 //! A `dealloc` of at most 256 bytes (7 more than `System::dealloc`):
 //! 1. `ptr - align`, in place (`sub rsi, rdx`): its bit 3 is clear for every
-//!    block that may be sampled (see `sampling::may_be_sampled`);
+//!    block that may be sampled (see `sampling::placed_as_sampled`);
 //! 2. the thread-local's offset, and one compare of the size against the
 //!    limit looked up by the low byte of `ptr - align` (`movzx; cmp; jae`):
 //!    non-zero only where bit 3 is set, so this compare also rules out a
@@ -45,7 +45,9 @@
 //!    the copy `System` makes, and the inner `dealloc` is tail-called.
 //!
 //! Sizes above 256 bytes, threads without counters, sampled allocations,
-//! over-aligned blocks and candidate sampled frees take out-of-line paths.
+//! over-aligned blocks and frees of blocks placed as sampled take
+//! out-of-line paths (such a free checks the sampler's counting filter,
+//! `sampling::filter_may_contain`, and only on a hit its live set).
 //! `realloc` is counted before the inner call, like `alloc`. No atomic
 //! read-modify-write, no lock and no cache line written by another thread is
 //! touched on the fast paths: snapshots fold the counters on demand
@@ -165,7 +167,7 @@ enum Counted {
 /// Does the wrapped allocator `A` hand small blocks straight to `malloc`?
 /// True for [`System`] on 64-bit Linux with glibc or musl (x86-64 and
 /// AArch64). There the fast path, which only takes alignments up to 8
-/// (`counters::FAST_MAX_ALIGN`), calls `malloc` itself: the same function
+/// (`counters::local::FAST_MAX_ALIGN`), calls `malloc` itself: the same function
 /// `System::alloc` calls, behind a check of `align` against `size` that it
 /// needs for alignments above 8. This relies on `malloc` aligning every block
 /// to at least 8 bytes, whatever its size: glibc and musl align to 16, and so
@@ -184,7 +186,7 @@ fn direct_malloc<A: 'static>() -> bool {
 
 impl<A: GlobalAlloc + 'static> AllocScope<A> {
     /// The inner allocation of the fast path (with `direct_malloc`, the
-    /// alignment is at most `counters::FAST_MAX_ALIGN` = 8).
+    /// alignment is at most `counters::local::FAST_MAX_ALIGN` = 8).
     ///
     /// # Safety
     /// As `GlobalAlloc::alloc` / `alloc_zeroed`.
@@ -295,14 +297,16 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         zeroed: bool,
         pending: Option<sampling::Pending<'_>>,
     ) -> *mut u8 {
-        // SAFETY (all inner calls): the caller upholds the contract; the
-        // placement only enlarges a valid layout.
         let (Some(pending), Some(pl)) = (pending, sampling::placement(layout)) else {
+            // SAFETY: the caller upholds the contract.
             return unsafe { self.inner_alloc(layout, zeroed) };
         };
+        // SAFETY: the caller upholds the contract; the placement only
+        // enlarges a valid layout.
         let base = unsafe { self.inner_alloc(pl.inner, zeroed) };
         if base.is_null() {
             // the larger request may be what failed
+            // SAFETY: the caller upholds the contract.
             return unsafe { self.inner_alloc(layout, zeroed) };
         }
         // SAFETY: `offset + size <= pl.inner.size()`.
@@ -316,6 +320,8 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         }
         // not recorded: give the block back and allocate it with its own
         // layout, as an ordinary block
+        // SAFETY: `base` was allocated just above with `pl.inner` and is
+        // handed to nobody; the caller upholds the contract for `layout`.
         unsafe {
             self.inner.dealloc(base, pl.inner);
             self.inner_alloc(layout, zeroed)
@@ -366,9 +372,9 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     /// As `GlobalAlloc::dealloc` of `shifted + layout.align()`.
     #[inline(never)]
     unsafe fn dealloc_other(&self, shifted: *mut u8, layout: Layout) {
-        if sampling::may_be_sampled_shifted(shifted) {
+        if sampling::placed_as_sampled_shifted(shifted) {
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-            unsafe { self.dealloc_candidate(shifted, layout) }
+            unsafe { self.dealloc_placed_as_sampled(shifted, layout) }
         } else {
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
             unsafe { self.dealloc_slow(shifted, layout) }
@@ -391,30 +397,32 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
     }
 
     /// `dealloc` of a pointer placed where sampled blocks are (see
-    /// [`sampling::may_be_sampled`]), given as `shifted = ptr - align`. An
-    /// ordinary block goes on as in `dealloc` after one filter lookup.
+    /// [`sampling::placed_as_sampled`]), given as `shifted = ptr - align`. An
+    /// ordinary block goes on as in `dealloc` after one filter lookup
+    /// ([`sampling::filter_may_contain`]).
     ///
     /// # Safety
     /// As `GlobalAlloc::dealloc`.
     #[inline(never)]
-    unsafe fn dealloc_candidate(&self, shifted: *mut u8, layout: Layout) {
+    unsafe fn dealloc_placed_as_sampled(&self, shifted: *mut u8, layout: Layout) {
         let ptr = shifted.wrapping_byte_add(layout.align());
-        if sampling::maybe_sampled(ptr) {
+        if sampling::filter_may_contain(ptr) {
             cold_path();
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-            return unsafe { self.dealloc_maybe_sampled(ptr, layout) };
+            return unsafe { self.dealloc_filter_hit(ptr, layout) };
         }
         // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
         unsafe { self.dealloc_slow(shifted, layout) }
     }
 
-    /// `dealloc` of a pointer the sampler's filter says may be sampled.
+    /// `dealloc` of a pointer the sampler's filter says may be sampled: the
+    /// live set tells ([`Self::free_block`]).
     ///
     /// # Safety
     /// As `GlobalAlloc::dealloc`.
     #[cold]
     #[inline(never)]
-    unsafe fn dealloc_maybe_sampled(&self, ptr: *mut u8, layout: Layout) {
+    unsafe fn dealloc_filter_hit(&self, ptr: *mut u8, layout: Layout) {
         count_dealloc(layout.size());
         // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
         unsafe { self.free_block(ptr, layout) }
@@ -453,7 +461,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         sample_point: bool,
     ) -> *mut u8 {
         let old_sampled =
-            sampling::may_be_sampled(ptr, layout.align()) && sampling::is_sampled(ptr);
+            sampling::placed_as_sampled(ptr, layout.align()) && sampling::live_set_contains(ptr);
         let (_, shared) = counters::current_or_attach();
         let mut frames = sampling::frame_buf();
         let pending = if sample_point || (!shared && counters::sample_point(new_size)) {
@@ -538,7 +546,7 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for AllocScope<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // `ptr - align` (see `sampling::may_be_sampled`), computed in place
+        // `ptr - align` (see `sampling::placed_as_sampled`), computed in place
         // and added back for the inner call: saves the copy of `ptr`.
         let shifted = sampling::opaque(ptr.wrapping_byte_sub(layout.align()));
         // One compare: a small block, that cannot be sampled, on a thread

@@ -78,6 +78,7 @@ pub mod sampling;
 pub mod server;
 pub mod size_class;
 mod stats;
+mod sys;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 

@@ -6,13 +6,17 @@
 //! Snapshots never stop or slow the allocating threads.
 
 use crate::counters;
-use crate::size_class::{class_max_size, NUM_CLASSES};
+use crate::size_class::{class_max_size, class_min_size};
 
 /// Process-wide allocation statistics since the process started.
 ///
 /// Exact once the threads that allocated are joined (or otherwise
-/// synchronised with); while they run, each field is a close, monotonic
-/// approximation and the derived live figures saturate at zero.
+/// synchronised with); while they run, each field is a close approximation
+/// that does not go backwards from one snapshot to the next, with one
+/// exception: the hot path counts an allocation or `realloc` before it calls
+/// the inner allocator, and takes the counts back if that call fails, so a
+/// snapshot taken meanwhile on another thread can be ahead by the refused
+/// request. The derived live figures saturate at zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -41,9 +45,15 @@ pub struct SizeClassStats {
     pub min_size: usize,
     /// Largest size counted in this class; `usize::MAX` for the last.
     pub max_size: usize,
+    /// Successful allocations of a size in this class (`realloc`s to one
+    /// included).
     pub allocations: u64,
+    /// Deallocations of a size in this class (`realloc`s from one
+    /// included).
     pub deallocations: u64,
+    /// Bytes requested by those allocations.
     pub allocated_bytes: u64,
+    /// Bytes released by those deallocations.
     pub freed_bytes: u64,
 }
 
@@ -71,7 +81,18 @@ impl Stats {
     }
 
     /// What happened between `earlier` and `self` (both from [`stats`]):
-    /// every counter and class as a difference (saturating at zero).
+    /// every counter, and every class's, as `self - earlier`, saturating at
+    /// 0. The same meaning as [`ThreadStats::delta`].
+    ///
+    /// Every counter is a total since the process started, so the
+    /// difference is the number of events (or bytes) in between. It
+    /// saturates rather than wraps because a process-wide total can step
+    /// back (see [`Stats`]: a request refused by the inner allocator while
+    /// `earlier` was being taken) and then the delta is 0, not a count
+    /// near 2^64; swapped arguments also give 0s. The totals are `u64`s,
+    /// which do not wrap in practice. `min_size` and `max_size` are not
+    /// counts: they are `self`'s. Classes are matched by position; a class
+    /// that `earlier` lacks counts from 0.
     pub fn delta(&self, earlier: &Stats) -> Stats {
         Stats {
             allocations: self.allocations.saturating_sub(earlier.allocations),
@@ -111,11 +132,18 @@ impl Stats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ThreadStats {
+    /// Successful allocations by this thread (as [`Stats::allocations`]).
     pub allocations: u64,
+    /// Deallocations by this thread, of blocks allocated on any thread.
     pub deallocations: u64,
+    /// Successful reallocations by this thread.
     pub reallocations: u64,
+    /// Bytes requested by this thread's allocations.
     pub allocated_bytes: u64,
+    /// Bytes released by this thread's deallocations.
     pub freed_bytes: u64,
+    /// This thread's allocations and reallocations that the inner
+    /// allocator refused.
     pub alloc_failures: u64,
 }
 
@@ -126,15 +154,20 @@ impl ThreadStats {
         (self.allocated_bytes as i64).wrapping_sub(self.freed_bytes as i64)
     }
 
-    /// What happened between `earlier` and `self`.
+    /// What happened between `earlier` and `self` (both from
+    /// [`thread_stats`] on the same thread, as [`measure`] takes them):
+    /// every counter as `self - earlier`, saturating at 0, the same meaning
+    /// as [`Stats::delta`]. A thread's own totals never step back, so for
+    /// two readings of one thread this is exact; readings of different
+    /// threads, or swapped arguments, give 0 where `earlier` is larger.
     pub fn delta(&self, earlier: &ThreadStats) -> ThreadStats {
         ThreadStats {
-            allocations: self.allocations.wrapping_sub(earlier.allocations),
-            deallocations: self.deallocations.wrapping_sub(earlier.deallocations),
-            reallocations: self.reallocations.wrapping_sub(earlier.reallocations),
-            allocated_bytes: self.allocated_bytes.wrapping_sub(earlier.allocated_bytes),
-            freed_bytes: self.freed_bytes.wrapping_sub(earlier.freed_bytes),
-            alloc_failures: self.alloc_failures.wrapping_sub(earlier.alloc_failures),
+            allocations: self.allocations.saturating_sub(earlier.allocations),
+            deallocations: self.deallocations.saturating_sub(earlier.deallocations),
+            reallocations: self.reallocations.saturating_sub(earlier.reallocations),
+            allocated_bytes: self.allocated_bytes.saturating_sub(earlier.allocated_bytes),
+            freed_bytes: self.freed_bytes.saturating_sub(earlier.freed_bytes),
+            alloc_failures: self.alloc_failures.saturating_sub(earlier.alloc_failures),
         }
     }
 }
@@ -145,17 +178,21 @@ impl ThreadStats {
 /// thread that ever ran), allocates the class vector; never blocks an
 /// allocating thread.
 pub fn stats() -> Stats {
-    let (t, classes) = counters::fold_all();
-    let size_classes = (0..NUM_CLASSES)
-        .map(|c| SizeClassStats {
-            min_size: crate::size_class::class_min_size(c),
+    let snap = counters::fold_all();
+    let size_classes = snap
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(c, counts)| SizeClassStats {
+            min_size: class_min_size(c),
             max_size: class_max_size(c),
-            allocations: classes[c][0],
-            deallocations: classes[c][1],
-            allocated_bytes: classes[c][2],
-            freed_bytes: classes[c][3],
+            allocations: counts.allocations,
+            deallocations: counts.deallocations,
+            allocated_bytes: counts.allocated_bytes,
+            freed_bytes: counts.freed_bytes,
         })
         .collect();
+    let t = snap.totals;
     Stats {
         allocations: t.allocations,
         deallocations: t.deallocations,
@@ -198,4 +235,57 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (R, ThreadStats) {
     let r = f();
     let after = thread_stats();
     (r, after.delta(&before))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_deltas_subtract_and_saturate_alike() {
+        let class = |allocations, freed_bytes| SizeClassStats {
+            min_size: 1,
+            max_size: 8,
+            allocations,
+            freed_bytes,
+            ..SizeClassStats::default()
+        };
+        let earlier = Stats {
+            allocations: 10,
+            allocated_bytes: 1000,
+            alloc_failures: 0,
+            size_classes: vec![class(10, 5)],
+            ..Stats::default()
+        };
+        // one in-flight allocation that `earlier` saw was taken back
+        let later = Stats {
+            allocations: 9,
+            allocated_bytes: 1500,
+            alloc_failures: 1,
+            size_classes: vec![class(9, 7), class(3, 0)],
+            ..Stats::default()
+        };
+        let d = later.delta(&earlier);
+        assert_eq!(
+            (d.allocations, d.allocated_bytes, d.alloc_failures),
+            (0, 500, 1)
+        );
+        assert_eq!(d.size_classes, [class(0, 2), class(3, 0)]);
+        assert_eq!(earlier.delta(&later).allocated_bytes, 0);
+
+        let t0 = ThreadStats {
+            allocations: 10,
+            freed_bytes: 100,
+            ..ThreadStats::default()
+        };
+        let t1 = ThreadStats {
+            allocations: 12,
+            freed_bytes: 40,
+            ..ThreadStats::default()
+        };
+        let d = t1.delta(&t0);
+        assert_eq!((d.allocations, d.freed_bytes), (2, 0));
+        assert_eq!(t0.delta(&t1).allocations, 0);
+        assert_eq!(t1.delta(&t1), ThreadStats::default());
+    }
 }

@@ -2,7 +2,7 @@
 //! backwards.
 //!
 //! A running thread's exact-size counters live in its thread-local storage
-//! and are folded into its block when it exits (`counters::Block::read_small`
+//! and are folded into its block when it exits (`counters::block::Block::read_small`
 //! and `fold_local`). A snapshot that overlapped a fold and counted its
 //! events twice, or missed them, would show a total that later shrinks: a
 //! counter reset to Prometheus. Here an observer takes snapshots as fast as

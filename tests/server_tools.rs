@@ -140,7 +140,7 @@ fn go_tool_pprof_reads_cpu_and_heap_profiles() {
             "{traces}"
         );
         assert!(
-            !traces.contains("allocscope::sampler::"),
+            !traces.contains("allocscope::sampling::"),
             "allocscope's own frames are dropped: {traces}"
         );
     }

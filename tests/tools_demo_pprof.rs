@@ -126,7 +126,7 @@ fn go_tool_pprof_names_the_demos_functions() {
             "{path}: no allocscope_demo::main in the stacks:\n{traces}"
         );
         assert!(
-            !traces.contains("allocscope::sampler::"),
+            !traces.contains("allocscope::sampling::"),
             "allocscope's own frames are dropped: {traces}"
         );
         // -top, narrowed to the demo's stacks: early in its life the demo's

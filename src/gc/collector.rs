@@ -18,7 +18,7 @@ use super::{
     os, reclaim, threshold_goal, Cycle, CycleReason, Pressure, ReleaseMode, Stats, CYCLE_HISTORY,
     DEFAULT_THRESHOLD, DEFAULT_TIME_SHARE, DURATION_BUCKETS, POLL_INTERVAL,
 };
-use crate::counters;
+use crate::{counters, sys};
 
 /// The CPU limiter's burst: the bucket holds `share × BURST` of cycle time.
 const BURST: Duration = Duration::from_secs(1);
@@ -467,7 +467,7 @@ fn run_locked(
             s.settings.release,
         )
     };
-    let resident_before = os::resident_bytes();
+    let resident_before = sys::resident_bytes();
 
     let mut reclaimed = 0u64;
     let mut called = 0usize;
@@ -500,7 +500,7 @@ fn run_locked(
     }
     let (released_to_os, released) = os::release(release);
     let live_after = counters::live_bytes();
-    let resident_after = os::resident_bytes();
+    let resident_after = sys::resident_bytes();
     let duration = t0.elapsed();
 
     let mut s = shared();
@@ -584,7 +584,7 @@ pub(super) fn stats() -> Stats {
         poll_time: c.poll_time,
         collector_running: running(),
         release_to_os: s.settings.release,
-        glibc_malloc_detected: os::glibc_malloc_detected(),
+        glibc_malloc_detected: sys::glibc_malloc_detected(),
         time_share: s.settings.time_share,
     }
 }

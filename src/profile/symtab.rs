@@ -7,8 +7,9 @@
 //! string tables of the object files (through the page cache), on demand.
 //! Nothing is kept between calls: results live in the symbol cache.
 //!
-//! Linux only (it lists loaded objects with `dl_iterate_phdr`); elsewhere it
-//! finds nothing and DWARF's names are used as they are.
+//! Linux only (it lists loaded objects with `dl_iterate_phdr`, through
+//! `crate::sys::loaded_objects`); elsewhere it finds nothing and DWARF's
+//! names are used as they are.
 
 use std::collections::HashMap;
 
@@ -28,7 +29,7 @@ pub(crate) fn function_names(rets: &[usize]) -> HashMap<usize, SymName> {
     if rets.is_empty() {
         return out;
     }
-    let objects = loaded_objects();
+    let objects = crate::sys::loaded_objects();
     // Group the lookups by object: each object's tables are read once.
     let mut by_object: HashMap<usize, Vec<(usize, u64)>> = HashMap::new();
     for &ret in rets {
@@ -60,14 +61,18 @@ pub(crate) fn function_names(rets: &[usize]) -> HashMap<usize, SymName> {
                 continue;
             }
         };
-        // (start, end, name): text symbols that are defined here.
-        let mut syms: Vec<(u64, u64, &[u8])> = Vec::new();
+        // the text symbols defined here
+        let mut syms: Vec<TextSymbol<'_>> = Vec::new();
         for table in [parsed.symbols(), parsed.dynamic_symbols()] {
             for s in table {
                 if s.kind() == SymbolKind::Text && s.is_definition() && s.address() != 0 {
                     if let Ok(name) = s.name_bytes() {
                         if !name.is_empty() {
-                            syms.push((s.address(), s.address().saturating_add(s.size()), name));
+                            syms.push(TextSymbol {
+                                start: s.address(),
+                                end: s.address().saturating_add(s.size()),
+                                name,
+                            });
                         }
                     }
                 }
@@ -77,17 +82,17 @@ pub(crate) fn function_names(rets: &[usize]) -> HashMap<usize, SymName> {
             }
         }
         // By start; for equal starts the largest first (then any alias).
-        syms.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        syms.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
         for (ret, svma) in lookups {
-            let idx = syms.partition_point(|s| s.0 <= svma);
+            let idx = syms.partition_point(|s| s.start <= svma);
             // Walk back over symbols starting at or before the address (a
             // zero-size symbol may shadow the one that really contains it).
             let hit = syms[..idx]
                 .iter()
                 .rev()
                 .take(8)
-                .find(|s| svma < s.1 || (s.1 == s.0 && svma == s.0));
-            if let Some(&(_, _, name)) = hit {
+                .find(|s| svma < s.end || (s.end == s.start && svma == s.start));
+            if let Some(&TextSymbol { name, .. }) = hit {
                 let sym = backtrace::SymbolName::new(name);
                 out.insert(
                     ret,
@@ -102,85 +107,18 @@ pub(crate) fn function_names(rets: &[usize]) -> HashMap<usize, SymName> {
     out
 }
 
+/// A function symbol of an object file: its address range (in the file's
+/// addresses) and its name as linked.
+#[cfg(target_os = "linux")]
+struct TextSymbol<'a> {
+    start: u64,
+    end: u64,
+    name: &'a [u8],
+}
+
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn function_names(_rets: &[usize]) -> HashMap<usize, SymName> {
     HashMap::new()
-}
-
-/// One loaded object: where its segments are, and its load bias.
-#[cfg(target_os = "linux")]
-struct LoadedObject {
-    name: String,
-    is_main: bool,
-    bias: u64,
-    /// Loaded segments, `[start, end)` in memory.
-    ranges: Vec<(usize, usize)>,
-}
-
-#[cfg(target_os = "linux")]
-impl LoadedObject {
-    fn contains(&self, addr: usize) -> bool {
-        self.ranges.iter().any(|&(s, e)| s <= addr && addr < e)
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn loaded_objects() -> Vec<LoadedObject> {
-    use std::ffi::{c_int, c_void, CStr};
-
-    unsafe extern "C" fn callback(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: `data` is the `&mut Vec<LoadedObject>` passed below, alive
-        // for the whole `dl_iterate_phdr` call; `info` and the program
-        // headers it points to are valid for the duration of this callback,
-        // as `dl_iterate_phdr` guarantees.
-        let (objects, info) = unsafe { (&mut *(data as *mut Vec<LoadedObject>), &*info) };
-        let first = objects.is_empty();
-        let name = if info.dlpi_name.is_null() {
-            String::new()
-        } else {
-            // SAFETY: a non-null `dlpi_name` is a NUL-terminated string
-            // owned by the loader, valid during the callback.
-            unsafe { CStr::from_ptr(info.dlpi_name) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        let phdrs = if info.dlpi_phdr.is_null() {
-            &[]
-        } else {
-            // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers,
-            // valid during the callback.
-            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
-        };
-        let bias = info.dlpi_addr as usize;
-        let ranges = phdrs
-            .iter()
-            .filter(|p| p.p_type == libc::PT_LOAD)
-            .map(|p| {
-                let start = bias.wrapping_add(p.p_vaddr as usize);
-                (start, start.wrapping_add(p.p_memsz as usize))
-            })
-            .collect();
-        objects.push(LoadedObject {
-            // The first object listed is the executable (empty name).
-            is_main: first && name.is_empty(),
-            name,
-            bias: bias as u64,
-            ranges,
-        });
-        0
-    }
-
-    let mut objects: Vec<LoadedObject> = Vec::new();
-    // SAFETY: the callback only reads what the loader hands it and writes to
-    // `objects`, which outlives the call; it never unwinds.
-    unsafe {
-        libc::dl_iterate_phdr(Some(callback), &mut objects as *mut _ as *mut c_void);
-    }
-    objects
 }
 
 #[cfg(all(test, target_os = "linux"))]

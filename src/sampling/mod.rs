@@ -2,8 +2,8 @@
 //! allocated bytes, raw stack capture, and the set of live sampled blocks.
 //!
 //! Owns: the sample interval, each thread's countdown (stored in its
-//! thread-local, next to its counters), stack capture, and the bounded store of stacks, buckets and live
-//! samples. Runs inside the allocator on a sampled allocation (about one per
+//! thread-local, next to its counters: `crate::counters`), stack capture,
+//! and the bounded store of stacks, buckets and live samples. Runs inside the allocator on a sampled allocation (about one per
 //! 512 KiB allocated per thread by default), so it never allocates, never
 //! waits on a lock (it tries one and drops the sample), and records raw
 //! instruction pointers only: symbolisation happens at profile export.
@@ -17,10 +17,15 @@
 //! - larger alignments (rare): the block is allocated as asked, not moved.
 //!
 //! A free of alignment up to 8 at 0 mod 16 therefore cannot be a sampled
-//! block: [`may_be_sampled`] tells in a `sub` and a bit test. The others
-//! (8 mod 16, or over-aligned) check a 16 KiB counting filter and, on a
-//! hit, the live set (lock-free). The cost in memory is 16 bytes per sampled
-//! block.
+//! block. Three checks, from cheap to exact, each named for what it looks at:
+//! - `placed_as_sampled`: is the address where sampled blocks are placed?
+//!   A `sub` and a bit test, on every free;
+//! - `filter_may_contain`: for those (8 mod 16, or over-aligned), may a
+//!   16 KiB counting filter hold it? One load; false positives only;
+//! - `live_set_contains` (or `take`, which also removes it): on a
+//!   filter hit, is it in the live set? A lock-free table probe.
+//!
+//! The cost in memory is 16 bytes per sampled block.
 
 mod countdown;
 mod stack;
@@ -262,25 +267,26 @@ pub(crate) fn placement(layout: Layout) -> Option<Placement> {
     }
 }
 
-/// Can `ptr`, a block of alignment `align`, be a sampled block? True for
-/// every block at 8 mod 16 (where sampled blocks of alignment <= 8 are
-/// placed) and every block of alignment >= 16 (sampled ones are not
-/// displaced; the sampler's filter tells them apart): exactly when bit 3 of
-/// `ptr - align` is clear. A `sub` and a bit test, the only sampler check
-/// most frees pay; the `sub` replaces the copy of `ptr` the inner `free`
-/// call needs anyway.
+/// Is `ptr`, a block of alignment `align`, placed where sampled blocks are?
+/// True for every block at 8 mod 16 (where sampled blocks of alignment <= 8
+/// are placed) and every block of alignment >= 16 (sampled ones are not
+/// displaced; [`filter_may_contain`] and [`live_set_contains`] tell them
+/// apart): exactly when bit 3 of `ptr - align` is clear. Cost: a `sub` and
+/// a bit test, the only sampler check most frees pay; the `sub` replaces
+/// the copy of `ptr` the inner `free` call needs anyway. False means "not
+/// sampled", for certain; true means "look further".
 ///
 /// Why: for `ptr` at 0 mod 16 and `align` in 1..=8, `ptr - align` is in
 /// `-8..=-1` mod 16, bit 3 set. At 8 mod 16 it is in `0..=7`, bit 3 clear.
 /// For `align >= 16`, `ptr - align` is 0 mod 16, bit 3 clear.
 #[inline(always)]
-pub(crate) fn may_be_sampled(ptr: *mut u8, align: usize) -> bool {
-    may_be_sampled_shifted(ptr.wrapping_byte_sub(align))
+pub(crate) fn placed_as_sampled(ptr: *mut u8, align: usize) -> bool {
+    placed_as_sampled_shifted(ptr.wrapping_byte_sub(align))
 }
 
-/// [`may_be_sampled`] of `ptr`, given `ptr - align`.
+/// [`placed_as_sampled`] of `ptr`, given `ptr - align`: a bit test.
 #[inline(always)]
-pub(crate) fn may_be_sampled_shifted(shifted: *mut u8) -> bool {
+pub(crate) fn placed_as_sampled_shifted(shifted: *mut u8) -> bool {
     (shifted as usize) & 8 == 0
 }
 
@@ -329,22 +335,26 @@ pub(crate) fn opaque(mut p: *mut u8) -> *mut u8 {
     p
 }
 
-/// May `ptr` (which passed [`may_be_sampled`]) be a live sampled block? A lookup in a 16 KiB
-/// counting filter: false positives only.
+/// May `ptr` (which passed [`placed_as_sampled`]) be a live sampled block?
+/// Cost: one relaxed load from a 16 KiB counting filter (a hash and a
+/// byte test), lock-free. False means "not sampled", for certain; true
+/// means "maybe" (false positives only): ask [`live_set_contains`] or
+/// [`take`].
 #[inline(always)]
-pub(crate) fn maybe_sampled(ptr: *mut u8) -> bool {
-    store::maybe_sampled(ptr as usize)
+pub(crate) fn filter_may_contain(ptr: *mut u8) -> bool {
+    store::filter_may_contain(ptr as usize)
 }
 
 /// If `ptr` is a live sampled block, forgets it (counting the free in its
 /// bucket) and returns true: it must then be freed as its [`placement`]
-/// says.
+/// says. Cost: a probe of the live set and a compare-and-swap, lock-free.
 #[inline(never)]
 pub(crate) fn take(ptr: *mut u8) -> bool {
     store::remove(ptr as usize)
 }
 
-/// Is `ptr` a live sampled block? (Lookup only.)
-pub(crate) fn is_sampled(ptr: *mut u8) -> bool {
-    store::maybe_sampled(ptr as usize) && store::is_live_sample(ptr as usize)
+/// Is `ptr` a live sampled block? The filter, then on a hit a probe of the
+/// live set (an open-addressing table, lock-free); exact, changes nothing.
+pub(crate) fn live_set_contains(ptr: *mut u8) -> bool {
+    store::filter_may_contain(ptr as usize) && store::live_set_contains(ptr as usize)
 }

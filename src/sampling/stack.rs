@@ -12,12 +12,15 @@
 //!   no build flags; about 2-5 µs a sample. The default otherwise (feature
 //!   `profile`).
 //!
-//! The stack bounds of a thread come from `pthread_getattr_np` once per
-//! thread and are cached in a destructor-free thread-local.
+//! The stack bounds of a thread come from `pthread_getattr_np`
+//! (`crate::sys::thread_stack_bounds`) once per thread and are cached in a
+//! destructor-free thread-local.
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+use crate::sys::{self, StackBounds};
 
 /// Most frames recorded per sample.
 pub const MAX_FRAMES: usize = 64;
@@ -127,50 +130,31 @@ fn unwind(out: &mut FrameBuf) -> usize {
     walk_frame_pointers(out)
 }
 
-thread_local! {
-    /// This thread's stack as `(low, high)`; `(0, 0)` until looked up,
-    /// `(1, 1)` when the lookup failed.
-    static BOUNDS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+/// What this thread knows of its stack.
+#[derive(Clone, Copy)]
+enum Bounds {
+    NotLookedUp,
+    /// The lookup failed: no frame-pointer walks on this thread.
+    Unknown,
+    Known(StackBounds),
 }
 
-/// This thread's stack bounds, looked up once.
-fn stack_bounds() -> Option<(usize, usize)> {
-    let b = BOUNDS.with(Cell::get);
-    match b {
-        (0, 0) => {
-            let found = lookup_stack_bounds();
-            BOUNDS.with(|c| c.set(found.unwrap_or((1, 1))));
+thread_local! {
+    /// This thread's stack bounds, looked up at its first sample.
+    static BOUNDS: Cell<Bounds> = const { Cell::new(Bounds::NotLookedUp) };
+}
+
+/// This thread's stack bounds, looked up once (`crate::sys`).
+fn stack_bounds() -> Option<StackBounds> {
+    match BOUNDS.with(Cell::get) {
+        Bounds::NotLookedUp => {
+            let found = sys::thread_stack_bounds();
+            BOUNDS.with(|c| c.set(found.map_or(Bounds::Unknown, Bounds::Known)));
             found
         }
-        (1, 1) => None,
-        b => Some(b),
+        Bounds::Unknown => None,
+        Bounds::Known(b) => Some(b),
     }
-}
-
-#[cfg(target_os = "linux")]
-fn lookup_stack_bounds() -> Option<(usize, usize)> {
-    // SAFETY: `attr` is initialised by `pthread_getattr_np` before use and
-    // destroyed after; the out-pointers are valid locals.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return None;
-        }
-        let mut addr: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
-        libc::pthread_attr_destroy(&mut attr);
-        if rc != 0 || addr.is_null() || size == 0 {
-            return None;
-        }
-        let low = addr as usize;
-        Some((low, low.checked_add(size)?))
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lookup_stack_bounds() -> Option<(usize, usize)> {
-    None
 }
 
 /// Walks the frame-pointer chain. Every frame address is checked to lie
@@ -181,7 +165,7 @@ fn lookup_stack_bounds() -> Option<(usize, usize)> {
 fn walk_frame_pointers(out: &mut FrameBuf) -> usize {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        let Some((low, high)) = stack_bounds() else {
+        let Some(StackBounds { low, high }) = stack_bounds() else {
             return 0;
         };
         let mut fp: usize;

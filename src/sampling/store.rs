@@ -23,6 +23,7 @@ use std::sync::atomic::{
 use crossbeam_utils::CachePadded;
 
 use super::RawBucket;
+use crate::sys;
 
 /// Caps on the sampler's own memory. Past a cap, new samples are dropped
 /// and counted ([`crate::sampling::Stats::dropped_samples`]), never unbounded
@@ -52,32 +53,16 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
+crate::macros::setters!(Limits {
     /// Sets `max_live_samples`.
-    #[must_use]
-    pub fn max_live_samples(mut self, n: usize) -> Self {
-        self.max_live_samples = n;
-        self
-    }
+    max_live_samples(n: usize);
     /// Sets `max_stacks`.
-    #[must_use]
-    pub fn max_stacks(mut self, n: usize) -> Self {
-        self.max_stacks = n;
-        self
-    }
+    max_stacks(n: usize);
     /// Sets `max_buckets`.
-    #[must_use]
-    pub fn max_buckets(mut self, n: usize) -> Self {
-        self.max_buckets = n;
-        self
-    }
+    max_buckets(n: usize);
     /// Sets `max_frames`.
-    #[must_use]
-    pub fn max_frames(mut self, n: usize) -> Self {
-        self.max_frames = n;
-        self
-    }
-}
+    max_frames(n: usize);
+});
 
 const EMPTY: usize = 0;
 const TOMB: usize = 1;
@@ -129,7 +114,7 @@ impl<T> Region<T> {
         let Some(bytes) = cap.checked_mul(std::mem::size_of::<T>()) else {
             return false;
         };
-        let p = map_zeroed(bytes);
+        let p = sys::map_zeroed_noreserve(bytes);
         if p.is_null() {
             return false;
         }
@@ -149,69 +134,15 @@ impl<T> Region<T> {
         Some(unsafe { &*p.add(i) })
     }
 
-    /// Resident bytes of the mapping (`mincore`), or its size elsewhere.
+    /// Resident bytes of the mapping (`mincore`), or its size where the OS
+    /// cannot tell.
     fn resident(&self) -> usize {
         let p = self.ptr.load(Acquire);
         if p.is_null() {
             return 0;
         }
-        resident_bytes(p.cast(), page_round(self.bytes()))
-    }
-}
-
-fn page_round(n: usize) -> usize {
-    n.div_ceil(4096) * 4096
-}
-
-fn map_zeroed(bytes: usize) -> *mut u8 {
-    let bytes = page_round(bytes.max(1));
-    #[cfg(unix)]
-    {
-        // SAFETY: an anonymous private mapping; touches no existing memory.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            std::ptr::null_mut()
-        } else {
-            p.cast()
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        use std::alloc::{GlobalAlloc, Layout, System};
-        match Layout::from_size_align(bytes, 4096) {
-            // SAFETY: non-zero size.
-            Ok(l) => unsafe { System.alloc_zeroed(l) },
-            Err(_) => std::ptr::null_mut(),
-        }
-    }
-}
-
-fn resident_bytes(p: *mut u8, bytes: usize) -> usize {
-    #[cfg(target_os = "linux")]
-    {
-        let pages = bytes / 4096;
-        let mut vec = vec![0u8; pages];
-        // SAFETY: `p..p+bytes` is one of our mappings; `vec` has one byte
-        // per page as mincore requires.
-        let rc = unsafe { libc::mincore(p.cast(), bytes, vec.as_mut_ptr()) };
-        if rc != 0 {
-            return bytes;
-        }
-        vec.iter().filter(|&&v| v & 1 != 0).count() * 4096
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = p;
-        bytes
+        let bytes = sys::round_to_pages(self.bytes());
+        sys::residency(p.cast(), bytes).unwrap_or(bytes)
     }
 }
 
@@ -276,30 +207,36 @@ mod parking_free {
     use super::Limits;
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-    pub(super) struct LimitsCell([AtomicUsize; 4]);
+    /// [`Limits`], field by field.
+    pub(super) struct LimitsCell {
+        max_live_samples: AtomicUsize,
+        max_stacks: AtomicUsize,
+        max_buckets: AtomicUsize,
+        max_frames: AtomicUsize,
+    }
 
     impl LimitsCell {
         pub(super) const fn new() -> Self {
-            LimitsCell([
-                AtomicUsize::new(204_800),
-                AtomicUsize::new(32_768),
-                AtomicUsize::new(131_072),
-                AtomicUsize::new(1 << 20),
-            ])
+            LimitsCell {
+                max_live_samples: AtomicUsize::new(204_800),
+                max_stacks: AtomicUsize::new(32_768),
+                max_buckets: AtomicUsize::new(131_072),
+                max_frames: AtomicUsize::new(1 << 20),
+            }
         }
         pub(super) fn get(&self) -> Limits {
             Limits {
-                max_live_samples: self.0[0].load(Relaxed),
-                max_stacks: self.0[1].load(Relaxed),
-                max_buckets: self.0[2].load(Relaxed),
-                max_frames: self.0[3].load(Relaxed),
+                max_live_samples: self.max_live_samples.load(Relaxed),
+                max_stacks: self.max_stacks.load(Relaxed),
+                max_buckets: self.max_buckets.load(Relaxed),
+                max_frames: self.max_frames.load(Relaxed),
             }
         }
         pub(super) fn set(&self, l: Limits) {
-            self.0[0].store(l.max_live_samples, Relaxed);
-            self.0[1].store(l.max_stacks, Relaxed);
-            self.0[2].store(l.max_buckets, Relaxed);
-            self.0[3].store(l.max_frames, Relaxed);
+            self.max_live_samples.store(l.max_live_samples, Relaxed);
+            self.max_stacks.store(l.max_stacks, Relaxed);
+            self.max_buckets.store(l.max_buckets, Relaxed);
+            self.max_frames.store(l.max_frames, Relaxed);
         }
     }
 }
@@ -371,8 +308,7 @@ fn register_fork_handler() {
         extern "C" fn in_child() {
             reset_lock_after_fork();
         }
-        // SAFETY: registers a handler that only stores to an atomic.
-        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+        sys::at_fork(None, None, Some(in_child));
     }
 }
 
@@ -436,14 +372,14 @@ fn filter_dec(ptr: usize) {
     });
 }
 
-/// May `ptr` be a live sampled block? False positives only.
+/// May the counting filter hold `ptr`? One load; false positives only.
 #[inline]
-pub(crate) fn maybe_sampled(ptr: usize) -> bool {
+pub(crate) fn filter_may_contain(ptr: usize) -> bool {
     filter_slot(ptr).load(Relaxed) != 0
 }
 
-/// Looks `ptr` up in the live set without removing it.
-pub(crate) fn is_live_sample(ptr: usize) -> bool {
+/// Is `ptr` in the live set? A lock-free probe; removes nothing.
+pub(crate) fn live_set_contains(ptr: usize) -> bool {
     find(ptr).is_some()
 }
 
@@ -742,5 +678,32 @@ pub(crate) fn info() -> StoreInfo {
         frames: STORE.frame_count.load(Relaxed) as u64,
         reserved_bytes: (regions_reserved + std::mem::size_of_val(&FILTER)) as u64,
         resident_bytes: resident as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limits_start_at_their_defaults() {
+        assert_eq!(parking_free::LimitsCell::new().get(), Limits::default());
+        let cell = parking_free::LimitsCell::new();
+        let l = Limits::default()
+            .max_live_samples(1)
+            .max_stacks(2)
+            .max_buckets(3)
+            .max_frames(4);
+        cell.set(l);
+        assert_eq!(cell.get(), l);
+        assert_eq!(
+            (
+                l.max_live_samples,
+                l.max_stacks,
+                l.max_buckets,
+                l.max_frames
+            ),
+            (1, 2, 3, 4)
+        );
     }
 }

@@ -91,28 +91,14 @@ pub(crate) struct ProcInfo {
 }
 
 impl ProcInfo {
-    /// Reads `/proc/self/stat` (Linux); `None` elsewhere or on failure.
+    /// Asks the OS (`crate::sys`: Linux's `/proc/self/statm` and
+    /// `/proc/self/stat`); `None` elsewhere or on failure.
     pub(crate) fn read() -> Option<ProcInfo> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        parse_stat(&stat, u64::try_from(page).ok()?)
+        Some(ProcInfo {
+            rss_bytes: crate::sys::resident_bytes()?,
+            threads: crate::sys::thread_count()?,
+        })
     }
-}
-
-/// Fields 20 (threads) and 24 (rss, pages) of `/proc/<pid>/stat`; the
-/// command name (field 2) may contain spaces and parentheses, so fields are
-/// counted after its last `)`.
-fn parse_stat(stat: &str, page: u64) -> Option<ProcInfo> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // rest starts at field 3 (state)
-    let threads = f.get(20 - 3)?.parse().ok()?;
-    let rss_pages: u64 = f.get(24 - 3)?.parse().ok()?;
-    Some(ProcInfo {
-        rss_bytes: rss_pages.saturating_mul(page),
-        threads,
-    })
 }
 
 #[cfg(test)]
@@ -192,18 +178,9 @@ mod tests {
     }
 
     #[test]
-    fn stat_parsing() {
-        let s = "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 7 0 \
-                 12345 100000000 2560 18446744073709551615";
-        assert_eq!(
-            parse_stat(s, 4096),
-            Some(ProcInfo {
-                rss_bytes: 2560 * 4096,
-                threads: 7
-            })
-        );
-        assert_eq!(parse_stat("garbage", 4096), None);
-        assert_eq!(parse_stat("1 (x) S 1", 4096), None);
+    fn proc_info_is_read() {
+        // (the parsing of `/proc/self/stat` and `statm` is tested in
+        // `crate::sys`)
         #[cfg(target_os = "linux")]
         {
             let me = ProcInfo::read().unwrap();
