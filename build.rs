@@ -1,5 +1,5 @@
 //! Detects whether allocscope is being built with frame pointers, to pick
-//! the default stack capture method (see `src/sampler/stack.rs`).
+//! the default stack capture method (see `src/sampling/stack.rs`).
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(allocscope_frame_pointers)");
     println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");

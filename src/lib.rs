@@ -34,7 +34,7 @@
 //! - `profile` (feature `profile`) — heap profiles ([`profile::HeapProfile`]):
 //!   folded stacks, pprof, flamegraphs, diffs; near-limit profiles.
 //! - `server` (feature `server`, default) — the HTTP exporter.
-//! - [`size_class`] — the size classes of [`Stats::classes`].
+//! - [`size_class`] — the size classes of [`Stats::size_classes`].
 //! - [`counters`] — the counting core's own footprint.
 //!
 //! ## Counting rules

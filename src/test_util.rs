@@ -63,7 +63,7 @@ pub struct ParsedQuery {
     /// `/debug/pprof/heap.svg`: the sample type and whether `diff=baseline`.
     pub svg: Result<(crate::profile::SampleType, bool), u16>,
     /// `POST /gc`: `set` and `memory_limit` (outer `None`: not given).
-    pub gc_post: Result<(Option<Option<u32>>, Option<Option<u64>>), u16>,
+    pub gc_post: Result<(Option<Option<u32>>, Option<crate::gc::MemoryLimit>), u16>,
     /// `GET /gc` with this query: the 405 status if it carries a change.
     pub gc_get_change: Option<u16>,
 }

@@ -376,6 +376,66 @@ fn time_share_limits_an_unreclaimable_heap() {
 }
 
 #[test]
+fn limit_backoff_pauses_cycles_that_cannot_help() {
+    fresh_process("limit_backoff_pauses_cycles_that_cannot_help", || {
+        use allocscope::gc::LimitBackoff;
+        assert_eq!(allocscope::gc::set_threshold(None), Some(100));
+        assert_eq!(
+            allocscope::gc::limit_backoff(),
+            Some(LimitBackoff::default())
+        );
+        assert!(allocscope::gc::set_limit_backoff(Some(LimitBackoff::new(
+            Duration::ZERO,
+            Duration::from_secs(1)
+        )))
+        .is_err());
+        let (after, pause) = (Duration::from_millis(300), Duration::from_millis(1500));
+        allocscope::gc::set_limit_backoff(Some(LimitBackoff::new(after, pause))).unwrap();
+        // Works for 5 ms and frees nothing.
+        let _r = allocscope::gc::register_reclaimer("stubborn", |_| {
+            std::thread::sleep(Duration::from_millis(5));
+            0
+        });
+        let mut held = Vec::new();
+        grow_to(&mut held, 8 * MIB);
+        let t0 = Instant::now();
+        allocscope::gc::set_memory_limit(Some(4 * MIB)).unwrap(); // always over it
+        let limit_cycles = || allocscope::gc::stats().cycles_for(CycleReason::Limit);
+        wait_for("a backoff", Duration::from_secs(5), || {
+            allocscope::gc::stats().limit_backoffs == 1
+        });
+        let backoff_at = t0.elapsed();
+        assert!(backoff_at >= after, "backed off after {backoff_at:?}");
+        std::thread::sleep(Duration::from_millis(50)); // a running cycle ends
+        let s = allocscope::gc::stats();
+        assert!(s.limit_paused);
+        assert!(
+            s.limit_exceeded >= after.mul_f64(0.9),
+            "{:?}",
+            s.limit_exceeded
+        );
+        let paused_at = limit_cycles();
+        assert!(paused_at >= 2, "cycles ran before the backoff: {paused_at}");
+        // paused: no cycle on the limit, though live bytes stay above it
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(limit_cycles(), paused_at, "a cycle ran during the pause");
+        assert!(allocscope::gc::stats().limit_paused);
+        // the pause ends: cycles resume
+        wait_for("cycles after the pause", Duration::from_secs(3), || {
+            limit_cycles() > paused_at
+        });
+        assert!(t0.elapsed() >= backoff_at + pause.mul_f64(0.9));
+        allocscope::gc::set_memory_limit(None).unwrap();
+        let s = allocscope::gc::stats();
+        eprintln!(
+            "backoff after {backoff_at:?}; {} s above the limit in all; {} limit cycles",
+            s.limit_exceeded.as_secs_f64(),
+            s.cycles_for(CycleReason::Limit)
+        );
+    });
+}
+
+#[test]
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn release_returns_freed_pages_to_the_os() {
     fresh_process("release_returns_freed_pages_to_the_os", || {

@@ -113,6 +113,7 @@ fn gc_endpoints() {
     );
     assert_eq!(allocscope::gc::memory_limit(), Some(2 << 30));
     assert_eq!(json(&get(a, "/gc"))["memory_limit_bytes"], 2u64 << 30);
+    assert_eq!(json(&get(a, "/gc"))["memory_limit_source"], "manual");
     assert_eq!(
         post(a, "/gc?memory_limit=off").text().trim(),
         r#"{"memory_limit_bytes":null,"previous_memory_limit_bytes":2147483648}"#
@@ -123,6 +124,33 @@ fn gc_endpoints() {
         r#"{"threshold":150,"previous":100,"memory_limit_bytes":1099511627776,"previous_memory_limit_bytes":null}"#
     );
     assert_eq!(post(a, "/gc?set=100&memory_limit=off").status, 200);
+    assert_eq!(json(&get(a, "/gc"))["memory_limit_source"], "off");
+    // memory_limit=auto: 0.9 of the container's limit, where there is one
+    let r = json(&post(a, "/gc?memory_limit=auto"));
+    let g = json(&get(a, "/gc"));
+    assert_eq!(g["memory_limit_source"], "container");
+    assert_eq!(g["memory_limit_ratio"], 0.9);
+    assert_eq!(r["memory_limit_bytes"], g["memory_limit_bytes"]);
+    match allocscope::gc::container_memory().and_then(|c| c.limit_bytes) {
+        Some(l) => assert_eq!(
+            g["memory_limit_bytes"],
+            ((l as f64 * 0.9) as u64).max(4 << 20)
+        ),
+        None => assert_eq!(g["memory_limit_bytes"], Value::Null),
+    }
+    if let Some(c) = allocscope::gc::container_memory() {
+        assert_eq!(g["container"]["cgroup"], c.version.as_str());
+        assert!(g["container"]["usage_bytes"].as_u64().is_some(), "{g}");
+    }
+    for k in [
+        "memory_limit_exceeded_seconds",
+        "memory_limit_backoffs",
+        "memory_limit_paused",
+    ] {
+        assert!(!g[k].is_null(), "{k} missing from {g}");
+    }
+    assert_eq!(post(a, "/gc?memory_limit=off").status, 200);
+    assert_eq!(json(&get(a, "/gc"))["memory_limit_source"], "off");
 
     // Every bad input: 400, JSON, naming the accepted forms; nothing changes.
     for (q, needle) in [

@@ -15,8 +15,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
-    os, reclaim, threshold_goal, Cycle, CycleReason, Pressure, ReleaseMode, Stats, CYCLE_HISTORY,
-    DEFAULT_THRESHOLD, DEFAULT_TIME_SHARE, DURATION_BUCKETS, POLL_INTERVAL,
+    os, reclaim, threshold_goal, Cycle, CycleReason, LimitBackoff, Pressure, ReleaseMode, Stats,
+    CYCLE_HISTORY, DEFAULT_THRESHOLD, DEFAULT_TIME_SHARE, DURATION_BUCKETS, POLL_INTERVAL,
 };
 use crate::{counters, sys};
 
@@ -30,6 +30,10 @@ pub(super) struct Settings {
     pub(super) memory_limit: Option<u64>,
     pub(super) release: ReleaseMode,
     pub(super) time_share: f64,
+    /// When to stop triggering on the limit ([`LimitBackoff`]).
+    pub(super) backoff: Option<LimitBackoff>,
+    /// Until when limit triggers are paused (a backoff in progress).
+    paused_until: Option<Instant>,
     /// Live bytes after the last cycle (before the first one: when the
     /// collector started).
     base: u64,
@@ -41,7 +45,18 @@ impl Settings {
         let by_threshold = self
             .threshold
             .map_or(u64::MAX, |t| threshold_goal(self.base, t));
-        by_threshold.min(self.memory_limit.unwrap_or(u64::MAX))
+        by_threshold.min(self.limit_in_force().unwrap_or(u64::MAX))
+    }
+
+    /// The memory limit, unless a backoff pauses its triggers.
+    fn limit_in_force(&self) -> Option<u64> {
+        self.memory_limit
+            .filter(|_| self.paused_until.is_none_or(|t| Instant::now() >= t))
+    }
+
+    /// Whether a backoff pauses the limit's triggers now.
+    fn paused(&self) -> bool {
+        self.paused_until.is_some_and(|t| Instant::now() < t)
     }
 
     /// Whether anything can trigger an automatic cycle.
@@ -110,6 +125,55 @@ struct Counters {
     poll_time: Duration,
     /// Number of the last cycle started.
     last_number: u64,
+    /// Time live bytes spent above the limit (between checks that found
+    /// them so).
+    limit_exceeded: Duration,
+    /// Backoffs started.
+    limit_backoffs: u64,
+    /// The current stretch above the limit: since when, the last check that
+    /// saw it, and the limit cycles run before it began.
+    over: Option<OverLimit>,
+}
+
+/// A stretch of checks that found live bytes above the memory limit.
+#[derive(Debug, Clone, Copy)]
+struct OverLimit {
+    since: Instant,
+    last_check: Instant,
+    limit_cycles_before: u64,
+}
+
+impl Shared {
+    /// Books one check of live bytes against the limit: the time above it,
+    /// and a backoff when cycles have not brought live bytes under it for
+    /// [`LimitBackoff::after`]. Returns the backoff started, if any.
+    fn book_limit_check(&mut self, live: u64, now: Instant) -> Option<LimitBackoff> {
+        let limit_cycles = self.counters.cycles_by_reason[CycleReason::Limit.index()];
+        if self.settings.memory_limit.is_none_or(|l| live <= l) {
+            self.counters.over = None;
+            return None;
+        }
+        let c = &mut self.counters;
+        let over = c.over.get_or_insert(OverLimit {
+            since: now,
+            last_check: now,
+            limit_cycles_before: limit_cycles,
+        });
+        c.limit_exceeded += now.saturating_duration_since(over.last_check);
+        over.last_check = now;
+        let backoff = self.settings.backoff?;
+        let stuck = now.saturating_duration_since(over.since) >= backoff.after
+            && limit_cycles > over.limit_cycles_before;
+        if !stuck || self.settings.paused() {
+            return None;
+        }
+        self.settings.paused_until = Some(now + backoff.pause);
+        c.limit_backoffs += 1;
+        // the next stretch is counted from the end of the pause
+        over.since = now + backoff.pause;
+        over.limit_cycles_before = limit_cycles;
+        Some(backoff)
+    }
 }
 
 #[derive(Debug)]
@@ -131,6 +195,8 @@ fn shared() -> MutexGuard<'static, Shared> {
                     memory_limit: None,
                     release: ReleaseMode::Auto,
                     time_share: share,
+                    backoff: Some(LimitBackoff::default()),
+                    paused_until: None,
                     base: counters::live_bytes(),
                 },
                 counters: Counters::default(),
@@ -304,6 +370,7 @@ fn run() {
         live: 0,
     };
     loop {
+        super::container::refresh();
         let (watching, level) = read_settings(|s| {
             let goal = s.goal();
             let goal = s
@@ -313,8 +380,13 @@ fn run() {
             (s.watching(), goal)
         });
         if !watching {
-            // Woken by a setter.
-            std::thread::park();
+            // Woken by a setter (or, in auto mode, to re-read the
+            // container's limit).
+            if super::container::auto_active() {
+                std::thread::park_timeout(super::AUTO_REFRESH);
+            } else {
+                std::thread::park();
+            }
             continue;
         }
         let now = Instant::now();
@@ -329,6 +401,23 @@ fn run() {
             s.counters.polls += 1;
             s.counters.poll_time += took;
             let limit = s.settings.memory_limit;
+            if let Some(b) = s.book_limit_check(live, now) {
+                let n = s.counters.limit_backoffs;
+                let text = format!(
+                    "live bytes ({live}) stayed above the memory limit ({} bytes) for {:?} \
+                     although collection cycles ran: cycles on the limit are paused for {:?} \
+                     (backoff {n}; gc::set_limit_backoff, memory_limit_backoff_after and \
+                     memory_limit_backoff_pause); the threshold still applies",
+                    limit.unwrap_or(0),
+                    b.after,
+                    b.pause
+                );
+                if n == 1 {
+                    log::warn!(target: "allocscope", "{text}");
+                } else {
+                    log::info!(target: "allocscope", "{text}");
+                }
+            }
             let due = if live > s.settings.goal() {
                 let share = s.settings.time_share;
                 match s.budget.check(Instant::now(), share) {
@@ -436,7 +525,7 @@ fn run_automatic() -> Option<Cycle> {
     let (start, t0, live) = (SystemTime::now(), Instant::now(), counters::live_bytes());
     let reason = {
         let s = shared();
-        if s.settings.memory_limit.is_some_and(|l| live > l) {
+        if s.settings.limit_in_force().is_some_and(|l| live > l) {
             CycleReason::Limit
         } else if live > s.settings.goal() {
             CycleReason::Threshold
@@ -586,6 +675,9 @@ pub(super) fn stats() -> Stats {
         release_to_os: s.settings.release,
         glibc_malloc_detected: sys::glibc_malloc_detected(),
         time_share: s.settings.time_share,
+        limit_exceeded: c.limit_exceeded,
+        limit_backoffs: c.limit_backoffs,
+        limit_paused: s.settings.paused(),
     }
 }
 
@@ -629,6 +721,8 @@ mod tests {
             memory_limit: None,
             release: ReleaseMode::Never,
             time_share: 0.1,
+            backoff: None,
+            paused_until: None,
             base: 10 << 20,
         };
         assert_eq!(s.goal(), 20 << 20);
@@ -647,5 +741,60 @@ mod tests {
         .pressure(CycleReason::Limit, 30 << 20);
         assert_eq!(p.over_limit_bytes, (30 << 20) - 5);
         assert_eq!(p.goal_bytes, 5);
+    }
+
+    #[test]
+    fn backoff_when_cycles_cannot_bring_live_bytes_under_the_limit() {
+        let t0 = Instant::now();
+        let b = LimitBackoff {
+            after: Duration::from_secs(1),
+            pause: Duration::from_secs(60),
+        };
+        let mut sh = Shared {
+            settings: Settings {
+                threshold: None,
+                memory_limit: Some(100),
+                release: ReleaseMode::Never,
+                time_share: 0.1,
+                backoff: Some(b),
+                paused_until: None,
+                base: 0,
+            },
+            counters: Counters::default(),
+            history: VecDeque::new(),
+            budget: Budget {
+                tokens: 0.0,
+                at: t0,
+            },
+        };
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // under the limit: nothing
+        assert_eq!(sh.book_limit_check(50, at(0)), None);
+        // above it, with no cycle run: time is counted, no backoff
+        assert_eq!(sh.book_limit_check(150, at(0)), None);
+        assert_eq!(sh.book_limit_check(150, at(1500)), None);
+        assert_eq!(sh.counters.limit_exceeded, Duration::from_millis(1500));
+        // cycles ran and live bytes are still above it after `after`
+        sh.counters.cycles_by_reason[CycleReason::Limit.index()] += 3;
+        assert_eq!(sh.book_limit_check(150, at(1600)), Some(b));
+        assert_eq!(sh.counters.limit_backoffs, 1);
+        assert!(sh.settings.paused());
+        // paused: the limit no longer sets the goal, and no second backoff
+        assert_eq!(sh.settings.goal(), u64::MAX);
+        assert_eq!(sh.settings.limit_in_force(), None);
+        sh.counters.cycles_by_reason[CycleReason::Limit.index()] += 1;
+        assert_eq!(sh.book_limit_check(150, at(3000)), None);
+        assert_eq!(sh.counters.limit_backoffs, 1);
+        // back under the limit: the stretch ends
+        assert_eq!(sh.book_limit_check(99, at(3100)), None);
+        assert!(sh.counters.over.is_none());
+        assert_eq!(sh.counters.limit_exceeded, Duration::from_millis(3000));
+        // no backoff configured: never
+        sh.settings.backoff = None;
+        sh.settings.paused_until = None;
+        sh.counters.cycles_by_reason[CycleReason::Limit.index()] += 1;
+        assert_eq!(sh.book_limit_check(150, at(4000)), None);
+        sh.counters.cycles_by_reason[CycleReason::Limit.index()] += 1;
+        assert_eq!(sh.book_limit_check(150, at(9000)), None);
     }
 }

@@ -93,7 +93,9 @@
 //! it refills, so an unreclaimable heap above its limit cannot spin the
 //! collector. Manual cycles are not limited and do not use the budget.
 
+mod cgroup;
 mod collector;
+mod container;
 mod os;
 mod reclaim;
 
@@ -102,6 +104,15 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+pub use cgroup::CgroupVersion;
+pub use container::{
+    container_memory, set_memory_limit_auto, ContainerMemory, LimitSource, AUTO_REFRESH,
+    DEFAULT_AUTO_RATIO, MIN_AUTO_LIMIT,
+};
+#[cfg(feature = "server")]
+pub(crate) use container::{
+    valid_ratio as valid_auto_ratio, RATIO_EXPECTED as AUTO_RATIO_EXPECTED,
+};
 pub use reclaim::Reclaimer;
 
 /// Something a higher layer wants run while live bytes near the memory
@@ -376,13 +387,21 @@ pub struct Stats {
     pub poll_time: Duration,
     /// Whether the collector thread is running.
     pub collector_running: bool,
-    /// How cycles release memory ([`release_to_os`]).
+    /// How cycles release memory ([`release_mode`]).
     pub release_to_os: ReleaseMode,
     /// Whether the glibc probe saw glibc's malloc serve the global
     /// allocator (`None` until the first cycle ran it, or not glibc).
     pub glibc_malloc_detected: Option<bool>,
     /// The share of wall time automatic cycles may take.
     pub time_share: f64,
+    /// Time live bytes spent above the memory limit, in all (measured
+    /// between the collector's checks).
+    pub limit_exceeded: Duration,
+    /// Backoffs: times cycles on the limit were paused because they could
+    /// not bring live bytes under it ([`set_limit_backoff`]).
+    pub limit_backoffs: u64,
+    /// Whether cycles on the limit are paused now.
+    pub limit_paused: bool,
 }
 
 impl Stats {
@@ -470,9 +489,67 @@ pub fn set_memory_limit(bytes: Option<u64>) -> Result<Option<u64>, crate::Error>
             expected: MEMORY_LIMIT_EXPECTED,
         });
     }
+    container::end_auto();
+    Ok(apply_memory_limit(bytes))
+}
+
+/// Sets the soft limit in force (manual or auto) and starts the collector;
+/// returns the previous one.
+fn apply_memory_limit(bytes: Option<u64>) -> Option<u64> {
     let prev = collector::update_settings(|s| std::mem::replace(&mut s.memory_limit, bytes));
     collector::start();
-    Ok(prev)
+    prev
+}
+
+/// Where the soft memory limit in force came from: off, set by hand, or a
+/// share of the container's limit ([`set_memory_limit_auto`]).
+pub fn limit_source() -> LimitSource {
+    container::source(memory_limit().is_some())
+}
+
+/// A memory limit as the configuration and `POST /gc` give it: off, a
+/// size, or `auto` (a share of the container's limit).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MemoryLimit {
+    /// No limit (`off`).
+    Off,
+    /// A soft limit of this many bytes ([`set_memory_limit`]).
+    Bytes(u64),
+    /// A share of the container's limit ([`set_memory_limit_auto`]), the
+    /// share given separately (`memory_limit_ratio`).
+    Auto,
+}
+
+impl From<Option<u64>> for MemoryLimit {
+    fn from(bytes: Option<u64>) -> MemoryLimit {
+        bytes.map_or(MemoryLimit::Off, MemoryLimit::Bytes)
+    }
+}
+
+/// `MemoryLimit::Bytes(n) == Some(n)`, `Off == None`; `Auto` equals no
+/// `Option`.
+impl PartialEq<Option<u64>> for MemoryLimit {
+    fn eq(&self, other: &Option<u64>) -> bool {
+        match self {
+            MemoryLimit::Auto => false,
+            limit => *limit == MemoryLimit::from(*other),
+        }
+    }
+}
+
+impl MemoryLimit {
+    /// Applies it: [`set_memory_limit`] or [`set_memory_limit_auto`] with
+    /// `ratio`; returns the soft limit now in force.
+    ///
+    /// # Errors
+    /// As those functions.
+    pub fn apply(self, ratio: f64) -> Result<Option<u64>, crate::Error> {
+        match self {
+            MemoryLimit::Off => set_memory_limit(None).map(|_| None),
+            MemoryLimit::Bytes(b) => set_memory_limit(Some(b)).map(|_| Some(b)),
+            MemoryLimit::Auto => set_memory_limit_auto(ratio),
+        }
+    }
 }
 
 /// Whether [`set_memory_limit`] (and the configuration) accept `bytes`.
@@ -480,10 +557,16 @@ pub(crate) fn valid_memory_limit(bytes: &Option<u64>) -> bool {
     *bytes != Some(0)
 }
 
+/// Whether the configuration accepts `limit` (a size above 0, off, auto).
+#[cfg(feature = "server")]
+pub(crate) fn valid_limit(limit: &MemoryLimit) -> bool {
+    *limit != MemoryLimit::Bytes(0)
+}
+
 /// What [`set_memory_limit`] (and the configuration key `memory_limit`,
 /// `POST /gc?memory_limit=`) accepts.
 pub(crate) const MEMORY_LIMIT_EXPECTED: &str =
-    "a size above 0: a whole number with a unit B, KiB, MiB, GiB or TiB (e.g. 512MiB, 2GiB), or off";
+    "a size above 0: a whole number with a unit B, KiB, MiB, GiB or TiB (e.g. 512MiB, 2GiB), or off (or auto, in the configuration and POST /gc)";
 
 /// The soft memory limit in bytes (`None`: off).
 pub fn memory_limit() -> Option<u64> {
@@ -533,6 +616,88 @@ pub(crate) const TIME_SHARE_EXPECTED: &str =
 pub fn time_share() -> f64 {
     collector::read_settings(|s| s.time_share)
 }
+
+/// When to stop triggering cycles on a memory limit they cannot meet: the
+/// guard against the death spiral of a heap that stays above its limit
+/// (Go's `GOMEMLIMIT` users report hours of back-to-back collections,
+/// golang/go#48409, #58106).
+///
+/// When live bytes stay above the memory limit for [`LimitBackoff::after`]
+/// although cycles on the limit ran in that time, those cycles are paused
+/// for [`LimitBackoff::pause`]: the first time with a warning in the log
+/// (later ones at info level), counted in [`Stats::limit_backoffs`]. The
+/// threshold still triggers cycles meanwhile, the near-limit profile is
+/// still written if configured, and the time above the limit is counted
+/// in [`Stats::limit_exceeded`]. After the pause, cycles on the limit
+/// resume, and another `after` must pass before the next pause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitBackoff {
+    /// How long live bytes may stay above the limit, cycles running,
+    /// before the limit's cycles pause. Default 10 s.
+    pub after: Duration,
+    /// How long they pause. Default 1 min.
+    pub pause: Duration,
+}
+
+impl Default for LimitBackoff {
+    fn default() -> Self {
+        LimitBackoff {
+            after: Duration::from_secs(10),
+            pause: Duration::from_secs(60),
+        }
+    }
+}
+
+impl LimitBackoff {
+    /// A backoff after `after` above the limit, for `pause`.
+    pub fn new(after: Duration, pause: Duration) -> LimitBackoff {
+        LimitBackoff { after, pause }
+    }
+}
+
+/// Sets when cycles on the memory limit pause (see [`LimitBackoff`];
+/// `None`: never, cycles go on as long as the limit is exceeded, within
+/// the CPU limiter's share); returns the previous setting. Default
+/// `Some(LimitBackoff::default())`: after 10 s, for 1 min.
+///
+/// # Errors
+/// [`crate::Error::InvalidArgument`] for an `after` or `pause` under
+/// 10 ms; nothing is changed then.
+pub fn set_limit_backoff(
+    backoff: Option<LimitBackoff>,
+) -> Result<Option<LimitBackoff>, crate::Error> {
+    if let Some(b) = backoff {
+        for (what, d) in [
+            ("memory_limit_backoff_after", b.after),
+            ("memory_limit_backoff_pause", b.pause),
+        ] {
+            if !valid_backoff_duration(&d) {
+                return Err(crate::Error::InvalidArgument {
+                    what,
+                    value: format!("{d:?}"),
+                    expected: BACKOFF_EXPECTED,
+                });
+            }
+        }
+    }
+    Ok(collector::update_settings(|s| {
+        std::mem::replace(&mut s.backoff, backoff)
+    }))
+}
+
+/// The backoff in force.
+pub fn limit_backoff() -> Option<LimitBackoff> {
+    collector::read_settings(|s| s.backoff)
+}
+
+/// Whether [`set_limit_backoff`] (and the configuration) accept `d`.
+pub(crate) fn valid_backoff_duration(d: &Duration) -> bool {
+    *d >= Duration::from_millis(10)
+}
+
+/// What [`set_limit_backoff`] accepts.
+pub(crate) const BACKOFF_EXPECTED: &str = "a duration of at least 10ms, such as 10s or 1m";
 
 /// The heap goal in bytes: the live bytes at which the next automatic
 /// cycle runs, the smaller of the threshold's goal and the memory limit;

@@ -58,9 +58,11 @@ use std::time::SystemTime;
 use crate::sampling::RawBucket;
 
 pub use diff::{DiffStack, HeapDiff};
+#[cfg(feature = "server")]
 pub(crate) use flamegraph::xml_escape;
 pub use flamegraph::{FlamegraphColors, FlamegraphOptions};
 pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
+#[cfg(feature = "server")]
 pub(crate) use near_limit::{
     valid_interval, valid_keep, valid_ratio, INTERVAL_EXPECTED, KEEP_EXPECTED, RATIO_EXPECTED,
 };

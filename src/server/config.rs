@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::gc::{self, ReleaseMode};
+use crate::gc::{self, MemoryLimit, ReleaseMode};
 use crate::profile;
 use crate::Error;
 
@@ -188,7 +188,7 @@ config_keys! {
     allow_remote_control: bool = false;
     parse parse_bool, valid any, expected BOOL_EXPECTED;
 
-    /// Export every size class in the size histogram and per-class live bytes, instead of power-of-two buckets (87 -> 247 series).
+    /// Export every size class in the size histogram and per-class live bytes, instead of power-of-two buckets (about 118 -> 278 series on Linux, process metrics included).
     full_size_classes: bool = false;
     parse parse_bool, valid any, expected BOOL_EXPECTED;
 
@@ -228,12 +228,31 @@ config_keys! {
     threshold: Option<u32> = Some(gc::DEFAULT_THRESHOLD);
     parse |t: &str| parse_threshold(t.trim()).ok(), valid any, expected THRESHOLD_EXPECTED;
 
-    /// Soft limit on live heap bytes, as Go's GOMEMLIMIT: a cycle runs when live bytes pass it, even with the threshold off ("off", or a size with B, KiB, MiB, GiB or TiB).
+    /// Soft limit on live heap bytes, as Go's GOMEMLIMIT: a cycle runs when live bytes pass it, even with the threshold off ("off", a size with B, KiB, MiB, GiB or TiB, or "auto": memory_limit_ratio of the container's cgroup memory limit, re-read every 30s).
     ///
-    /// See [`crate::gc::set_memory_limit`].
-    memory_limit: Option<u64> = None;
-    parse |t: &str| parse_memory_limit(t).ok(), valid gc::valid_memory_limit,
-    expected MEMORY_LIMIT_EXPECTED;
+    /// See [`crate::gc::set_memory_limit`] and
+    /// [`crate::gc::set_memory_limit_auto`].
+    memory_limit: MemoryLimit = MemoryLimit::Off;
+    parse parse_limit, valid gc::valid_limit, expected MEMORY_LIMIT_EXPECTED;
+    set |limit: impl Into<MemoryLimit>| limit.into();
+
+    /// Share of the container's memory limit used as the soft limit when memory_limit = "auto" (0 < ratio <= 1).
+    memory_limit_ratio: f64 = gc::DEFAULT_AUTO_RATIO;
+    parse |t: &str| t.trim().parse().ok(), valid gc::valid_auto_ratio,
+    expected gc::AUTO_RATIO_EXPECTED;
+
+    /// Pause cycles on the memory limit when they have not brought live bytes under it for this long, against a collection death spiral ("0" = never pause).
+    ///
+    /// See [`crate::gc::set_limit_backoff`].
+    memory_limit_backoff_after: Duration = gc::LimitBackoff::default().after;
+    parse |t: &str| parse_duration(t).ok(),
+    valid |d: &Duration| d.is_zero() || gc::valid_backoff_duration(d),
+    expected "0 (never pause), or a duration of at least 10ms, such as 10s";
+
+    /// How long cycles on the memory limit pause then (the threshold still applies).
+    memory_limit_backoff_pause: Duration = gc::LimitBackoff::default().pause;
+    parse |t: &str| parse_duration(t).ok(), valid gc::valid_backoff_duration,
+    expected gc::BACKOFF_EXPECTED;
 
     /// Return free memory to the OS after the reclaimers: true (malloc_trim(0) when the allocator is glibc's malloc), "always", or false.
     ///
@@ -272,6 +291,16 @@ config_keys! {
 }
 
 impl Config {
+    /// The limit backoff this configuration asks for.
+    pub(crate) fn limit_backoff(&self) -> Option<gc::LimitBackoff> {
+        (!self.memory_limit_backoff_after.is_zero()).then(|| {
+            gc::LimitBackoff::new(
+                self.memory_limit_backoff_after,
+                self.memory_limit_backoff_pause,
+            )
+        })
+    }
+
     /// The near-limit profile setting this configuration asks for.
     pub(crate) fn near_limit_profiles(&self) -> Option<crate::profile::NearLimitProfiles> {
         self.near_limit_profile_dir.as_ref().map(|d| {
@@ -427,6 +456,16 @@ macro_rules! show_with_display {
 }
 show_with_display!(SocketAddr, u64, usize, f64, bool, ReleaseMode);
 
+impl Show for MemoryLimit {
+    fn show(&self) -> String {
+        match self {
+            MemoryLimit::Off => "off".to_string(),
+            MemoryLimit::Bytes(b) => b.to_string(),
+            MemoryLimit::Auto => "auto".to_string(),
+        }
+    }
+}
+
 impl Show for Duration {
     fn show(&self) -> String {
         format!("{self:?}")
@@ -479,6 +518,15 @@ pub(crate) fn parse_threshold(s: &str) -> Result<Option<u32>, String> {
     s.parse::<u32>()
         .map(Some)
         .map_err(|_| format!("{s:?} is too large"))
+}
+
+/// Parses a memory limit as the configuration and `POST /gc` take it:
+/// `auto` (any case), or as [`parse_memory_limit`].
+pub(crate) fn parse_limit(s: &str) -> Option<MemoryLimit> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Some(MemoryLimit::Auto);
+    }
+    parse_memory_limit(s).ok().map(MemoryLimit::from)
 }
 
 /// Parses a memory limit: `off` (any case) is `None`, otherwise a size as

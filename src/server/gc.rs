@@ -8,8 +8,10 @@
 //! - `GET /gc` → `{"threshold":100,"heap_goal_bytes":…,"live_bytes":…,
 //!   "memory_limit_bytes":null,"cycles":17,…,"last_cycles":[…]}`
 //! - `POST /gc?set=200` → `{"threshold":200,"previous":100}`; `set=off`.
-//! - `POST /gc?memory_limit=2GiB` (or `off`) →
-//!   `{"memory_limit_bytes":2147483648,"previous_memory_limit_bytes":null}`.
+//! - `POST /gc?memory_limit=2GiB` (or `off`, or `auto`: 0.9 of the
+//!   container's limit) →
+//!   `{"memory_limit_bytes":2147483648,"previous_memory_limit_bytes":null}`;
+//!   `GET /gc` then says where the limit came from (`memory_limit_source`).
 //! - `POST /gc/collect` → the cycle's record.
 //!
 //! Every error of these paths is JSON, `{"error":"…"}`, with the status
@@ -19,17 +21,15 @@ use std::time::UNIX_EPOCH;
 
 use warp::http::{header, HeaderValue, Method, StatusCode};
 
-use super::config::{
-    parse_memory_limit, parse_threshold, MEMORY_LIMIT_EXPECTED, THRESHOLD_EXPECTED,
-};
+use super::config::{parse_limit, parse_threshold, MEMORY_LIMIT_EXPECTED, THRESHOLD_EXPECTED};
 use super::{parse_query, Reply};
-use crate::gc::{Cycle, Stats as CollectionStats};
+use crate::gc::{Cycle, LimitSource, MemoryLimit, Stats as CollectionStats};
 
 /// How many cycles `GET /gc` lists (newest first).
 pub(crate) const LAST_CYCLES: usize = 16;
 
 const PARAMS: &str = "POST /gc takes set=<percent>|off (the threshold, e.g. set=200) and \
-     memory_limit=<size>|off (e.g. memory_limit=2GiB)";
+     memory_limit=<size>|off|auto (e.g. memory_limit=2GiB; auto: 0.9 of the container's limit)";
 
 /// A JSON object written in the order its fields are added.
 pub(crate) struct Obj(String);
@@ -114,11 +114,12 @@ pub(crate) fn state_json(s: &CollectionStats, cycles: &[Cycle]) -> String {
         .iter()
         .fold(Obj::new(), |o, r| o.field(r.as_str(), s.cycles_for(*r)))
         .finish();
-    Obj::new()
+    let o = Obj::new()
         .field("threshold", s.threshold)
         .field("heap_goal_bytes", bytes(s.heap_goal))
         .field("live_bytes", s.live_bytes)
-        .field("memory_limit_bytes", s.memory_limit)
+        .field("memory_limit_bytes", s.memory_limit);
+    limit_json(o, &crate::gc::limit_source())
         .field("cycles", s.cycles())
         .raw("cycles_by_reason", &by_reason)
         .field("skipped_triggers", s.skipped_triggers)
@@ -130,6 +131,12 @@ pub(crate) fn state_json(s: &CollectionStats, cycles: &[Cycle]) -> String {
         .field("release_to_os", s.release_to_os.as_str())
         .field("collector_time_share", s.time_share)
         .field("near_limit_profiles", s.near_limit_profiles)
+        .field(
+            "memory_limit_exceeded_seconds",
+            s.limit_exceeded.as_secs_f64(),
+        )
+        .field("memory_limit_backoffs", s.limit_backoffs)
+        .field("memory_limit_paused", s.limit_paused)
         .field("collector_running", s.collector_running)
         .raw("last_cycles", &format!("[{}]", last.join(",")))
         .finish()
@@ -216,9 +223,9 @@ pub(crate) fn get(q: &[(String, String)]) -> Reply {
 #[allow(clippy::type_complexity)]
 pub(crate) fn post_params(
     q: &[(String, String)],
-) -> Result<(Option<Option<u32>>, Option<Option<u64>>), Reply> {
+) -> Result<(Option<Option<u32>>, Option<MemoryLimit>), Reply> {
     let mut set: Option<Option<u32>> = None;
-    let mut limit: Option<Option<u64>> = None;
+    let mut limit: Option<MemoryLimit> = None;
     for (k, v) in q {
         match k.as_str() {
             "set" if set.is_some() => return Err(error(400, "parameter \"set\" given twice")),
@@ -230,7 +237,7 @@ pub(crate) fn post_params(
                 limit = Some(param(
                     "memory_limit",
                     v,
-                    parse_memory_limit,
+                    |v| parse_limit(v).ok_or(()),
                     MEMORY_LIMIT_EXPECTED,
                 )?)
             }
@@ -251,10 +258,10 @@ pub(crate) fn post_params(
 
 /// One parameter's value through its parser; a 400 saying what is
 /// accepted otherwise.
-fn param<T>(
+fn param<T, E>(
     name: &str,
     value: &str,
-    parse: fn(&str) -> Result<T, String>,
+    parse: fn(&str) -> Result<T, E>,
     expected: &str,
 ) -> Result<T, Reply> {
     parse(value).map_err(|_| {
@@ -274,8 +281,12 @@ pub(crate) fn post(q: &[(String, String)]) -> Reply {
     };
     // The limit first: its setter is the one that can refuse (post_params
     // has already refused what it refuses), and nothing is applied then.
-    let previous_limit = match limit.map(crate::gc::set_memory_limit).transpose() {
-        Ok(p) => p,
+    let previous_limit = crate::gc::memory_limit();
+    let applied = match limit
+        .map(|l| l.apply(crate::gc::DEFAULT_AUTO_RATIO))
+        .transpose()
+    {
+        Ok(a) => a,
         Err(e) => return error(400, &e.to_string()),
     };
     let mut o = Obj::new();
@@ -283,12 +294,39 @@ pub(crate) fn post(q: &[(String, String)]) -> Reply {
         let previous = crate::gc::set_threshold(t);
         o = o.field("threshold", t).field("previous", previous);
     }
-    if let (Some(l), Some(previous)) = (limit, previous_limit) {
+    if let Some(now) = applied {
         o = o
-            .field("memory_limit_bytes", l)
-            .field("previous_memory_limit_bytes", previous);
+            .field("memory_limit_bytes", now)
+            .field("previous_memory_limit_bytes", previous_limit);
     }
     json(StatusCode::OK, o.finish())
+}
+
+/// The `memory_limit_source` and `container` fields of `GET /gc`: where the
+/// soft limit came from, and the container's memory where it can be read.
+fn limit_json(o: Obj, source: &LimitSource) -> Obj {
+    let container = match source {
+        LimitSource::Container { container, .. } => container.clone(),
+        _ => crate::gc::container_memory(),
+    };
+    let ratio = match source {
+        LimitSource::Container { ratio, .. } => Some(*ratio),
+        _ => None,
+    };
+    let container = container.map_or_else(
+        || "null".to_string(),
+        |c| {
+            Obj::new()
+                .field("cgroup", c.version.as_str())
+                .field("path", c.path.display().to_string().as_str())
+                .field("limit_bytes", c.limit_bytes)
+                .field("usage_bytes", c.usage_bytes)
+                .finish()
+        },
+    );
+    o.field("memory_limit_source", source.as_str())
+        .field("memory_limit_ratio", ratio)
+        .raw("container", &container)
 }
 
 /// `POST /gc/collect`: runs a cycle on a blocking thread and returns its

@@ -540,7 +540,8 @@ pub fn apply(config: &Config) {
     crate::gc::set_threshold(config.threshold);
     crate::gc::set_release_mode(config.release_to_os);
     let refused = [
-        crate::gc::set_memory_limit(config.memory_limit).err(),
+        crate::gc::set_limit_backoff(config.limit_backoff()).err(),
+        config.memory_limit.apply(config.memory_limit_ratio).err(),
         crate::gc::set_time_share(config.collector_time_share).err(),
         crate::profile::set_near_limit_profiles(config.near_limit_profiles()).err(),
     ];

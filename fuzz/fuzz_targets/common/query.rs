@@ -85,7 +85,7 @@ fn check(q: &str, p: &ParsedQuery) {
                 .iter()
                 .all(|(k, _)| k == "set" || k == "memory_limit"));
             assert!(p.params.len() <= 2, "{q:?}");
-            if let Some(Some(n)) = limit {
+            if let Some(allocscope::gc::MemoryLimit::Bytes(n)) = limit {
                 assert!(*n > 0, "{q:?}");
             }
         }
