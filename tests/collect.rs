@@ -375,6 +375,73 @@ fn time_share_limits_an_unreclaimable_heap() {
     });
 }
 
+/// The collector thread's context switches so far (voluntary: its own
+/// sleeps and wake-ups), from `/proc/self/task/*/status`.
+#[cfg(target_os = "linux")]
+fn collector_switches() -> u64 {
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == "allocscope-coll" {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap();
+            return status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap();
+        }
+    }
+    panic!("no allocscope-collect thread");
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn an_idle_process_lets_the_collector_sleep() {
+    fresh_process("an_idle_process_lets_the_collector_sleep", || {
+        // the default threshold (100) is watched
+        allocscope::gc::start_collector();
+        let mut held = Vec::new();
+        grow_to(&mut held, 2 * MIB);
+        // idle: the collector goes down to at most 2 wake-ups a second
+        std::thread::sleep(Duration::from_millis(500));
+        let (s0, t0) = (collector_switches(), Instant::now());
+        std::thread::sleep(Duration::from_secs(2));
+        let idle = collector_switches() - s0;
+        let per_second = idle as f64 / t0.elapsed().as_secs_f64();
+        eprintln!("idle: {idle} wake-ups in {:?}", t0.elapsed());
+        assert!(
+            per_second <= 2.5,
+            "{per_second:.1} wake-ups a second while idle"
+        );
+        // allocating again: a crossing of the goal is acted on at once
+        let cycles = allocscope::gc::stats().cycles();
+        let goal = allocscope::gc::heap_goal();
+        let crossing = Instant::now();
+        grow_to(&mut held, goal + 1);
+        let crossed = crossing.elapsed();
+        wait_for(
+            "a cycle after the idle stretch",
+            Duration::from_millis(200),
+            || allocscope::gc::stats().cycles() > cycles,
+        );
+        let reacted = crossing.elapsed();
+        eprintln!("grew past the goal in {crossed:?}; the cycle came {reacted:?} after the start");
+        assert!(
+            reacted < crossed + Duration::from_millis(50),
+            "reacted {reacted:?}, crossed {crossed:?}"
+        );
+        // and while the process allocates, the collector polls as before
+        let (s0, t0) = (collector_switches(), Instant::now());
+        while t0.elapsed() < Duration::from_millis(500) {
+            drop(vec![0u8; CHUNK]);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let busy = collector_switches() - s0;
+        eprintln!("allocating: {busy} wake-ups in {:?}", t0.elapsed());
+        assert!(busy >= 20, "{busy} wake-ups while allocating");
+    });
+}
+
 #[test]
 fn limit_backoff_pauses_cycles_that_cannot_help() {
     fresh_process("limit_backoff_pauses_cycles_that_cannot_help", || {

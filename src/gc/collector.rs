@@ -331,14 +331,20 @@ impl Checks {
         }
         // Within a few samples' worth of bytes of the level, the samples
         // cannot tell: check as often as the budget allows.
-        let headroom = level.saturating_sub(self.live);
-        if headroom <= NEAR_SAMPLES * interval.max(NEAR_MIN) {
+        if self.near(level, interval) {
             return true;
         }
+        let headroom = level.saturating_sub(self.live);
         let grown = crate::sampling::sample_points()
             .wrapping_sub(self.samples)
             .saturating_mul(interval);
         grown >= headroom / 4
+    }
+
+    /// Whether the last check left live bytes within [`NEAR_SAMPLES`]
+    /// sample intervals of `level`.
+    fn near(&self, level: u64, interval: u64) -> bool {
+        level.saturating_sub(self.live) <= NEAR_SAMPLES * interval.max(NEAR_MIN)
     }
 
     /// Folds the counters: live bytes now.
@@ -360,9 +366,55 @@ impl Checks {
     }
 }
 
+/// No allocation reached the sampler's cold path for this long: the
+/// process is idle...
+const IDLE_AFTER: Duration = Duration::from_millis(200);
+/// ...and the collector polls this seldom (at most two wake-ups a second),
+/// woken at once by the next allocation that reaches the cold path.
+pub(super) const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// How the collector waits between polls: [`POLL_INTERVAL`] while the
+/// process allocates, [`IDLE_POLL`] once no allocation has reached the
+/// sampler's cold path (a sample point or a check-in, at least once per
+/// 1 MiB a thread allocates) for [`IDLE_AFTER`], woken by the next one.
+///
+/// Within a check-in of the level, or above it, it stays awake
+/// ([`stay_awake`]); farther away, one thread cannot allocate its way past
+/// the level without reaching the cold path and waking it. Several threads
+/// allocating less than a check-in each can (rare after an idle stretch):
+/// then the crossing is seen at the next idle poll at the latest.
+#[derive(Debug, Default)]
+struct Idle {
+    /// Since when a wake-up is armed and no allocation came.
+    armed_at: Option<Instant>,
+}
+
+impl Idle {
+    /// Waits until the next poll; `awake`: poll every [`POLL_INTERVAL`]
+    /// even when idle ([`stay_awake`]).
+    fn pause(&mut self, awake: bool) {
+        let now = Instant::now();
+        let quiet = match self.armed_at {
+            Some(t) if crate::sampling::wake_armed() => now.saturating_duration_since(t),
+            _ => {
+                // activity (or nothing armed yet): arm the next wake-up
+                self.armed_at = crate::sampling::wake_on_activity().then_some(now);
+                Duration::ZERO
+            }
+        };
+        let wait = if quiet >= IDLE_AFTER && !awake {
+            IDLE_POLL
+        } else {
+            POLL_INTERVAL
+        };
+        std::thread::park_timeout(wait);
+    }
+}
+
 /// The collector thread: watches live bytes while a threshold or a limit
 /// is set (see [`Checks`]), parks otherwise.
 fn run() {
+    let mut idle = Idle::default();
     let mut checks = Checks {
         last: None,
         cost: 0.0,
@@ -391,8 +443,9 @@ fn run() {
         }
         let now = Instant::now();
         let forced = FORCE_CHECK.swap(false, Relaxed);
-        if !forced && !checks.due(now, level, crate::sampling::interval()) {
-            std::thread::park_timeout(POLL_INTERVAL);
+        let interval = crate::sampling::interval();
+        if !forced && !checks.due(now, level, interval) {
+            idle.pause(stay_awake(checks.live, level));
             continue;
         }
         let (live, took) = checks.fold(now);
@@ -451,8 +504,19 @@ fn run() {
             }
             None => {}
         }
-        std::thread::park_timeout(POLL_INTERVAL);
+        idle.pause(stay_awake(checks.live, level));
     }
+}
+
+/// Whether the collector keeps polling every [`POLL_INTERVAL`] though the
+/// process is idle: live bytes above the level (cycles are due, paced by
+/// the CPU limiter), or within one check-in (1 MiB) of it, where a few
+/// small allocations could cross it without reaching the sampler's cold
+/// path. Farther away, a thread cannot allocate the headroom without
+/// reaching the cold path first (its countdown is at most a check-in),
+/// which wakes the collector.
+fn stay_awake(live: u64, level: u64) -> bool {
+    level.saturating_sub(live) <= crate::sampling::CHECK_IN
 }
 
 // ---------------------------------------------------------------------------

@@ -69,7 +69,18 @@
 //!   sampling off, an unsampled large block),
 //!
 //! and never more often than 1% of a core allows (0.25% for the backstop
-//! alone). Measured (`cargo run --release -p allocscope-bench --bin
+//! alone.
+//!
+//! An idle process lets the collector sleep: once no allocation has
+//! reached the sampler's cold path (a sample point, or a thread's check-in
+//! at least every 1 MiB it allocates) for 200 ms, it polls every 500 ms
+//! instead of every 5 ms (at most two wake-ups a second), and the next
+//! allocation that reaches the cold path wakes it at once (a futex wake
+//! from the sampler's cold path, no lock, no allocation). It stays awake
+//! while live bytes are above, or within 1 MiB of, the level it watches,
+//! where a few small allocations could cross it unseen.
+//!
+//! Measured (`cargo run --release -p allocscope-bench --bin
 //! collect_poll_cost`, docs/measurements.md): with up to ~100 threads a trigger is acted
 //! on within 10 ms at a cost of about 0.1% of a core; with 1,000 threads
 //! within ~20-200 ms for under 0.5% of a core while idle.
@@ -144,8 +155,9 @@ fn limit_watcher() -> Option<&'static LimitWatcher> {
 }
 
 /// How often the collector thread wakes while a threshold or a limit is
-/// set: 5 ms, so that a trigger is acted on within 10 ms with room for the
-/// fold and the wake-up. Each wake-up reads two counters; the full fold of
+/// set and the process allocates: 5 ms, so that a trigger is acted on
+/// within 10 ms with room for the fold and the wake-up (an idle process:
+/// see the module docs). Each wake-up reads two counters; the full fold of
 /// the counter blocks runs as the module docs ("How the trigger is
 /// detected") say.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);

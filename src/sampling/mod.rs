@@ -33,7 +33,10 @@ mod store;
 
 use std::alloc::Layout;
 use std::cell::Cell;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::OnceLock;
+use std::thread::Thread;
 
 pub use countdown::{probability, DEFAULT_INTERVAL};
 pub(crate) use stack::{frame_buf, FrameBuf};
@@ -167,10 +170,49 @@ pub(crate) fn sample_points() -> u64 {
         .wrapping_add(store::HOT.dropped.load(Relaxed))
 }
 
+/// Whether a thread waits to be woken at the next allocation that reaches
+/// this cold path (a sample point or a check-in): the collector, while the
+/// process is idle ([`wake_on_activity`]).
+static WAKE_ARMED: AtomicBool = AtomicBool::new(false);
+/// The thread [`wake_on_activity`] wakes.
+static WAKEE: OnceLock<Thread> = OnceLock::new();
+
+/// Arms a wake-up of the calling thread (the first to call this; later
+/// callers' threads are not woken) at the next allocation that reaches the
+/// sampler's cold path: a sample point or a check-in, at least once per
+/// [`CHECK_IN`] bytes a thread allocates, whatever the interval. Returns
+/// false if the calling thread is not the one woken. Disarmed by the
+/// wake-up.
+pub(crate) fn wake_on_activity() -> bool {
+    let me = WAKEE.get_or_init(std::thread::current);
+    if me.id() != std::thread::current().id() {
+        return false;
+    }
+    WAKE_ARMED.store(true, SeqCst);
+    true
+}
+
+/// Whether the wake-up armed by [`wake_on_activity`] is still pending: no
+/// allocation reached the cold path since.
+pub(crate) fn wake_armed() -> bool {
+    WAKE_ARMED.load(SeqCst)
+}
+
+/// The cold path's side of [`wake_on_activity`]: a relaxed load, and a
+/// futex wake (no allocation, no lock) when armed.
+#[inline]
+fn wake_armed_thread() {
+    if WAKE_ARMED.load(Relaxed) && WAKE_ARMED.swap(false, SeqCst) {
+        if let Some(t) = WAKEE.get() {
+            t.unpark();
+        }
+    }
+}
+
 /// The longest countdown a thread runs before it checks in: re-reads the
 /// interval (so a new one reaches every allocating thread within this many
 /// of its bytes) and continues the Poisson process without sampling.
-const CHECK_IN: u64 = 1024 * 1024;
+pub(crate) const CHECK_IN: u64 = 1024 * 1024;
 
 thread_local! {
     /// This thread's sampling random state.
@@ -209,6 +251,7 @@ fn next_countdown(gap: u64) {
 #[cold]
 #[inline(never)]
 pub(crate) fn begin(buf: &mut FrameBuf) -> Option<Pending<'_>> {
+    wake_armed_thread();
     let interval = interval();
     // how far the allocation went past the end of the countdown
     let overshoot = 0u64.wrapping_sub(counters::countdown());
