@@ -4,17 +4,42 @@
 //! - **stacks**: deduplicated raw stacks (append-only frames arena + index);
 //! - **buckets**: one per (stack, object size, interval), with atomic counts
 //!   of sampled allocations and frees (append-only + index);
-//! - **live set**: the addresses of sampled blocks not yet freed, an
-//!   open-addressing table. Inserts happen under the lock in [`HOT`];
-//!   lookups and removals (from `dealloc` on any thread) are lock-free
-//!   CASes;
+//! - **live set**: the addresses of sampled blocks not yet freed, in
+//!   open-addressing tables (segments, below). Inserts happen under the
+//!   lock in [`HOT`]; lookups and removals (from `dealloc` on any thread)
+//!   are lock-free CASes;
 //! - **filter**: a small counting filter in front of the live set, so that a
-//!   free only probes the table when its address may be sampled.
+//!   free only probes the tables when its address may be sampled.
 //!
 //! Appends are published with release stores of the counts, so a profile
 //! capture reads stacks and buckets without the lock and never blocks a
 //! sampling thread. The lock is only ever *tried* (with a short bounded
 //! spin): a sample that cannot get it is dropped and counted.
+//!
+//! **Resident memory follows the samples, not the caps.** Each arena is one
+//! mapping sized by the caps (`MAP_NORESERVE`: address space only), never
+//! moved or unmapped, and only its touched pages become resident. The
+//! append-only arenas touch what they hold. The hash tables grow within
+//! their mappings:
+//! - the **live set** is a row of segments, each an open-addressing table
+//!   of its own: 4,096 slots, then each next one three times the slots
+//!   before it, up to one that could hold the cap alone. Inserts go into
+//!   the last segment opened; the next is opened (under the lock) when a
+//!   sweep of its tombstones cannot bring the last one below 3/8 full. A
+//!   block stays where it was inserted: lookups and removals probe the last
+//!   segment, then each earlier one (a linear probe to an empty slot,
+//!   wrapping within the segment). Opening a segment changes no slot, so a
+//!   lock-free probe is never cut short by one; and since each segment only
+//!   takes inserts while it is the last, no segment fills up with the later
+//!   ones' blocks;
+//! - the **stack and bucket indexes** are only read and written under the
+//!   lock (captures read the arenas, not the indexes): they use the first
+//!   `2^k` entries of their mappings, and past half full, `k` grows by one
+//!   and the index is rebuilt from the arena.
+//!
+//! Before, one table sized for the caps (8 MiB at the default 204,800 live
+//! samples) took scattered inserts, and after a few thousand samples nearly
+//! every page of it was resident, however few samples were live at a time.
 
 use std::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*,
@@ -125,13 +150,22 @@ impl<T> Region<T> {
 
     #[inline]
     fn get(&self, i: usize) -> Option<&T> {
+        self.slice().get(i)
+    }
+
+    /// The whole mapping (empty before it is mapped). Creating the slice
+    /// touches no page of it.
+    #[inline]
+    fn slice(&self) -> &[T] {
         let p = self.ptr.load(Acquire);
-        if p.is_null() || i >= self.cap.load(Relaxed) {
-            return None;
+        if p.is_null() {
+            return &[];
         }
-        // SAFETY: `i < cap`, the mapping is never unmapped, and all-zero
-        // bytes are a valid `T` (atomics and integers only).
-        Some(unsafe { &*p.add(i) })
+        // SAFETY: `p` is a mapping of `cap` `T`s (`cap` is stored after
+        // `ptr`: at worst this sees 0), never unmapped; all-zero bytes are a
+        // valid `T` (atomics and integers only) and every write to it goes
+        // through an atomic, so a shared slice of it is sound.
+        unsafe { std::slice::from_raw_parts(p, self.cap.load(Relaxed)) }
     }
 
     /// Resident bytes of the mapping (`mincore`), or its size where the OS
@@ -148,29 +182,135 @@ impl<T> Region<T> {
 
 struct Store {
     live: Region<LiveSlot>,
-    live_shift: AtomicU32,
+    /// The live set's last open segment, which takes the inserts. Only
+    /// grows, under the lock; read by every lookup.
+    live_level: AtomicU32,
+    /// The live set's segments, as (first slot, slots): set when the store
+    /// is created, read-only after.
+    live_segments: [(AtomicUsize, AtomicUsize); MAX_SEGMENTS],
+    /// How many of them the mapping holds.
+    live_segment_count: AtomicU32,
     buckets: Region<BucketRec>,
-    bucket_index: Region<AtomicU32>,
+    bucket_index: Index,
     stacks: Region<StackRec>,
-    stack_index: Region<AtomicU32>,
+    stack_index: Index,
     frames: Region<AtomicUsize>,
     bucket_count: AtomicU32,
     stack_count: AtomicU32,
     frame_count: AtomicUsize,
+    /// Set while an index is being rebuilt at a new width (under the lock):
+    /// still set when the lock is next taken only in a child forked during
+    /// a rebuild, which then rebuilds both.
+    index_rebuilding: AtomicBool,
 }
 
 static STORE: Store = Store {
     live: Region::new(),
-    live_shift: AtomicU32::new(64),
+    live_level: AtomicU32::new(0),
+    live_segments: [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_SEGMENTS],
+    live_segment_count: AtomicU32::new(0),
     buckets: Region::new(),
-    bucket_index: Region::new(),
+    bucket_index: Index::new(),
     stacks: Region::new(),
-    stack_index: Region::new(),
+    stack_index: Index::new(),
     frames: Region::new(),
     bucket_count: AtomicU32::new(0),
     stack_count: AtomicU32::new(0),
     frame_count: AtomicUsize::new(0),
+    index_rebuilding: AtomicBool::new(false),
 };
+
+/// The live set's first segment: at most 4,096 slots, 64 KiB.
+const LIVE_FIRST: usize = 4096;
+/// The most segments the live set can have (the largest cap needs 9).
+const MAX_SEGMENTS: usize = 16;
+/// Log2 of an index's first width: 1,024 entries, 4 KiB.
+const INDEX_MIN_BITS: u32 = 10;
+
+/// A hash index of ids into an append-only arena (`id + 1`, 0 = empty),
+/// read and written only under the lock. It uses the first `2^bits` entries
+/// of its mapping, at most half of them full: one more entry past that
+/// doubles the width, and the index is rebuilt at the new width.
+struct Index {
+    slots: Region<AtomicU32>,
+    bits: AtomicU32,
+}
+
+impl Index {
+    const fn new() -> Self {
+        Index {
+            slots: Region::new(),
+            bits: AtomicU32::new(0),
+        }
+    }
+
+    /// Maps `cap` entries (a power of two) and starts at the first width.
+    fn map(&self, cap: usize) -> bool {
+        self.bits
+            .store(cap.trailing_zeros().min(INDEX_MIN_BITS), Relaxed);
+        self.slots.map(cap)
+    }
+
+    /// The entries in use (`2^bits` of them), and `bits`.
+    fn table(&self) -> (&[AtomicU32], u32) {
+        let all = self.slots.slice();
+        let bits = self.bits.load(Relaxed);
+        (&all[..all.len().min(1 << bits)], bits)
+    }
+
+    /// Makes room for one more entry when ids `0..count` are in the index:
+    /// if it would then be more than half full, doubles the width (up to
+    /// the mapping, which the caps keep at most half full) and rebuilds the
+    /// index from `key_of(id)`, the key each id is indexed under. Under the
+    /// lock.
+    fn reserve(&self, count: u32, key_of: impl Fn(u32) -> Option<u64>) {
+        let bits = self.bits.load(Relaxed);
+        let full = (count as usize).saturating_add(1).saturating_mul(2) > 1 << bits;
+        if full && 1usize << (bits + 1) <= self.slots.slice().len() {
+            self.bits.store(bits + 1, Relaxed);
+            self.rebuild(count, key_of);
+        }
+    }
+
+    /// Empties the entries in use and indexes ids `0..count` again at the
+    /// current width. Under the lock. Interrupted (by a fork), it leaves
+    /// [`Store::index_rebuilding`] set, and the next holder of the lock
+    /// rebuilds again.
+    fn rebuild(&self, count: u32, key_of: impl Fn(u32) -> Option<u64>) {
+        STORE.index_rebuilding.store(true, Relaxed);
+        for e in self.table().0 {
+            e.store(0, Relaxed);
+        }
+        for id in 0..count {
+            if let Some(e) = key_of(id).and_then(|key| self.free_entry(key)) {
+                e.store(id + 1, Relaxed);
+            }
+        }
+        STORE.index_rebuilding.store(false, Relaxed);
+    }
+
+    /// The first empty entry of `key`'s probe (None if the index is full,
+    /// which the caps rule out).
+    fn free_entry(&self, key: u64) -> Option<&AtomicU32> {
+        let (table, bits) = self.table();
+        let mut i = index_start(key, bits);
+        for _ in 0..table.len() {
+            let e = table.get(i)?;
+            if e.load(Relaxed) == 0 {
+                return Some(e);
+            }
+            i = (i + 1) & (table.len() - 1);
+        }
+        None
+    }
+}
+
+/// Where a probe for `key` starts in a table of `2^bits` slots (`bits` at
+/// most 63): the top `bits` bits of `key`.
+#[inline]
+fn index_start(key: u64, bits: u32) -> usize {
+    ((key >> 1) >> (63 - bits)) as usize
+}
 
 /// 0 = not created, 1 = created, 2 = creation failed (sampling disabled).
 static STATE: AtomicU8 = AtomicU8::new(0);
@@ -186,8 +326,15 @@ pub(crate) struct Hot {
     lock: AtomicBool,
     /// Sampled blocks in the live set.
     live_count: AtomicUsize,
-    /// Tombstones in the live set.
+    /// Tombstones in the live set (removals count theirs after their CAS,
+    /// so a sweep can clear one first: read it through [`tombstones`]).
     tombstones: AtomicUsize,
+    /// Slots of the live set's last segment that are not empty (keys and
+    /// tombstones): what its probes walk past. Under the lock.
+    segment_used: AtomicUsize,
+    /// `segment_used` after the last sweep of that segment (under the
+    /// lock): the next sweep waits for an eighth of the segment more.
+    segment_swept: AtomicUsize,
     /// Samples recorded.
     pub(crate) samples: AtomicU64,
     /// Samples dropped (a cap was reached, or the lock was busy).
@@ -198,6 +345,8 @@ pub(crate) static HOT: CachePadded<Hot> = CachePadded::new(Hot {
     lock: AtomicBool::new(false),
     live_count: AtomicUsize::new(0),
     tombstones: AtomicUsize::new(0),
+    segment_used: AtomicUsize::new(0),
+    segment_swept: AtomicUsize::new(0),
     samples: AtomicU64::new(0),
     dropped: AtomicU64::new(0),
 });
@@ -320,7 +469,14 @@ fn ensure_created() -> bool {
         _ => {}
     }
     let l = limits();
-    let live_cap = (l.max_live_samples * 2).next_power_of_two().max(64);
+    let mut live_cap = 0;
+    let mut segments = 0;
+    for ((base, size), cell) in live_segments(l.max_live_samples).zip(&STORE.live_segments) {
+        cell.0.store(base, Relaxed);
+        cell.1.store(size, Relaxed);
+        live_cap = base + size;
+        segments += 1;
+    }
     let bucket_index_cap = (l.max_buckets * 2).next_power_of_two().max(64);
     let stack_index_cap = (l.max_stacks * 2).next_power_of_two().max(64);
     let ok = STORE.live.map(live_cap)
@@ -329,9 +485,9 @@ fn ensure_created() -> bool {
         && STORE.stacks.map(l.max_stacks)
         && STORE.stack_index.map(stack_index_cap)
         && STORE.frames.map(l.max_frames);
-    STORE
-        .live_shift
-        .store(64 - live_cap.trailing_zeros(), Relaxed);
+    STORE.live_segment_count.store(segments, Relaxed);
+    STORE.live_level.store(0, Relaxed);
+    // (published to lock-free readers by the release store of STATE)
     STATE.store(if ok { 1 } else { 2 }, Release);
     if ok {
         register_fork_handler();
@@ -383,23 +539,105 @@ pub(crate) fn live_set_contains(ptr: usize) -> bool {
     find(ptr).is_some()
 }
 
+/// The slot holding `ptr`, lock-free: a linear probe of the live set's
+/// last segment, then of each earlier one down to the first (a block stays
+/// in the segment it was inserted in).
+///
+/// Why no probe misses a live block: its slot, and every slot its insert
+/// probed past in its segment, stay non-empty while it is live. Inserts
+/// only fill empty slots and tombstones, removals only turn keys into
+/// tombstones, opening a segment changes no slot, and the sweep empties a
+/// tombstone only where the next slot of its segment is empty
+/// ([`sweep_locked`]). And the thread that frees a block sees the segment
+/// it was inserted in: the insert happened before the allocation returned
+/// the block.
 fn find(ptr: usize) -> Option<&'static LiveSlot> {
     if ptr <= TOMB || STATE.load(Acquire) != 1 {
         return None;
     }
-    let cap = STORE.live.cap.load(Relaxed);
-    let shift = STORE.live_shift.load(Relaxed);
-    let mut i = (mix(ptr as u64) >> shift) as usize;
-    for _ in 0..cap {
-        let slot = STORE.live.get(i)?;
+    let slots = STORE.live.slice();
+    let h = mix(ptr as u64);
+    let mut level = STORE.live_level.load(Acquire);
+    loop {
+        if let found @ Some(_) = probe(slots, segment(level), h, ptr) {
+            return found;
+        }
+        if level == 0 {
+            return None;
+        }
+        level -= 1;
+    }
+}
+
+/// The live set's segments for a cap of `max_live` samples, as (first
+/// slot, slots), at most [`MAX_SEGMENTS`]: the first one is `[0, 4096)`
+/// (smaller under small caps), each next one starts where the ones before
+/// end and has three times their slots, and the last one is as large as it
+/// takes to hold the cap alone at half load (blocks stay in the segment
+/// they were inserted in, so all of them may come to be in the last one).
+fn live_segments(max_live: usize) -> impl Iterator<Item = (usize, usize)> {
+    let need = max_live.saturating_mul(2).max(64);
+    let first = need.min(LIVE_FIRST);
+    let mut next = Some((0, first));
+    std::iter::from_fn(move || {
+        let (base, size) = next?;
+        let end = base + size;
+        next = (size < need).then(|| (end, end.saturating_mul(3).min(need)));
+        Some((base, size))
+    })
+    .take(MAX_SEGMENTS)
+}
+
+/// The live set's segment `level` ([`live_segments`]), as (first slot,
+/// slots).
+#[inline]
+fn segment(level: u32) -> (usize, usize) {
+    match STORE.live_segments.get(level as usize) {
+        Some((base, size)) => (base.load(Relaxed), size.load(Relaxed)),
+        None => (0, 0),
+    }
+}
+
+/// Where `h`'s probe starts in a segment of `size` slots: its top bits,
+/// scaled.
+#[inline]
+fn segment_start(h: u64, size: usize) -> usize {
+    ((h as u128 * size as u128) >> 64) as usize
+}
+
+/// A probe of one segment of the live set: the slot holding `ptr`, or
+/// `None` at the first empty slot. It wraps within the segment.
+#[inline]
+fn probe(
+    slots: &'static [LiveSlot],
+    (base, size): (usize, usize),
+    h: u64,
+    ptr: usize,
+) -> Option<&'static LiveSlot> {
+    let seg = slots.get(base..base.saturating_add(size))?;
+    let start = segment_start(h, size);
+    // from the start to the end of the segment, then from its beginning
+    let (tail, head) = (seg.get(start..)?, seg.get(..start)?);
+    for slot in tail.iter().chain(head) {
         match slot.key.load(Acquire) {
             k if k == ptr => return Some(slot),
             EMPTY => return None,
             _ => {}
         }
-        i = (i + 1) & (cap - 1);
     }
     None
+}
+
+/// Tombstones in the live set. A removal counts its tombstone after its
+/// CAS, so a sweep may have cleared (and uncounted) it first: the counter
+/// can be briefly "below zero", read here as 0.
+fn tombstones() -> usize {
+    let t = HOT.tombstones.load(Relaxed);
+    if t > isize::MAX as usize {
+        0
+    } else {
+        t
+    }
 }
 
 /// Removes `ptr` from the live set if it is there (lock-free) and counts
@@ -457,29 +695,36 @@ fn insert_locked(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> bool
     if HOT.live_count.load(Relaxed) >= limits().max_live_samples {
         return false;
     }
+    if STORE.index_rebuilding.load(Relaxed) {
+        // only in a child forked while another thread rebuilt an index
+        rebuild_indexes_locked();
+    }
     let Some(stack) = intern_stack(frames) else {
         return false;
     };
     let Some(bucket) = intern_bucket(stack, size, interval) else {
         return false;
     };
-    // sweep tombstones when they crowd the table
-    let cap = STORE.live.cap.load(Relaxed);
-    if HOT.tombstones.load(Relaxed) > cap / 4 {
-        sweep_tombstones_locked();
-    }
-    let shift = STORE.live_shift.load(Relaxed);
-    let mut i = (mix(ptr as u64) >> shift) as usize;
-    for _ in 0..cap {
-        let Some(slot) = STORE.live.get(i) else {
+    make_room_locked();
+    // into the last segment
+    let (base, size) = segment(STORE.live_level.load(Relaxed));
+    let Some(seg) = STORE.live.slice().get(base..base.saturating_add(size)) else {
+        return false;
+    };
+    let mut i = segment_start(mix(ptr as u64), size);
+    for _ in 0..size {
+        let Some(slot) = seg.get(i) else {
             return false;
         };
+        // (an empty slot or a tombstone changes only under the lock)
         let k = slot.key.load(Acquire);
         if k == EMPTY || k == TOMB {
             slot.bucket.store(bucket, Relaxed);
             slot.key.store(ptr, Release);
             if k == TOMB {
                 HOT.tombstones.fetch_sub(1, Relaxed);
+            } else {
+                HOT.segment_used.fetch_add(1, Relaxed);
             }
             HOT.live_count.fetch_add(1, Relaxed);
             if let Some(b) = STORE.buckets.get(bucket as usize) {
@@ -487,42 +732,88 @@ fn insert_locked(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> bool
             }
             return true;
         }
-        i = (i + 1) & (cap - 1);
+        i += 1;
+        if i == size {
+            i = 0;
+        }
     }
     false
 }
 
-/// Turns tombstones at the end of probe chains back into empty slots.
-/// Safe against concurrent lock-free lookups: a slot becomes empty only when
-/// the next one is empty, so no key can lie beyond it in its chain, and no
-/// key is inserted while the lock is held.
-fn sweep_tombstones_locked() {
-    let cap = STORE.live.cap.load(Relaxed);
-    for j in 0..cap {
-        let Some(slot) = STORE.live.get(j) else {
-            return;
-        };
-        if slot.key.load(Acquire) != EMPTY {
-            continue;
-        }
-        let mut i = (j + cap - 1) & (cap - 1);
-        while i != j {
-            let Some(s) = STORE.live.get(i) else { return };
-            if s.key.load(Acquire) != TOMB {
-                break;
-            }
-            s.key.store(EMPTY, Release);
-            HOT.tombstones.fetch_sub(1, Relaxed);
-            i = (i + cap - 1) & (cap - 1);
-        }
+/// Before an insert into the live set (under the lock): once the last
+/// segment is half full (keys and tombstones), sweeps its tombstones, and
+/// if that leaves it more than 3/8 full, opens the next segment (three
+/// times the slots in use) if the mapping has room. Each slot a sweep reads
+/// is paid for by at least 1/8 of an insert into an empty slot: a sweep
+/// that opens no segment raises the next one's threshold by 1/8 of the
+/// segment.
+fn make_room_locked() {
+    let (_, size) = segment(STORE.live_level.load(Relaxed));
+    let swept = HOT.segment_swept.load(Relaxed);
+    if HOT.segment_used.load(Relaxed) < (size / 2).max(swept.saturating_add(size / 8)) {
+        return;
+    }
+    sweep_locked(false);
+    if HOT.segment_used.load(Relaxed) > size / 8 * 3 && grow_live_locked() {
+        HOT.segment_used.store(0, Relaxed);
+        HOT.segment_swept.store(0, Relaxed);
     }
 }
 
-/// Runs the tombstone sweep if the lock is free (from ordinary threads,
-/// e.g. profile capture).
+/// Opens the live set's next segment if the mapping has room; under the
+/// lock. The new segment was never written: all empty.
+fn grow_live_locked() -> bool {
+    let level = STORE.live_level.load(Relaxed);
+    if level + 1 < STORE.live_segment_count.load(Relaxed) {
+        STORE.live_level.store(level + 1, Release);
+        true
+    } else {
+        false
+    }
+}
+
+/// Turns tombstones back into empty slots where no probe can continue from
+/// them: in the last segment of the live set, or in all of them. Under the
+/// lock.
+///
+/// Safe against concurrent lock-free lookups and removals: a probe goes
+/// from a slot to the next one of its segment (from the last to the
+/// first). A tombstone is emptied only when that next slot is empty, so no
+/// live block's probe passes through it (the next slot of that probe is not
+/// empty), and no slot becomes non-empty while the lock is held (removals
+/// only make tombstones). Going down from the top of a segment, a run of
+/// tombstones before an empty slot is cleared in one pass.
+fn sweep_locked(all: bool) {
+    let slots = STORE.live.slice();
+    let last = STORE.live_level.load(Relaxed);
+    for level in if all { 0 } else { last }..=last {
+        let (base, size) = segment(level);
+        let Some(seg) = slots.get(base..base.saturating_add(size)) else {
+            continue;
+        };
+        for t in (0..size).rev() {
+            if seg[t].key.load(Relaxed) != TOMB {
+                continue;
+            }
+            let next = if t + 1 == size { 0 } else { t + 1 };
+            if seg[next].key.load(Acquire) == EMPTY {
+                seg[t].key.store(EMPTY, Release);
+                HOT.tombstones.fetch_sub(1, Relaxed);
+                if level == last {
+                    HOT.segment_used.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+    }
+    HOT.segment_swept
+        .store(HOT.segment_used.load(Relaxed), Relaxed);
+}
+
+/// Runs the tombstone sweep over every segment if the lock is free (from
+/// ordinary threads, e.g. profile capture).
 pub(crate) fn maintain() {
-    if STATE.load(Acquire) == 1 && HOT.tombstones.load(Relaxed) > 0 && try_lock() {
-        sweep_tombstones_locked();
+    if STATE.load(Acquire) == 1 && tombstones() > 0 && try_lock() {
+        sweep_locked(true);
         unlock();
     }
 }
@@ -535,14 +826,44 @@ fn hash_frames(frames: &[usize]) -> u64 {
     h | 1
 }
 
+/// The key stack `id` is indexed under.
+fn stack_key(id: u32) -> Option<u64> {
+    let rec = STORE.stacks.get(id as usize)?;
+    Some(mix(rec.hash.load(Relaxed)))
+}
+
+/// The key bucket `id` is indexed under.
+fn bucket_key(id: u32) -> Option<u64> {
+    let b = STORE.buckets.get(id as usize)?;
+    Some(bucket_key_of(
+        b.stack.load(Relaxed),
+        b.size.load(Relaxed),
+        b.interval.load(Relaxed),
+    ))
+}
+
+fn bucket_key_of(stack: u32, size: u64, interval: u64) -> u64 {
+    mix(mix(stack as u64 ^ size.rotate_left(20)) ^ interval) | 1
+}
+
+/// Rebuilds both indexes at their widths (under the lock).
+fn rebuild_indexes_locked() {
+    STORE
+        .stack_index
+        .rebuild(STORE.stack_count.load(Relaxed), stack_key);
+    STORE
+        .bucket_index
+        .rebuild(STORE.bucket_count.load(Relaxed), bucket_key);
+}
+
 fn intern_stack(frames: &[usize]) -> Option<u32> {
     let h = hash_frames(frames);
+    let key = mix(h);
     let idx = &STORE.stack_index;
-    let cap = idx.cap.load(Relaxed);
-    let mut i = (mix(h) >> (64 - cap.trailing_zeros())) as usize;
-    for _ in 0..cap {
-        let e = idx.get(i)?;
-        let v = e.load(Relaxed);
+    let (table, bits) = idx.table();
+    let mut i = index_start(key, bits);
+    for _ in 0..table.len() {
+        let v = table.get(i)?.load(Relaxed);
         if v == 0 {
             break;
         }
@@ -551,7 +872,7 @@ fn intern_stack(frames: &[usize]) -> Option<u32> {
         if rec.hash.load(Relaxed) == h && stack_frames(rec) == Some(frames) {
             return Some(id);
         }
-        i = (i + 1) & (cap - 1);
+        i = (i + 1) & (table.len() - 1);
     }
     // new stack
     let id = STORE.stack_count.load(Relaxed);
@@ -560,6 +881,8 @@ fn intern_stack(frames: &[usize]) -> Option<u32> {
     if off + frames.len() > STORE.frames.cap.load(Relaxed) || off > u32::MAX as usize {
         return None;
     }
+    idx.reserve(id, stack_key);
+    let entry = idx.free_entry(key)?;
     for (k, &f) in frames.iter().enumerate() {
         STORE.frames.get(off + k)?.store(f, Relaxed);
     }
@@ -567,7 +890,7 @@ fn intern_stack(frames: &[usize]) -> Option<u32> {
     rec.len.store(frames.len() as u32, Relaxed);
     rec.hash.store(h, Relaxed);
     STORE.frame_count.store(off + frames.len(), Relaxed);
-    idx.get(i)?.store(id + 1, Relaxed);
+    entry.store(id + 1, Relaxed);
     STORE.stack_count.store(id + 1, Release);
     Some(id)
 }
@@ -586,13 +909,12 @@ fn stack_frames(rec: &StackRec) -> Option<&'static [usize]> {
 }
 
 fn intern_bucket(stack: u32, size: u64, interval: u64) -> Option<u32> {
-    let key = mix(mix(stack as u64 ^ size.rotate_left(20)) ^ interval) | 1;
+    let key = bucket_key_of(stack, size, interval);
     let idx = &STORE.bucket_index;
-    let cap = idx.cap.load(Relaxed);
-    let mut i = (key >> (64 - cap.trailing_zeros())) as usize;
-    for _ in 0..cap {
-        let e = idx.get(i)?;
-        let v = e.load(Relaxed);
+    let (table, bits) = idx.table();
+    let mut i = index_start(key, bits);
+    for _ in 0..table.len() {
+        let v = table.get(i)?.load(Relaxed);
         if v == 0 {
             break;
         }
@@ -603,14 +925,16 @@ fn intern_bucket(stack: u32, size: u64, interval: u64) -> Option<u32> {
         {
             return Some(v - 1);
         }
-        i = (i + 1) & (cap - 1);
+        i = (i + 1) & (table.len() - 1);
     }
     let id = STORE.bucket_count.load(Relaxed);
     let b = STORE.buckets.get(id as usize)?;
+    idx.reserve(id, bucket_key);
+    let entry = idx.free_entry(key)?;
     b.stack.store(stack, Relaxed);
     b.size.store(size, Relaxed);
     b.interval.store(interval, Relaxed);
-    idx.get(i)?.store(id + 1, Relaxed);
+    entry.store(id + 1, Relaxed);
     STORE.bucket_count.store(id + 1, Release);
     Some(id)
 }
@@ -660,15 +984,15 @@ pub(crate) struct StoreInfo {
 pub(crate) fn info() -> StoreInfo {
     let regions_reserved = STORE.live.bytes()
         + STORE.buckets.bytes()
-        + STORE.bucket_index.bytes()
+        + STORE.bucket_index.slots.bytes()
         + STORE.stacks.bytes()
-        + STORE.stack_index.bytes()
+        + STORE.stack_index.slots.bytes()
         + STORE.frames.bytes();
     let resident = STORE.live.resident()
         + STORE.buckets.resident()
-        + STORE.bucket_index.resident()
+        + STORE.bucket_index.slots.resident()
         + STORE.stacks.resident()
-        + STORE.stack_index.resident()
+        + STORE.stack_index.slots.resident()
         + STORE.frames.resident()
         + std::mem::size_of_val(&FILTER);
     StoreInfo {
@@ -684,6 +1008,37 @@ pub(crate) fn info() -> StoreInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_live_set_segments_tile_its_mapping_and_the_last_holds_the_cap() {
+        for max_live in [1, 100, 2048, 2049, 6000, 204_800, 1 << 20, 1 << 26] {
+            let segs: Vec<_> = live_segments(max_live).collect();
+            let need = (max_live * 2).max(64);
+            let mut end = 0;
+            for (k, &(base, size)) in segs.iter().enumerate() {
+                assert_eq!(base, end, "{max_live}: {segs:?}");
+                if k == 0 {
+                    assert_eq!(size, need.min(LIVE_FIRST), "{max_live}: {segs:?}");
+                } else if k + 1 < segs.len() {
+                    assert_eq!(size, 3 * base, "{max_live}: {segs:?}");
+                }
+                end = base + size;
+            }
+            let (_, last) = *segs.last().unwrap();
+            assert_eq!(
+                last, need,
+                "the last segment holds the cap alone at half load: {max_live}: {segs:?}"
+            );
+            assert!(segs.len() < MAX_SEGMENTS, "{max_live}: {segs:?}");
+        }
+        // the defaults: 4,096, 12,288, 49,152, 196,608 and 409,600 slots
+        let d: Vec<_> = live_segments(Limits::default().max_live_samples).collect();
+        assert_eq!(
+            d.iter().map(|s| s.1).collect::<Vec<_>>(),
+            [4096, 12_288, 49_152, 196_608, 409_600]
+        );
+        assert_eq!(d.last().map(|s| s.0 + s.1), Some(671_744));
+    }
 
     #[test]
     fn the_limits_start_at_their_defaults() {
