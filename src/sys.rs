@@ -2,8 +2,8 @@
 //! small wrapper: the page size, anonymous mappings and their residency,
 //! the process's resident memory and thread count, `malloc_trim` and the
 //! glibc probe behind it, `pthread` keys, `pthread_atfork`, a thread's stack
-//! bounds and, for profiles, the loaded objects and the unwinder's function
-//! lookup.
+//! bounds and, for profiles, the loaded objects, read-only mappings of
+//! their files (`MappedFile`) and the unwinder's function lookup.
 //!
 //! Some of these run inside the allocator (a thread's first event maps its
 //! counter block and creates the exit key; the first sample maps the
@@ -544,6 +544,112 @@ pub(crate) fn enclosing_function(ret: usize) -> Option<usize> {
     }
 }
 
+/// A whole file mapped read-only into the address space (`mmap`,
+/// `PROT_READ`, `MAP_PRIVATE`): the symbol tables and debug info of the
+/// loaded objects are read through it in place, never copied onto the
+/// heap. Pages are read from the page cache when first touched and count
+/// as the process's (file-backed, reclaimable) resident memory until
+/// [`MappedFile::drop_resident_pages`] or the drop. Profile capture only:
+/// opening allocates (the path).
+///
+/// Reading the mapping is sound as long as nobody truncates or rewrites the
+/// file in place while it is mapped (a read past a truncation raises
+/// `SIGBUS`). Executables and shared libraries are replaced by rename, not
+/// rewritten in place, by package managers and linkers: the same
+/// assumption the dynamic loader and every unwinder make about the objects
+/// they map.
+#[cfg(all(feature = "profile", target_os = "linux"))]
+pub(crate) struct MappedFile {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value (unmapped once,
+// in `drop`): sharing `&[u8]` views of it between threads is as safe as
+// sharing any immutable byte slice.
+#[cfg(all(feature = "profile", target_os = "linux"))]
+unsafe impl Send for MappedFile {}
+// SAFETY: as for `Send`: nothing is ever written through the mapping.
+#[cfg(all(feature = "profile", target_os = "linux"))]
+unsafe impl Sync for MappedFile {}
+
+#[cfg(all(feature = "profile", target_os = "linux"))]
+impl MappedFile {
+    /// Maps the whole of the file at `path`, read-only. An empty file, a
+    /// file that cannot be opened or a refused mapping is an error.
+    pub(crate) fn open(path: &std::path::Path) -> std::io::Result<MappedFile> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| std::io::Error::other("file larger than the address space"))?;
+        if len == 0 {
+            return Err(std::io::Error::other("empty file"));
+        }
+        // SAFETY: a new private, read-only mapping of an open file at an
+        // address the kernel chooses; no existing memory is touched. The
+        // descriptor may be closed afterwards: the mapping keeps the file.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::ptr::NonNull::new(p.cast::<u8>())
+            .map(|ptr| MappedFile { ptr, len })
+            .ok_or_else(|| std::io::Error::other("mmap returned null"))
+    }
+
+    /// The file's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr + len` is a live read-only mapping owned by
+        // `self` (unmapped only in `drop`, which needs `&mut self`), and
+        // nothing writes to it (see the type's documentation about the file
+        // itself).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Takes the mapping's pages out of the process's resident memory
+    /// (`madvise(MADV_DONTNEED)`): the next read of a page brings it back
+    /// from the page cache (or the file), unchanged, since nothing is ever
+    /// written to a read-only private mapping. Call it when no slice of
+    /// the mapping is being read.
+    pub(crate) fn drop_resident_pages(&self) {
+        // SAFETY: the range is exactly this live mapping; for a read-only
+        // private file mapping `MADV_DONTNEED` only drops the page-table
+        // entries: later reads fault the same file contents back in.
+        let rc = unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            log::debug!(
+                "allocscope: madvise(MADV_DONTNEED) of a mapped object file failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+#[cfg(all(feature = "profile", target_os = "linux"))]
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `open` created; `&mut self`
+        // proves no slice of it is alive.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(all(feature = "profile", target_os = "linux"))]
+impl std::fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedFile({} bytes)", self.len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -634,5 +740,32 @@ mod tests {
         assert_eq!(RAN.load(Relaxed), 5);
         // SAFETY: as above; deleted once, here.
         unsafe { ThreadKey::from_raw(raw) }.delete();
+    }
+
+    #[test]
+    #[cfg(all(feature = "profile", target_os = "linux"))]
+    fn files_are_mapped_read_only_and_their_pages_dropped() {
+        let exe = MappedFile::open(std::path::Path::new("/proc/self/exe")).unwrap();
+        let bytes = exe.bytes();
+        assert_eq!(&bytes[..4], b"\x7fELF");
+        // Reading every page makes them resident in this process; dropping
+        // them takes them out again. (The test binary is tens of MiB; other
+        // tests running meanwhile move resident memory far less.)
+        let len = bytes.len() as u64;
+        let page = page_size();
+        let before = resident_bytes().unwrap();
+        let sum: u64 = bytes.iter().step_by(page).map(|&b| u64::from(b)).sum();
+        std::hint::black_box(sum);
+        let touched = resident_bytes().unwrap();
+        exe.drop_resident_pages();
+        let dropped = resident_bytes().unwrap();
+        assert!(
+            touched >= before + len / 2 && dropped + len / 2 <= touched,
+            "file of {len} bytes; resident {before} -> {touched} -> {dropped}"
+        );
+        assert_eq!(&exe.bytes()[..4], b"\x7fELF", "read back unchanged");
+        assert!(format!("{exe:?}").starts_with("MappedFile("));
+        assert!(MappedFile::open(std::path::Path::new("/nonexistent/allocscope")).is_err());
+        assert!(MappedFile::open(std::path::Path::new("/dev/null")).is_err());
     }
 }

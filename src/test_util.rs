@@ -27,10 +27,22 @@ pub struct RawSample {
     pub frees: u64,
 }
 
-/// Builds a profile from raw buckets, as [`HeapProfile::capture`] builds
-/// one from the sampler's (symbolisation and un-sampling included).
+/// Builds a profile from raw buckets, as
+/// [`HeapProfile::capture_with`]`(`[`Symbols::Lines`](crate::profile::Symbols::Lines)`)`
+/// builds one from the sampler's (symbolisation, files and lines, and
+/// un-sampling included).
 #[cfg(feature = "profile")]
 pub fn profile_from_raw(raw: Vec<RawSample>, current_interval: u64) -> HeapProfile {
+    profile_from_raw_with(raw, current_interval, crate::profile::Symbols::Lines)
+}
+
+/// As [`profile_from_raw`], symbolised as `symbols` says.
+#[cfg(feature = "profile")]
+pub fn profile_from_raw_with(
+    raw: Vec<RawSample>,
+    current_interval: u64,
+    symbols: crate::profile::Symbols,
+) -> HeapProfile {
     HeapProfile::from_raw(
         raw.into_iter()
             .map(|r| RawBucket {
@@ -42,6 +54,7 @@ pub fn profile_from_raw(raw: Vec<RawSample>, current_interval: u64) -> HeapProfi
             })
             .collect(),
         current_interval,
+        symbols,
     )
 }
 
@@ -62,6 +75,9 @@ pub struct ParsedQuery {
     pub heap_gc: Result<bool, u16>,
     /// `/debug/pprof/heap.svg`: the sample type and whether `diff=baseline`.
     pub svg: Result<(crate::profile::SampleType, bool), u16>,
+    /// `heap`, `allocs`, `heap.svg`: whether `lines=N` asks for files and
+    /// lines (`N > 0`).
+    pub lines: Result<bool, u16>,
     /// `POST /gc`: `set` and `memory_limit` (outer `None`: not given).
     pub gc_post: Result<(Option<Option<u32>>, Option<crate::gc::MemoryLimit>), u16>,
     /// `GET /gc` with this query: the 405 status if it carries a change.

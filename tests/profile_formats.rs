@@ -626,3 +626,70 @@ fn inlined_frames_are_expanded_in_call_order() {
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names[0].ends_with("inlined_helper") && names[1] == "profile_formats::inline_host");
 }
+
+#[test]
+fn names_alone_are_the_same_names_without_files_or_lines() {
+    use allocscope::profile::Symbols;
+    let leak = outer_caller();
+    let inl = inline_host();
+    let raws = || vec![raw(&leak, 1024, KIB512, 10, 2), raw(&inl, 16, 1, 1, 0)];
+    let names = allocscope::test_util::profile_from_raw_with(raws(), KIB512, Symbols::Names);
+    let lines = allocscope::test_util::profile_from_raw_with(raws(), KIB512, Symbols::Lines);
+    assert_eq!(
+        (names.symbols(), lines.symbols()),
+        (Symbols::Names, Symbols::Lines)
+    );
+    // the same stacks, frame for frame, inlined frames included
+    assert_eq!(
+        names.folded(SampleType::InuseSpace),
+        lines.folded(SampleType::InuseSpace)
+    );
+    for (n, l) in names.buckets().iter().zip(lines.buckets()) {
+        let nn: Vec<(&str, bool)> = n
+            .frames()
+            .iter()
+            .map(|f| (f.name(), f.is_inlined()))
+            .collect();
+        let ll: Vec<(&str, bool)> = l
+            .frames()
+            .iter()
+            .map(|f| (f.name(), f.is_inlined()))
+            .collect();
+        assert_eq!(nn, ll);
+        assert!(n
+            .frames()
+            .iter()
+            .all(|f| f.file().is_none() && f.line().is_none()));
+        assert!(l.frames()[0]
+            .file()
+            .is_some_and(|f| f.ends_with("profile_formats.rs")));
+    }
+    let inlined = names.buckets().iter().find(|b| b.size() == 16).unwrap();
+    assert!(inlined.frames()[0].name().ends_with("inlined_helper"));
+    assert!(inlined.frames()[0].is_inlined());
+    assert_eq!(inlined.frames()[1].name(), "profile_formats::inline_host");
+    // pprof: names and linked names, no files or lines
+    let m = gunzip_decode(&names.to_pprof(PprofKind::Heap));
+    let s = |i: i64| m.string_table[usize::try_from(i).unwrap()].as_str();
+    assert!(m
+        .function
+        .iter()
+        .any(|f| s(f.name) == "profile_formats::leaky_cache_insert"
+            && (s(f.system_name).starts_with("_R") || s(f.system_name).starts_with("_ZN"))));
+    assert!(m.function.iter().all(|f| s(f.filename).is_empty()));
+    assert!(m.location.iter().flat_map(|l| &l.line).all(|l| l.line == 0));
+    // with lines, the flamegraph draws a frame per call site
+    let svg = svg(|w| lines.flamegraph(SampleType::InuseSpace, &FlamegraphOptions::default(), w));
+    assert!(
+        svg.contains("profile_formats::leaky_cache_insert profile_formats.rs:")
+            || svg.contains("profile_formats::leaky_cache_insert /"),
+        "no file:line in the frames"
+    );
+    assert!(svg.contains("profile_formats.rs:"));
+    let svg = svg_names(&names);
+    assert!(!svg.contains("profile_formats.rs:"));
+}
+
+fn svg_names(p: &HeapProfile) -> String {
+    svg(|w| p.flamegraph(SampleType::InuseSpace, &FlamegraphOptions::default(), w))
+}

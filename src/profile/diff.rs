@@ -70,10 +70,15 @@ impl HeapProfile {
     pub fn diff(&self, baseline: &HeapProfile) -> HeapDiff {
         let mut m: BTreeMap<String, ([u64; 4], [u64; 4])> = BTreeMap::new();
         for (k, v) in baseline.stack_values() {
-            m.entry(k).or_default().0 = v;
+            m.entry(k.to_owned()).or_default().0 = v;
         }
         for (k, v) in self.stack_values() {
-            m.entry(k).or_default().1 = v;
+            match m.get_mut(k) {
+                Some(e) => e.1 = v,
+                None => {
+                    m.insert(k.to_owned(), ([0; 4], v));
+                }
+            }
         }
         HeapDiff {
             stacks: m

@@ -1,12 +1,14 @@
 //! Flamegraphs (inferno SVG, with its built-in search and zoom) of a heap
 //! profile or of a diff.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use inferno::flamegraph::{self, color, Direction, Options};
 
-use super::{HeapProfile, SampleType};
+use super::{HeapProfile, SampleType, Symbols};
 use crate::Error;
 
 /// Colour schemes for flamegraphs (inferno's palettes). Differential
@@ -172,37 +174,41 @@ pub(crate) fn render(
     };
 
     // Reverse (leaf end first) here rather than with inferno's option, and
-    // sort by stack, so the lines are in the order inferno checks for.
-    let mut lines: BTreeMap<String, (Option<u64>, u64)> = BTreeMap::new();
-    for (stack, before, after) in &graph.stacks {
-        if before.unwrap_or(0) == 0 && *after == 0 {
+    // sort by stack, so the lines are in the order inferno checks for. The
+    // stacks are borrowed unless reversed: a large profile is not copied.
+    let mut lines: BTreeMap<Cow<'_, str>, (Option<u64>, u64)> = BTreeMap::new();
+    for &(stack, before, after) in &graph.stacks {
+        if before.unwrap_or(0) == 0 && after == 0 {
             continue;
         }
         let key = if options.reverse {
-            stack.rsplit(';').collect::<Vec<_>>().join(";")
+            Cow::Owned(stack.rsplit(';').collect::<Vec<_>>().join(";"))
         } else {
-            stack.to_string()
+            Cow::Borrowed(stack)
         };
         let e = lines.entry(key).or_insert((before.map(|_| 0), 0));
         e.0 = match (e.0, before) {
-            (Some(a), Some(b)) => Some(a.saturating_add(*b)),
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
             (a, _) => a,
         };
-        e.1 = e.1.saturating_add(*after);
+        e.1 = e.1.saturating_add(after);
     }
     let total: u128 = lines
         .values()
         .map(|(b, a)| u128::from(b.unwrap_or(0)).max(u128::from(*a)))
         .sum();
     let divisor = total.div_ceil(MAX_TOTAL).max(1) as u64;
-    let text: Vec<String> = lines
-        .iter()
-        .map(|(stack, (before, after))| match before {
-            Some(b) => format!("{stack} {} {}", b / divisor, after / divisor),
-            None => format!("{stack} {}", after / divisor),
-        })
-        .collect();
+    // One buffer of lines for inferno, rather than a string per line.
+    let mut text = String::with_capacity(lines.keys().map(|k| k.len() + 24).sum());
+    for (stack, (before, after)) in &lines {
+        // Writing to a String cannot fail.
+        let _ = match before {
+            Some(b) => writeln!(text, "{stack} {} {}", b / divisor, after / divisor),
+            None => writeln!(text, "{stack} {}", after / divisor),
+        };
+    }
     let has_width = lines.values().any(|(_, a)| a / divisor > 0);
+    drop(lines);
 
     let mut w = Tracked {
         inner: writer,
@@ -234,7 +240,7 @@ pub(crate) fn render(
     };
     opt.factor = divisor as f64;
     opt.no_sort = true;
-    match flamegraph::from_lines(&mut opt, text.iter().map(String::as_str), &mut w) {
+    match flamegraph::from_lines(&mut opt, text.lines(), &mut w) {
         Ok(()) => Ok(()),
         Err(e) if w.failed => Err(io_error(e, "writing the flamegraph SVG")),
         Err(e) => Err(Error::Render {
@@ -312,6 +318,8 @@ impl HeapProfile {
     /// The title says what is shown and how it was sampled (e.g. "Heap in
     /// use (bytes), sampled every 512 KiB"); widths are in `bytes` or
     /// `objects`. A profile without samples renders a small SVG saying so.
+    /// A profile captured with [`Symbols::Lines`] is drawn a frame per call
+    /// site: `name file:line`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for options out of range, [`Error::Io`]
@@ -322,12 +330,26 @@ impl HeapProfile {
         options: &FlamegraphOptions,
         writer: impl Write,
     ) -> Result<(), Error> {
-        let values = self.folded_values(sample);
+        let title = format!("{}, {}", sample.description(), self.sampling_note());
+        let note = format!("allocscope heap profile, {} estimated", sample.name());
+        // A profile with files and lines is drawn a frame per call site.
+        let by_line;
+        let by_name;
+        let stacks: Vec<(&str, Option<u64>, u64)> = if self.symbols == Symbols::Lines {
+            by_line = self.line_values(sample);
+            by_line
+                .iter()
+                .map(|(k, v)| (k.as_str(), None, *v))
+                .collect()
+        } else {
+            by_name = self.folded_values(sample);
+            by_name.iter().map(|(k, v)| (*k, None, *v)).collect()
+        };
         let graph = Graph {
-            title: format!("{}, {}", sample.description(), self.sampling_note()),
-            note: format!("allocscope heap profile, {} estimated", sample.name()),
+            title,
+            note,
             count_name: count_name(sample),
-            stacks: values.iter().map(|(k, v)| (k.as_str(), None, *v)).collect(),
+            stacks,
             empty_message: "no samples yet",
         };
         render(graph, options, writer)

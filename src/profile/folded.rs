@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{Frame, HeapProfile, SampleType};
+use super::{Frame, HeapProfile, SampleType, Symbols};
 
 /// The stack of a bucket whose stack could not be captured at all.
 pub(crate) const UNKNOWN_STACK: &str = "[unknown]";
@@ -36,8 +36,10 @@ pub(crate) fn sanitize(name: &str) -> Cow<'_, str> {
 }
 
 /// The folded key of a stack given leaf first: names root first,
-/// `;`-separated.
-pub(crate) fn stack_key(frames_leaf_first: &[Frame]) -> String {
+/// `;`-separated. With [`Symbols::Lines`], each frame with a file is
+/// `name file:line`, so that every call site is a frame of its own (the
+/// flamegraph of such a profile).
+pub(crate) fn stack_key(frames_leaf_first: &[Frame], symbols: Symbols) -> String {
     if frames_leaf_first.is_empty() {
         return UNKNOWN_STACK.to_string();
     }
@@ -47,6 +49,14 @@ pub(crate) fn stack_key(frames_leaf_first: &[Frame]) -> String {
             s.push(';');
         }
         s.push_str(&sanitize(f.name()));
+        if symbols == Symbols::Lines {
+            if let Some(file) = f.file() {
+                s.push(' ');
+                s.push_str(&sanitize(file));
+                // Writing to a String cannot fail.
+                let _ = write!(s, ":{}", f.line().unwrap_or(0));
+            }
+        }
     }
     s
 }
@@ -72,19 +82,38 @@ impl HeapProfile {
     /// Frame names are demangled paths without the hash suffix
     /// (`myapp::cache::Cache::insert`), inlined functions are frames of
     /// their own, unresolved addresses are `0x…`. A `;` inside a name
-    /// becomes `:`; a bucket without any frame is `[unknown]`.
+    /// becomes `:`; a bucket without any frame is `[unknown]`. Stacks are
+    /// function names whatever the profile's [`Symbols`]: files and lines
+    /// are in [`Bucket::frames`](super::Bucket::frames), the pprof and the
+    /// text formats.
     pub fn folded(&self, t: SampleType) -> String {
         let values = self.folded_values(t);
-        write_lines(values.iter().map(|(k, v)| (k.as_str(), *v)))
+        write_lines(values.iter().map(|(k, v)| (*k, *v)))
     }
 
-    /// Non-zero estimated `t` values per folded stack.
-    pub(crate) fn folded_values(&self, t: SampleType) -> BTreeMap<String, u64> {
+    /// Non-zero estimated `t` values per folded stack (the buckets' keys,
+    /// borrowed).
+    pub(crate) fn folded_values(&self, t: SampleType) -> BTreeMap<&str, u64> {
         self.stack_values()
             .into_iter()
             .map(|(k, v)| (k, v[t as usize]))
             .filter(|(_, v)| *v != 0)
             .collect()
+    }
+
+    /// Non-zero estimated `t` values per stack of `name file:line` frames
+    /// (see [`stack_key`]): a profile captured with [`Symbols::Lines`], drawn
+    /// a frame per call site.
+    pub(crate) fn line_values(&self, t: SampleType) -> BTreeMap<String, u64> {
+        let mut m: BTreeMap<String, u64> = BTreeMap::new();
+        for b in &self.buckets {
+            let v = b.estimate(t);
+            if v != 0 {
+                let e = m.entry(stack_key(b.frames(), Symbols::Lines)).or_default();
+                *e = e.saturating_add(v);
+            }
+        }
+        m
     }
 }
 

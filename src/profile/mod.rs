@@ -33,14 +33,18 @@
 //! shims' (`__rust_alloc`, `__rg_alloc`, …) are dropped from the leaf end;
 //! std's allocation code (`alloc::raw_vec::…`) is kept.
 //!
-//! Build with debug info for file, line and inlining information. With
-//! `debug = "line-tables-only"` the debug info has no paths: every real
-//! (not inlined) function still gets its full path from the symbol table,
-//! but inlined functions keep their bare name (`insert`, `{closure#0}`);
-//! `debug = "limited"` gives full paths everywhere. Without debug info,
-//! names come from the symbol table, without inlined frames.
+//! Every function gets its full path from its object's symbol table, read
+//! in place from the mapped file and kept as a compact table (16 bytes a
+//! function) for the life of the process. Inlined functions come from the
+//! debug info when the binary has it, read for the addresses of one capture
+//! and forgotten after it: `debug = "limited"` gives them full paths,
+//! `debug = "line-tables-only"` their bare names (`insert`,
+//! `{closure#0}`); without debug info there are no inlined frames. Files
+//! and lines cost more reading and are asked for explicitly:
+//! [`HeapProfile::capture_with`]`(`[`Symbols::Lines`]`)`.
 
 mod diff;
+mod dwarf;
 mod flamegraph;
 mod folded;
 mod near_limit;
@@ -66,7 +70,7 @@ pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProf
 pub(crate) use near_limit::{
     valid_interval, valid_keep, valid_ratio, INTERVAL_EXPECTED, KEEP_EXPECTED, RATIO_EXPECTED,
 };
-pub use symbolize::{clear_symbol_cache, symbol_cache_len, Frame, SYMBOL_CACHE_CAPACITY};
+pub use symbolize::{clear_symbol_cache, symbol_cache_len, Frame, Symbols, SYMBOL_CACHE_CAPACITY};
 
 use symbolize::Location;
 
@@ -251,27 +255,53 @@ pub struct HeapProfile {
     buckets: Vec<Bucket>,
     interval: u64,
     captured_at: SystemTime,
+    symbols: Symbols,
 }
 
 impl HeapProfile {
-    /// Captures the sampler's current buckets and symbolises them.
+    /// Captures the sampler's current buckets and symbolises them with
+    /// function names ([`Symbols::Names`]: no files or lines).
     ///
     /// Costs a copy of the sampler's buckets (never blocking the allocating
-    /// threads) and, for addresses not seen before, reading debug info: the
-    /// first capture of a process can take a noticeable fraction of a
-    /// second. Symbols are cached (see [`symbol_cache_len`]).
+    /// threads) and, for addresses not seen before, a look-up in the symbol
+    /// table (built once per loaded object, the first time) and in the debug
+    /// info for inlined functions. Symbols are cached (see
+    /// [`symbol_cache_len`]). What it costs: docs/measurements.md,
+    /// "Capturing a profile".
     pub fn capture() -> HeapProfile {
+        HeapProfile::capture_with(Symbols::Names)
+    }
+
+    /// Captures the sampler's current buckets, symbolised as `symbols`
+    /// says: [`Symbols::Lines`] adds the source file and line of every
+    /// frame (read from the debug info's line tables for each new address;
+    /// the exporter's `?lines=1`).
+    ///
+    /// ```
+    /// # #[cfg(feature = "profile")] {
+    /// use allocscope::profile::{HeapProfile, Symbols};
+    /// let p = HeapProfile::capture_with(Symbols::Lines);
+    /// for f in p.buckets().iter().flat_map(|b| b.frames()) {
+    ///     let _ = (f.name(), f.file(), f.line());
+    /// }
+    /// # }
+    /// ```
+    pub fn capture_with(symbols: Symbols) -> HeapProfile {
         let interval = crate::sampling::current_interval_for_profile();
-        HeapProfile::from_raw(crate::sampling::raw_buckets(), interval)
+        HeapProfile::from_raw(crate::sampling::raw_buckets(), interval, symbols)
     }
 
     /// Builds a profile from raw sampler buckets. `current_interval` is the
     /// sampling interval in force now (the pprof `period`); each raw bucket
     /// is scaled with its own interval.
-    pub(crate) fn from_raw(raw: Vec<RawBucket>, current_interval: u64) -> HeapProfile {
+    pub(crate) fn from_raw(
+        raw: Vec<RawBucket>,
+        current_interval: u64,
+        symbols: Symbols,
+    ) -> HeapProfile {
         let captured_at = SystemTime::now();
         let addrs: HashSet<usize> = raw.iter().flat_map(|b| b.stack.iter().copied()).collect();
-        let resolved = symbolize::resolve_many(addrs);
+        let resolved = symbolize::resolve_many(addrs, symbols);
 
         #[derive(Default)]
         struct Acc {
@@ -317,7 +347,7 @@ impl HeapProfile {
                         let frames: Arc<[Frame]> =
                             locs.iter().flat_map(|l| l.frames.iter().cloned()).collect();
                         stacks.push(Stack {
-                            key: folded::stack_key(&frames).into(),
+                            key: folded::stack_key(&frames, Symbols::Names).into(),
                             frames,
                             locations: locs.into(),
                         });
@@ -356,15 +386,20 @@ impl HeapProfile {
             })
             .collect();
         sort_buckets(&mut buckets);
+        let (table_bytes, objects) = symtab::footprint();
         log::debug!(
-            "allocscope: heap profile with {} buckets, {} cached symbols",
+            "allocscope: heap profile with {} buckets, {} cached symbols, symbol tables of {} \
+             objects in {} bytes",
             buckets.len(),
-            symbol_cache_len()
+            symbol_cache_len(),
+            objects,
+            table_bytes
         );
         HeapProfile {
             buckets,
             interval: current_interval,
             captured_at,
+            symbols,
         }
     }
 
@@ -391,17 +426,22 @@ impl HeapProfile {
         self.captured_at
     }
 
+    /// What its frames say: names alone, or files and lines too.
+    pub fn symbols(&self) -> Symbols {
+        self.symbols
+    }
+
     /// Whether no sampled allocation is in the profile.
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
 
     /// Estimated values per folded stack (all sizes merged), for every
-    /// stack in the profile.
-    fn stack_values(&self) -> BTreeMap<String, [u64; 4]> {
-        let mut m: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    /// stack in the profile; the keys are the buckets' own.
+    fn stack_values(&self) -> BTreeMap<&str, [u64; 4]> {
+        let mut m: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
         for b in &self.buckets {
-            let e = m.entry(b.folded_key().to_owned()).or_default();
+            let e = m.entry(b.folded_key()).or_default();
             for (v, add) in e.iter_mut().zip(b.estimates) {
                 *v = v.saturating_add(add);
             }
@@ -482,7 +522,7 @@ pub(crate) mod tests {
             let (ao, asp) = scale_heap_sample(*allocs, *size, interval);
             let (io, isp) = scale_heap_sample(allocs - frees, *size, interval);
             buckets.push(Bucket {
-                key: folded::stack_key(&frames).into(),
+                key: folded::stack_key(&frames, Symbols::Names).into(),
                 frames,
                 locations: locations.into(),
                 size: *size,
@@ -496,6 +536,7 @@ pub(crate) mod tests {
             buckets,
             interval,
             captured_at: SystemTime::now(),
+            symbols: Symbols::Names,
         }
     }
 
@@ -580,7 +621,7 @@ pub(crate) mod tests {
                 frees: 0,
             },
         ];
-        let p = HeapProfile::from_raw(raw, 2048);
+        let p = HeapProfile::from_raw(raw, 2048, Symbols::Names);
         assert_eq!(p.interval(), 2048);
         assert_eq!(p.buckets().len(), 2);
         let b64 = p.buckets().iter().find(|b| b.size() == 64).unwrap();
@@ -613,7 +654,7 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_and_degenerate_input_never_panics() {
-        let p = HeapProfile::from_raw(Vec::new(), 0);
+        let p = HeapProfile::from_raw(Vec::new(), 0, Symbols::Names);
         assert!(p.is_empty());
         assert_eq!(p.total(SampleType::InuseSpace), 0);
         let p = HeapProfile::from_raw(
@@ -625,6 +666,7 @@ pub(crate) mod tests {
                 frees: 0,
             }],
             u64::MAX,
+            Symbols::Lines,
         );
         assert_eq!(p.buckets().len(), 1);
         assert!(p.buckets()[0].frames().is_empty());

@@ -14,13 +14,14 @@ use pprof::protos::{Function, Label, Line, Location, Message, Profile, Sample, V
 
 use super::{HeapProfile, PprofKind, SampleType};
 
-/// Interns strings; index 0 is always `""`.
-struct Strings {
+/// Interns strings (borrowed from the profile while it is built); index 0
+/// is always `""`.
+struct Strings<'a> {
     table: Vec<String>,
-    index: HashMap<String, i64>,
+    index: HashMap<&'a str, i64>,
 }
 
-impl Strings {
+impl<'a> Strings<'a> {
     fn new() -> Self {
         let mut s = Strings {
             table: Vec::new(),
@@ -30,13 +31,13 @@ impl Strings {
         s
     }
 
-    fn id(&mut self, s: &str) -> i64 {
+    fn id(&mut self, s: &'a str) -> i64 {
         if let Some(&i) = self.index.get(s) {
             return i;
         }
         let i = self.table.len() as i64;
         self.table.push(s.to_string());
-        self.index.insert(s.to_string(), i);
+        self.index.insert(s, i);
         i
     }
 }
@@ -58,9 +59,10 @@ impl HeapProfile {
     /// instruction) and one line per inlined frame, innermost first.
     pub fn to_pprof(&self, kind: PprofKind) -> Vec<u8> {
         let bytes = self.to_pprof_message(kind).encode_to_vec();
+        // Go's runtime/pprof compresses its profiles at BestSpeed too.
         let mut gz = flate2::write::GzEncoder::new(
             Vec::with_capacity(bytes.len() / 4 + 64),
-            flate2::Compression::default(),
+            flate2::Compression::fast(),
         );
         match gz.write_all(&bytes).and_then(|()| gz.finish()) {
             Ok(out) => out,
@@ -95,6 +97,9 @@ impl HeapProfile {
         let mut function_ids: HashMap<(i64, i64, i64), u64> = HashMap::new();
         let mut locations: Vec<Location> = Vec::new();
         let mut location_ids: HashMap<(usize, Vec<(u64, i64)>), u64> = HashMap::new();
+        // Buckets share their locations (the symbol cache's): each is
+        // worked out once.
+        let mut by_location: HashMap<*const super::Location, u64> = HashMap::new();
         let mut samples = Vec::with_capacity(self.buckets.len());
 
         for b in &self.buckets {
@@ -107,6 +112,10 @@ impl HeapProfile {
             }
             let mut location_id = Vec::with_capacity(b.locations.len());
             for loc in b.locations.iter() {
+                if let Some(&id) = by_location.get(&std::sync::Arc::as_ptr(loc)) {
+                    location_id.push(id);
+                    continue;
+                }
                 let lines: Vec<(u64, i64)> = loc
                     .frames
                     .iter()
@@ -129,13 +138,14 @@ impl HeapProfile {
                     })
                     .collect();
                 let next = locations.len() as u64 + 1;
+                let address = loc.address;
                 let id = *location_ids
-                    .entry((loc.address, lines.clone()))
-                    .or_insert_with(|| {
+                    .entry((address, lines))
+                    .or_insert_with_key(|(_, lines)| {
                         locations.push(Location {
                             id: next,
                             mapping_id: 0,
-                            address: loc.address.saturating_sub(1) as u64,
+                            address: address.saturating_sub(1) as u64,
                             line: lines
                                 .iter()
                                 .map(|&(function_id, line)| Line { function_id, line })
@@ -144,6 +154,7 @@ impl HeapProfile {
                         });
                         next
                     });
+                by_location.insert(std::sync::Arc::as_ptr(loc), id);
                 location_id.push(id);
             }
             let label = if b.size != 0 {

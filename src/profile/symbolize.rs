@@ -1,10 +1,16 @@
-//! Symbolisation: return addresses to demangled, inline-expanded frames.
+//! Symbolisation: return addresses to demangled frames, inlined functions
+//! expanded, with files and lines when asked for.
 //!
 //! Owns the process-wide address cache and the rule that drops
 //! allocscope's own frames (and the allocator shims) from the leaf end of a
 //! stack. Runs only when a profile is captured or exported, on an ordinary
-//! thread: it allocates, locks and reads debug info freely, and is never
-//! reachable from the allocator.
+//! thread: it allocates and locks freely, and is never reachable from the
+//! allocator.
+//!
+//! Names come from each loaded object's symbol table (`super::symtab`,
+//! built once per object from the mapped file), inlined functions and, with
+//! [`Symbols::Lines`], files and lines from its DWARF (`super::dwarf`, read
+//! in place for the addresses of one capture and forgotten after it).
 //!
 //! The cache is bounded ([`SYMBOL_CACHE_CAPACITY`] addresses): when an
 //! insertion would exceed it, the cache is cleared first. Symbols already
@@ -12,7 +18,6 @@
 //! counted), so clearing costs only re-resolution later, never correctness.
 
 use std::collections::HashMap;
-use std::ffi::c_void;
 use std::fmt;
 use std::sync::Arc;
 
@@ -21,9 +26,33 @@ use parking_lot::Mutex;
 /// Most return addresses the symbol cache keeps before it is cleared.
 ///
 /// About 64k addresses: far more than the distinct call sites of a typical
-/// heap profile, and a few tens of MiB at worst (frame names are shared
-/// between the profiles that use them).
+/// heap profile, and some 10 MiB at worst (frame names are shared between
+/// the addresses and profiles that use them; a few hundred addresses, tens
+/// of KiB, are typical).
 pub const SYMBOL_CACHE_CAPACITY: usize = 64 * 1024;
+
+/// How much a profile says about each frame (see
+/// [`HeapProfile::capture_with`](super::HeapProfile::capture_with)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Symbols {
+    /// Function names: the symbol table's full paths, and the functions
+    /// inlined at each address from the debug info when the binary has it.
+    /// No files or lines. The default: cheap in time and memory (see
+    /// docs/measurements.md).
+    #[default]
+    Names,
+    /// Names, and the source file and line of every frame from the debug
+    /// info's line tables (when the binary has them). Reads more of the
+    /// debug info, once per new address; the exporter's `?lines=1`.
+    Lines,
+}
+
+impl Symbols {
+    fn lines(self) -> bool {
+        matches!(self, Symbols::Lines)
+    }
+}
 
 /// One frame of a symbolised stack: a function, or one level of functions
 /// inlined into each other at the same return address.
@@ -51,12 +80,14 @@ impl Frame {
         self.system_name.as_deref()
     }
 
-    /// Source file, when debug info has it.
+    /// Source file, when the profile was captured with [`Symbols::Lines`]
+    /// and the debug info has it.
     pub fn file(&self) -> Option<&str> {
         self.file.as_deref()
     }
 
-    /// Source line, when debug info has it.
+    /// Source line, when the profile was captured with [`Symbols::Lines`]
+    /// and the debug info has it.
     pub fn line(&self) -> Option<u32> {
         self.line
     }
@@ -138,32 +169,40 @@ impl fmt::Display for Frame {
 pub(crate) struct Location {
     /// The return address as captured.
     pub(crate) address: usize,
-    /// Start of the machine-code function containing the call, when the
-    /// unwinder knows it (for `name+0x…` offsets in the text format).
+    /// Start of the machine-code function containing the call, when known
+    /// (for `name+0x…` offsets in the text format).
     pub(crate) entry: Option<usize>,
     /// Never empty.
     pub(crate) frames: Box<[Frame]>,
 }
 
-static CACHE: Mutex<Option<HashMap<usize, Arc<Location>>>> = Mutex::new(None);
+/// Resolved addresses, by (address, with lines).
+type Cache = HashMap<(usize, bool), Arc<Location>>;
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
 /// Return addresses currently held by the symbol cache (at most
-/// [`SYMBOL_CACHE_CAPACITY`]).
+/// [`SYMBOL_CACHE_CAPACITY`]; an address resolved both with and without
+/// lines counts twice).
 pub fn symbol_cache_len() -> usize {
     CACHE.lock().as_ref().map_or(0, HashMap::len)
 }
 
-/// Empties the symbol cache (e.g. after loading or unloading shared
-/// libraries, whose addresses may now mean something else).
+/// Empties the symbol cache and forgets the loaded objects' symbol tables
+/// (e.g. after loading or unloading shared libraries, whose addresses may
+/// now mean something else).
 pub fn clear_symbol_cache() {
     *CACHE.lock() = None;
+    super::symtab::clear();
 }
 
 /// Resolves every address in `addrs`, from the cache where possible. The
-/// cache lock is never held while debug info is being read.
+/// cache lock is never held while symbols or debug info are being read.
 pub(crate) fn resolve_many(
     addrs: impl IntoIterator<Item = usize>,
+    symbols: Symbols,
 ) -> HashMap<usize, Arc<Location>> {
+    let lines = symbols.lines();
     let mut out: HashMap<usize, Arc<Location>> = HashMap::new();
     let mut missing = Vec::new();
     {
@@ -172,7 +211,7 @@ pub(crate) fn resolve_many(
             if out.contains_key(&a) {
                 continue;
             }
-            match cache.as_ref().and_then(|c| c.get(&a)) {
+            match cache.as_ref().and_then(|c| c.get(&(a, lines))) {
                 Some(loc) => {
                     out.insert(a, Arc::clone(loc));
                 }
@@ -187,17 +226,8 @@ pub(crate) fn resolve_many(
     if missing.is_empty() {
         return out;
     }
-    let mut fresh: Vec<Location> = missing.into_iter().map(resolve_one).collect();
-    // The unwinder's parsed debug info (tens of MiB for a large binary)
-    // would otherwise stay on the heap for good after the first profile;
-    // the addresses it resolved stay in this module's own cache, so only
-    // new addresses pay the parse again.
-    backtrace::clear_symbol_cache();
-    name_from_symtab(&mut fresh);
-    let resolved: Vec<(usize, Arc<Location>)> = fresh
-        .into_iter()
-        .map(|l| (l.address, Arc::new(l)))
-        .collect();
+    missing.sort_unstable();
+    let resolved = resolve_batch(&missing, symbols);
     let mut cache = CACHE.lock();
     let map = cache.get_or_insert_with(HashMap::new);
     if map.len() + resolved.len() > SYMBOL_CACHE_CAPACITY {
@@ -207,11 +237,12 @@ pub(crate) fn resolve_many(
         );
         map.clear();
     }
-    for (a, loc) in resolved {
+    for loc in resolved {
+        let loc = Arc::new(loc);
         if map.len() < SYMBOL_CACHE_CAPACITY {
-            map.insert(a, Arc::clone(&loc));
+            map.insert((loc.address, lines), Arc::clone(&loc));
         }
-        out.insert(a, loc);
+        out.insert(loc.address, loc);
     }
     out
 }
@@ -224,49 +255,172 @@ fn resolve_placeholder(address: usize) -> Location {
     }
 }
 
-/// Resolves one return address. `backtrace::resolve` itself looks up
-/// `address - 1` (inside the call instruction), so the return address is
-/// passed unchanged; its callback runs once per inlined frame, innermost
-/// first.
-fn resolve_one(address: usize) -> Location {
-    let mut frames: Vec<Frame> = Vec::new();
-    // (Miri, which runs the profile math's tests, has no debug info to read:
-    // every address stays unresolved there.)
-    if address > 1 && !cfg!(miri) {
-        backtrace::resolve(address as *mut c_void, |sym| {
-            let (name, system_name) = match sym.name() {
-                Some(n) => {
-                    let demangled = format!("{n:#}");
-                    let raw = String::from_utf8_lossy(n.as_bytes());
-                    let system = (raw != demangled && !raw.is_empty()).then(|| raw.into());
-                    (demangled, system)
-                }
-                None => (String::new(), None),
-            };
-            let name = if name.trim().is_empty() {
-                format!("{address:#x}")
-            } else {
-                name
-            };
-            frames.push(Frame {
-                name: name.into(),
-                system_name,
-                file: sym.filename().map(|p| p.to_string_lossy().into()),
-                line: sym.lineno(),
-                address,
-                inlined: true,
-            });
-        });
-    }
-    if frames.is_empty() {
-        frames.push(Frame::unresolved(address));
-    }
-    if let Some(last) = frames.last_mut() {
-        last.inlined = false;
-    }
+/// A location that nothing could name.
+fn unresolved_location(address: usize) -> Location {
     Location {
         address,
         entry: crate::sys::enclosing_function(address),
+        frames: Box::new([Frame::unresolved(address)]),
+    }
+}
+
+/// Demangled names and the names as linked, shared by the frames of one
+/// batch.
+#[derive(Default)]
+struct Names(HashMap<Vec<u8>, Named>);
+
+/// A demangled name, and the name as linked when it differs.
+type Named = (Arc<str>, Option<Arc<str>>);
+
+impl Names {
+    /// `raw` (mangled or not) demangled without the hash, and `raw` itself
+    /// when it differs; `None` for a blank name.
+    fn get(&mut self, raw: &[u8]) -> Option<Named> {
+        if let Some(n) = self.0.get(raw) {
+            return Some(n.clone());
+        }
+        let demangled = format!("{:#}", backtrace::SymbolName::new(raw));
+        if demangled.trim().is_empty() {
+            return None;
+        }
+        let linked = String::from_utf8_lossy(raw);
+        let system = (linked != demangled && !linked.is_empty()).then(|| linked.as_ref().into());
+        let n: Named = (Arc::from(demangled), system);
+        self.0.insert(raw.to_vec(), n.clone());
+        Some(n)
+    }
+}
+
+/// Resolves `rets` (sorted, distinct return addresses), in that order.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn resolve_batch(rets: &[usize], symbols: Symbols) -> Vec<Location> {
+    use super::dwarf;
+    use object::read::elf::ElfFile;
+
+    let objects = crate::sys::loaded_objects();
+    let mut out: Vec<Option<Location>> = rets.iter().map(|_| None).collect();
+    // Group the lookups by object; each object's addresses stay sorted.
+    let mut by_object: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, &ret) in rets.iter().enumerate() {
+        if ret <= 1 {
+            continue;
+        }
+        let pc = ret - 1;
+        if let Some(o) = objects.iter().position(|o| o.contains(pc)) {
+            by_object.entry(o).or_default().push(i);
+        }
+    }
+    let mut names = Names::default();
+    let mut files = dwarf::Files::default();
+    for (o, idx) in by_object {
+        let syms = super::symtab::symbols_of(&objects[o]);
+        let bias = syms.bias();
+        let svma = |i: usize| ((rets[i] - 1) as u64).wrapping_sub(bias);
+        let pcs: Vec<u64> = idx.iter().map(|&i| svma(i)).collect();
+        // DWARF: the object's own, else its debug file's.
+        let infos: Vec<dwarf::PcInfo<'_>> = [syms.object_bytes(), syms.debug_bytes()]
+            .into_iter()
+            .flatten()
+            .find_map(|bytes| {
+                let parsed = ElfFile::<super::symtab::Elf>::parse(bytes).ok()?;
+                let d = dwarf::load(&parsed)?;
+                let release = || syms.drop_resident_pages();
+                Some(d.lookup(
+                    &pcs,
+                    symbols.lines(),
+                    &mut files,
+                    &syms.unlisted_units,
+                    &release,
+                ))
+            })
+            .unwrap_or_default();
+        for (k, &i) in idx.iter().enumerate() {
+            let ret = rets[i];
+            let sym = syms.find(pcs[k]);
+            let info = infos.get(k);
+            out[i] = Some(compose(
+                ret,
+                sym.as_ref().map(|s| s.name),
+                sym.as_ref()
+                    .and_then(|s| usize::try_from(s.start.wrapping_add(bias)).ok()),
+                info,
+                &mut names,
+            ));
+        }
+        syms.drop_resident_pages();
+    }
+    rets.iter()
+        .zip(out)
+        .map(|(&ret, l)| l.unwrap_or_else(|| unresolved_location(ret)))
+        .collect()
+}
+
+/// Without the loader's list of objects (off Linux) or debug info (Miri),
+/// addresses stay unresolved.
+#[cfg(not(all(target_os = "linux", not(miri))))]
+fn resolve_batch(rets: &[usize], _symbols: Symbols) -> Vec<Location> {
+    rets.iter().map(|&r| unresolved_location(r)).collect()
+}
+
+/// One location from what the symbol table (`symbol`, the function's
+/// linked name; `start`, its run-time address) and DWARF (`info`) say
+/// about the return address `ret`.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn compose(
+    ret: usize,
+    symbol: Option<&[u8]>,
+    start: Option<usize>,
+    info: Option<&super::dwarf::PcInfo<'_>>,
+    names: &mut Names,
+) -> Location {
+    let chain = info.map_or(&[][..], |i| &i.chain[..]);
+    let own_line = info.and_then(|i| i.line.clone());
+    let frame = |names: &mut Names, raw: Option<&[u8]>, at: Option<(Arc<str>, u32)>, inlined| {
+        let (name, system_name) = match raw.and_then(|r| names.get(r)) {
+            Some(n) => n,
+            None => (format!("{ret:#x}").into(), None),
+        };
+        let (file, line) = match at {
+            Some((f, l)) => (Some(f), Some(l)),
+            None => (None, None),
+        };
+        Frame {
+            name,
+            system_name,
+            file,
+            line,
+            address: ret,
+            inlined,
+        }
+    };
+    let mut frames: Vec<Frame> = Vec::with_capacity(chain.len().max(1));
+    // Inlined functions, innermost first: each at the call site of the
+    // function inlined into it (the innermost at the address's own line).
+    let n = chain.len();
+    for k in (1..n).rev() {
+        let at = if k + 1 == n {
+            own_line.clone()
+        } else {
+            chain[k + 1].call.clone()
+        };
+        frames.push(frame(names, chain[k].name, at, true));
+    }
+    // The function itself: the symbol table's full name, else DWARF's.
+    let at = if n > 1 {
+        chain[1].call.clone()
+    } else {
+        own_line.clone()
+    };
+    let raw = symbol.or_else(|| chain.first().and_then(|f| f.name));
+    if raw.is_none() && frames.is_empty() && at.is_none() {
+        return unresolved_location(ret);
+    }
+    frames.push(frame(names, raw, at, false));
+    Location {
+        address: ret,
+        entry: start
+            .filter(|s| *s < ret)
+            .or_else(|| crate::sys::enclosing_function(ret)),
         frames: frames.into_boxed_slice(),
     }
 }
@@ -287,35 +441,6 @@ fn has_path(name: &str) -> bool {
         prev = c;
     }
     false
-}
-
-/// Debug info built with `debug = "line-tables-only"` names functions
-/// without their path. The outermost (not inlined) frame of each address is
-/// a real function with a symbol: take its full name from the symbol table.
-/// Inlined frames have no symbol and keep the short name.
-fn name_from_symtab(locs: &mut [Location]) {
-    let short: Vec<usize> = locs
-        .iter()
-        .filter(|l| {
-            l.frames
-                .last()
-                .is_some_and(|f| !f.is_unresolved() && !has_path(&f.name))
-        })
-        .map(|l| l.address)
-        .collect();
-    if short.is_empty() {
-        return;
-    }
-    let names = super::symtab::function_names(&short);
-    for l in locs.iter_mut() {
-        let (Some(n), Some(f)) = (names.get(&l.address), l.frames.last_mut()) else {
-            continue;
-        };
-        if has_path(&n.demangled) && *f.name != *n.demangled {
-            f.name = n.demangled.as_str().into();
-            f.system_name = Some(n.mangled.as_str().into());
-        }
-    }
 }
 
 /// Whether a frame at the leaf end of a stack belongs to allocscope's
@@ -354,6 +479,41 @@ pub(crate) fn is_allocator_frame(name: &str) -> bool {
         || ALLOCATION_PATH.iter().any(|p| path.starts_with(p))
 }
 
+/// Whether a function's name alone says it is std's (no file needed, as
+/// in profiles without lines): a path under `std::`, `core::` or `alloc::`
+/// (`alloc::raw_vec::RawVec<T>::grow`, `<alloc::alloc::Global>::alloc_impl`),
+/// a method of one of their types (`<alloc::vec::Vec<T> as
+/// core::clone::Clone>::clone`), or one of their traits' methods on a type
+/// without a path of its own (a generic parameter, a primitive, a slice or
+/// a reference to one: `<T as alloc::slice::hack::ConvertVec>::to_vec`,
+/// `<&T as core::fmt::Display>::fmt`). A std trait's method on the user's
+/// type (`<app::Key as core::clone::Clone>::clone`) is the user's code.
+fn is_std_name(name: &str) -> bool {
+    const STD: [&str; 3] = ["std::", "core::", "alloc::"];
+    let Some(inner) = name.strip_prefix('<') else {
+        return STD.iter().any(|p| name.starts_with(p));
+    };
+    if STD.iter().any(|p| inner.starts_with(p)) {
+        return true;
+    }
+    // `<Type as Trait>::method`: the ` as ` at the outermost level
+    let mut depth = 0i32;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '<' | '[' | '(' => depth += 1,
+            '>' | ']' | ')' if depth == 0 => return false,
+            '>' | ']' | ')' => depth -= 1,
+            ' ' if depth == 0 && inner[i..].starts_with(" as ") => {
+                let ty = &inner[..i];
+                let tr = &inner[i + 4..];
+                return !ty.contains("::") && STD.iter().any(|p| tr.starts_with(p));
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// How a frame at the leaf end of a stack is treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
@@ -371,7 +531,7 @@ enum Class {
 /// Debug info built with `debug = "line-tables-only"` names inlined
 /// functions without their path (`{closure#0}`, `with<Cell<u64>>`,
 /// `alloc_impl<System>`), and only the outermost frame of a location gets
-/// its full name from the symbol table ([`name_from_symtab`]). Such a
+/// its full name from the symbol table (`super::symtab`). Such a
 /// frame is part of the function it was inlined into: it takes that
 /// function's class, unless its file is std's own.
 fn classify(f: &Frame, caller: Option<Class>) -> Class {
@@ -379,10 +539,7 @@ fn classify(f: &Frame, caller: Option<Class>) -> Class {
         return Class::Allocator;
     }
     let file = f.file.as_deref().unwrap_or("");
-    let n = f.name.strip_prefix('<').unwrap_or(&f.name);
-    if ["std::", "core::", "alloc::"]
-        .iter()
-        .any(|p| n.starts_with(p))
+    if is_std_name(&f.name)
         || [
             "/library/std/src/",
             "/library/core/src/",
@@ -777,6 +934,88 @@ mod tests {
     }
 
     #[test]
+    fn trim_by_names_alone_drops_a_capture_inside_the_sampler() {
+        // Names without files (Symbols::Names): std's generic trait code
+        // between the sampler's frames goes with them.
+        let locs = vec![
+            loc(1, &["allocscope::sampling::stack::capture"]),
+            loc(
+                2,
+                &["<allocscope::AllocScope<A> as core::alloc::global::GlobalAlloc>::alloc"],
+            ),
+            loc(3, &["__rustc::__rust_alloc"]),
+            loc(
+                4,
+                &[
+                    "alloc::alloc::alloc",
+                    "<T as alloc::slice::<impl [T]>::to_vec_in::ConvertVec>::to_vec",
+                    "alloc::slice::<impl [T]>::to_vec",
+                    "allocscope::sampling::store::raw_buckets",
+                    "allocscope::sampling::raw_buckets",
+                ],
+            ),
+            loc(
+                5,
+                &[
+                    "allocscope::profile::HeapProfile::capture_with",
+                    "app::main",
+                ],
+            ),
+        ];
+        let locs: Vec<Arc<Location>> = locs
+            .into_iter()
+            .map(|l| {
+                let mut frames = l.frames.to_vec();
+                for f in &mut frames {
+                    f.file = None;
+                    f.line = None;
+                }
+                Arc::new(Location {
+                    address: l.address,
+                    entry: None,
+                    frames: frames.into(),
+                })
+            })
+            .collect();
+        assert_eq!(
+            names(&trim_leaf(&locs)),
+            [
+                "allocscope::profile::HeapProfile::capture_with",
+                "app::main"
+            ]
+        );
+    }
+
+    #[test]
+    fn std_is_told_by_name_alone() {
+        for n in [
+            "alloc::raw_vec::RawVec<T,A>::grow_one",
+            "std::thread::local::LocalKey<T>::with",
+            "<alloc::alloc::Global>::alloc_impl",
+            "<alloc::vec::Vec<T> as core::clone::Clone>::clone",
+            "<T as alloc::slice::<impl [T]>::to_vec_in::ConvertVec>::to_vec",
+            "<&T as core::fmt::Display>::fmt",
+            "<[u8] as alloc::borrow::ToOwned>::to_owned",
+            "<F as core::ops::function::FnOnce<()>>::call_once",
+            "<core::panic::unwind_safe::AssertUnwindSafe<F> as core::ops::function::FnOnce<()>>::call_once",
+        ] {
+            assert!(is_std_name(n), "{n}");
+            assert_eq!(classify(&frame(n, None, false), None), Class::Std, "{n}");
+        }
+        for n in [
+            "<app::Key as core::clone::Clone>::clone",
+            "<alloc_tool::X as app::Tr>::f",
+            "<T as app::Tr>::f",
+            "app::f",
+            "{closure#0}",
+            "<unbalanced",
+            "",
+        ] {
+            assert!(!is_std_name(n), "{n}");
+        }
+    }
+
+    #[test]
     fn paths_are_told_from_short_names() {
         assert!(has_path("myapp::cache::Cache::insert"));
         assert!(has_path(
@@ -795,7 +1034,22 @@ mod tests {
 
     #[test]
     fn bogus_addresses_resolve_to_hex_without_panicking() {
-        let m = resolve_many([0usize, 1, 2, usize::MAX, 0xdead_beef, 0xdead_beef]);
+        for symbols in [Symbols::Names, Symbols::Lines] {
+            let m = resolve_many(
+                [0usize, 1, 2, usize::MAX, 0xdead_beef, 0xdead_beef],
+                symbols,
+            );
+            assert_eq!(m.len(), 5);
+            let l = &m[&0xdead_beef];
+            assert_eq!(l.frames.len(), 1);
+            assert_eq!(l.frames[0].name(), "0xdeadbeef");
+            assert!(l.frames[0].is_unresolved());
+            assert_eq!(m[&0].frames[0].name(), "0x0");
+        }
+        let m = resolve_many(
+            [0usize, 1, 2, usize::MAX, 0xdead_beef, 0xdead_beef],
+            Symbols::Lines,
+        );
         assert_eq!(m.len(), 5);
         let l = &m[&0xdead_beef];
         assert_eq!(l.frames.len(), 1);
@@ -826,7 +1080,7 @@ mod tests {
     fn real_addresses_resolve_to_demangled_names_and_are_cached() {
         let ip = symbolize_probe();
         assert_ne!(ip, 0, "could not find the probe's own frame");
-        let m = resolve_many([ip]);
+        let m = resolve_many([ip], Symbols::Lines);
         let l = &m[&ip];
         let last = l.frames.last().expect("frames");
         // Full path even with line-tables-only debug info (symbol table).
@@ -839,14 +1093,28 @@ mod tests {
             last.file().is_some_and(|f| f.ends_with("symbolize.rs")),
             "{l:?}"
         );
+        assert!(last.line().is_some_and(|n| n > 0), "{l:?}");
         assert!(l
             .entry
             .is_some_and(|e| e == symbolize_probe as *const () as usize));
         assert!(symbol_cache_len() >= 1);
-        let again = resolve_many([ip]);
+        let again = resolve_many([ip], Symbols::Lines);
         assert!(
             Arc::ptr_eq(&again[&ip], l),
             "second lookup not served from the cache"
         );
+        // Names alone: the same names, no files or lines, cached apart.
+        let names = resolve_many([ip], Symbols::Names);
+        let n = &names[&ip];
+        assert!(!Arc::ptr_eq(n, l));
+        let got: Vec<&str> = n.frames.iter().map(Frame::name).collect();
+        let want: Vec<&str> = l.frames.iter().map(Frame::name).collect();
+        assert_eq!(got, want);
+        assert!(n
+            .frames
+            .iter()
+            .all(|f| f.file().is_none() && f.line().is_none()));
+        assert_eq!(n.entry, l.entry);
+        assert!(Arc::ptr_eq(&resolve_many([ip], Symbols::Names)[&ip], n));
     }
 }

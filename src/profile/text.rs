@@ -5,9 +5,17 @@
 //! scale them; each record is followed by `#` comment lines naming its
 //! frames.
 
-use std::fmt::Write as _;
-
 use super::{HeapProfile, PprofKind};
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::fmt::Write for Counter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
 
 impl HeapProfile {
     /// The profile in Go's `debug=1` text heap format (the gaps in the
@@ -53,59 +61,68 @@ impl HeapProfile {
         let sum = |f: fn(&Rec<'_>) -> u64| recs.iter().fold(0u64, |s, r| s.saturating_add(f(r)));
         let rate2 = self.interval.max(1).saturating_mul(2);
 
-        let mut out = String::new();
-        // Writing to a String cannot fail: the results are ignored.
-        let _ = writeln!(
-            out,
-            "heap profile: {}: {} [{}: {}] @ heap/{}",
-            sum(|r| r.inuse),
-            sum(|r| r.inuse_bytes),
-            sum(|r| r.b.sampled_allocs),
-            sum(|r| r.alloc_bytes),
-            rate2
-        );
-        for r in &recs {
-            let _ = write!(
+        // The text of a large profile is large (a comment line per frame of
+        // every record): it is written twice, first to count its bytes,
+        // then into a string of exactly that size, never regrown.
+        let write = |out: &mut dyn std::fmt::Write| {
+            // Writing to a String or a counter cannot fail: the results are
+            // ignored.
+            let _ = writeln!(
                 out,
-                "{}: {} [{}: {}] @",
-                r.inuse, r.inuse_bytes, r.b.sampled_allocs, r.alloc_bytes
+                "heap profile: {}: {} [{}: {}] @ heap/{}",
+                sum(|r| r.inuse),
+                sum(|r| r.inuse_bytes),
+                sum(|r| r.b.sampled_allocs),
+                sum(|r| r.alloc_bytes),
+                rate2
             );
-            for loc in r.b.locations.iter() {
-                let _ = write!(out, " {:#x}", loc.address);
-            }
-            out.push('\n');
-            for loc in r.b.locations.iter() {
-                let pc = loc.address.saturating_sub(1);
-                for f in loc.frames.iter() {
-                    if f.is_unresolved() {
-                        let _ = writeln!(out, "#\t{pc:#x}");
-                        continue;
-                    }
-                    let name = super::folded::sanitize(f.name());
-                    let _ = write!(out, "#\t{pc:#x}\t{name}");
-                    if let Some(entry) = loc.entry.filter(|e| *e <= pc) {
-                        let _ = write!(out, "+{:#x}", pc - entry);
-                    }
-                    let _ = writeln!(
-                        out,
-                        "\t{}:{}",
-                        f.file().unwrap_or("??"),
-                        f.line().unwrap_or(0)
-                    );
+            for r in &recs {
+                let _ = write!(
+                    out,
+                    "{}: {} [{}: {}] @",
+                    r.inuse, r.inuse_bytes, r.b.sampled_allocs, r.alloc_bytes
+                );
+                for loc in r.b.locations.iter() {
+                    let _ = write!(out, " {:#x}", loc.address);
                 }
+                let _ = out.write_char('\n');
+                for loc in r.b.locations.iter() {
+                    let pc = loc.address.saturating_sub(1);
+                    for f in loc.frames.iter() {
+                        if f.is_unresolved() {
+                            let _ = writeln!(out, "#\t{pc:#x}");
+                            continue;
+                        }
+                        let name = super::folded::sanitize(f.name());
+                        let _ = write!(out, "#\t{pc:#x}\t{name}");
+                        if let Some(entry) = loc.entry.filter(|e| *e <= pc) {
+                            let _ = write!(out, "+{:#x}", pc - entry);
+                        }
+                        let _ = writeln!(
+                            out,
+                            "\t{}:{}",
+                            f.file().unwrap_or("??"),
+                            f.line().unwrap_or(0)
+                        );
+                    }
+                }
+                let _ = out.write_char('\n');
             }
-            out.push('\n');
-        }
-        let _ = writeln!(
-            out,
-            "# allocscope {} profile: sampled counts, {}; {} buckets",
-            match kind {
-                PprofKind::Heap => "heap",
-                PprofKind::Allocs => "allocs",
-            },
-            super::sampling_note(self.interval),
-            recs.len()
-        );
+            let _ = writeln!(
+                out,
+                "# allocscope {} profile: sampled counts, {}; {} buckets",
+                match kind {
+                    PprofKind::Heap => "heap",
+                    PprofKind::Allocs => "allocs",
+                },
+                super::sampling_note(self.interval),
+                recs.len()
+            );
+        };
+        let mut size = Counter(0);
+        write(&mut size);
+        let mut out = String::with_capacity(size.0);
+        write(&mut out);
         out
     }
 }

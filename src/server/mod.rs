@@ -320,6 +320,9 @@ pub(crate) fn parse_query_for_tests(query: &str) -> Result<crate::test_util::Par
         heap_text: pprof::heap_params(&q).map_err(st),
         heap_gc: pprof::heap_gc_param(&q).map_err(st),
         svg: pprof::svg_params(&q).map_err(st),
+        lines: pprof::lines_param(&q)
+            .map(|s| s == crate::profile::Symbols::Lines)
+            .map_err(st),
         gc_post: gc::post_params(&q).map_err(st),
         gc_get_change: gc::read_with_change(&Method::GET, query).map(st),
         params: q,

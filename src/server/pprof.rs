@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::{query_get, Reply, State};
-use crate::profile::{FlamegraphOptions, HeapProfile, PprofKind, SampleType};
+use crate::profile::{FlamegraphOptions, HeapProfile, PprofKind, SampleType, Symbols};
 
 /// Renders (heap and CPU profiles, flamegraphs) run one at a time.
 pub(crate) static RENDER: Semaphore = Semaphore::const_new(1);
@@ -215,15 +215,43 @@ pub(crate) fn heap_gc_param(q: &[(String, String)]) -> Result<bool, Reply> {
     }
 }
 
+/// What `lines=N` asks of the symbols of `heap`, `allocs` and `heap.svg`:
+/// any `N > 0` adds the source file and line of every frame
+/// ([`Symbols::Lines`]); 0 or none, function names alone. Pure (the fuzz
+/// target `query` calls it).
+pub(crate) fn lines_param(q: &[(String, String)]) -> Result<Symbols, Reply> {
+    match query_get(q, "lines") {
+        None => Ok(Symbols::Names),
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(Symbols::Lines),
+            Ok(_) => Ok(Symbols::Names),
+            Err(_) => Err(Reply::error(
+                400,
+                &format!(
+                    "invalid lines {l:?}: expected an integer (lines=1 adds the source file and \
+                     line of every frame, lines=0 gives function names alone, the default)"
+                ),
+            )),
+        },
+    }
+}
+
 /// `/debug/pprof/heap` and `/debug/pprof/allocs`: the heap profile as
 /// gzipped pprof, or Go's text format with `debug=1` (any `debug` > 0).
 /// `gc=1` on `heap` first runs a collection cycle ([`crate::gc::collect`]: the
 /// registered reclaimers, then memory returned to the OS), as Go's handler
 /// runs `runtime.GC()`, so the in-use figures reflect what the application
-/// could give back. Delta profiles (`seconds=N`) are not offered.
+/// could give back. `lines=1` adds the source file and line of every frame
+/// (function names alone by default: cheaper, see
+/// [`HeapProfile::capture_with`]). Delta profiles (`seconds=N`) are not
+/// offered.
 pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)]) -> Reply {
     let text = match heap_params(q) {
         Ok(t) => t,
+        Err(r) => return r,
+    };
+    let symbols = match lines_param(q) {
+        Ok(s) => s,
         Err(r) => return r,
     };
     let gc = match heap_gc_param(q) {
@@ -239,7 +267,7 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
         if gc {
             crate::gc::collect();
         }
-        let p = HeapProfile::capture();
+        let p = HeapProfile::capture_with(symbols);
         Ok(if text {
             Err(p.to_text(kind))
         } else {
@@ -274,11 +302,24 @@ pub(crate) fn svg_params(q: &[(String, String)]) -> Result<(SampleType, bool), R
     Ok((sample, diff))
 }
 
-/// `/debug/pprof/heap.svg?sample=…[&diff=baseline]`: the heap flamegraph,
-/// or what grew since the saved baseline.
+/// `/debug/pprof/heap.svg?sample=…[&diff=baseline|&lines=1]`: the heap
+/// flamegraph, or what grew since the saved baseline. With `lines=1` each
+/// frame is `name file:line`; a diff compares stacks by function names, so
+/// `lines=1` with `diff=baseline` is a 400.
 pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
     let (sample, diff) = match svg_params(q) {
         Ok(p) => p,
+        Err(r) => return r,
+    };
+    let symbols = match lines_param(q) {
+        Ok(Symbols::Lines) if diff => {
+            return Reply::error(
+                400,
+                "lines=1 does not apply to diff=baseline: a diff compares stacks by function \
+                 names; leave out lines",
+            )
+        }
+        Ok(s) => s,
         Err(r) => return r,
     };
     let baseline = match diff {
@@ -295,7 +336,7 @@ pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
         },
     };
     let r = render(state.render_timeout, "the heap flamegraph", move || {
-        let now = HeapProfile::capture();
+        let now = HeapProfile::capture_with(symbols);
         let mut svg = Vec::with_capacity(64 * 1024);
         let opts = FlamegraphOptions::default();
         match baseline {
@@ -353,8 +394,8 @@ pub(crate) fn cmdline() -> Reply {
 /// The profiles listed on the index page: path, description.
 const PROFILES: &[(&str, &str)] = &[
     ("allocs", "A sampling of all past memory allocations (the heap profile with alloc_space as its default view)."),
-    ("heap", "A sampling of memory allocations of live objects. Add debug=1 for text."),
-    ("heap.svg", "The heap profile as a flamegraph (sample=inuse_space|inuse_objects|alloc_space|alloc_objects; diff=baseline for growth since the saved baseline)."),
+    ("heap", "A sampling of memory allocations of live objects. Add debug=1 for text, lines=1 for the file and line of every frame."),
+    ("heap.svg", "The heap profile as a flamegraph (sample=inuse_space|inuse_objects|alloc_space|alloc_objects; diff=baseline for growth since the saved baseline; lines=1 for a frame per source line)."),
     ("profile", "CPU profile. You can specify the duration in the seconds GET parameter (1 to 300, default 30). After you get the profile file, use the go tool pprof command to investigate the profile."),
     ("cmdline", "The command line invocation of the current program."),
 ];
@@ -443,6 +484,21 @@ mod tests {
             .unwrap_err();
             assert_eq!(p.status, 500);
         });
+    }
+
+    #[test]
+    fn lines_asks_for_files_and_lines() {
+        let q = |v: &str| vec![("lines".to_string(), v.to_string())];
+        assert_eq!(lines_param(&[]).ok(), Some(Symbols::Names));
+        assert_eq!(lines_param(&q("1")).ok(), Some(Symbols::Lines));
+        assert_eq!(lines_param(&q("7")).ok(), Some(Symbols::Lines));
+        assert_eq!(lines_param(&q("0")).ok(), Some(Symbols::Names));
+        assert_eq!(lines_param(&q("-1")).ok(), Some(Symbols::Names));
+        for bad in ["", "yes", "1.0", "99999999999999999999"] {
+            let e = lines_param(&q(bad)).unwrap_err();
+            assert_eq!(e.status, 400, "{bad:?}");
+            assert!(String::from_utf8_lossy(&e.body).contains("lines=1"));
+        }
     }
 
     #[test]

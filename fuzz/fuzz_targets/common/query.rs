@@ -76,6 +76,12 @@ fn check(q: &str, p: &ParsedQuery) {
         }
         Err(st) => assert_eq!(*st, 400, "{q:?}"),
     }
+    // lines=: an integer, files and lines when > 0.
+    match (&p.lines, get(p, "lines")) {
+        (Ok(l), None) => assert!(!l, "{q:?}"),
+        (Ok(l), Some(v)) => assert_eq!(v.parse::<i64>().ok().map(|n| n > 0), Some(*l), "{q:?}"),
+        (Err(st), v) => assert!(*st == 400 && v.is_some(), "{q:?}"),
+    }
     // POST /gc: only set and memory_limit, each once, at least one.
     match &p.gc_post {
         Ok((set, limit)) => {
