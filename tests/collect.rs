@@ -375,23 +375,55 @@ fn time_share_limits_an_unreclaimable_heap() {
     });
 }
 
-/// The collector thread's context switches so far (voluntary: its own
-/// sleeps and wake-ups), from `/proc/self/task/*/status`.
+/// The collector thread's context switches (voluntary: its own sleeps and
+/// wake-ups), from its `/proc/self/task/<tid>/status`.
+///
+/// Reading them does not allocate (the path is found once, the file read
+/// into a buffer on the stack): an allocation of the reading thread could
+/// reach the sampler's cold path and wake the collector, the very thing
+/// measured (it did once in CI: one such wake-up kept the collector at the
+/// busy poll for 200 ms, 40 wake-ups).
 #[cfg(target_os = "linux")]
-fn collector_switches() -> u64 {
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim() == "allocscope-coll" {
-            let status = std::fs::read_to_string(dir.join("status")).unwrap();
-            return status
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap();
+struct CollectorSwitches(std::path::PathBuf);
+
+#[cfg(target_os = "linux")]
+impl CollectorSwitches {
+    fn find() -> CollectorSwitches {
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim() == "allocscope-coll" {
+                return CollectorSwitches(dir.join("status"));
+            }
         }
+        panic!("no allocscope-collect thread");
     }
-    panic!("no allocscope-collect thread");
+
+    fn read(&self) -> u64 {
+        use std::io::Read;
+        let mut buf = [0u8; 8192];
+        let mut file = std::fs::File::open(&self.0).unwrap();
+        let mut len = 0;
+        loop {
+            let n = file.read(&mut buf[len..]).unwrap();
+            if n == 0 {
+                break;
+            }
+            len += n;
+            assert!(len < buf.len(), "status longer than the buffer");
+        }
+        let key = b"voluntary_ctxt_switches:";
+        let text = &buf[..len];
+        let at = text
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("voluntary_ctxt_switches in status");
+        text[at + key.len()..]
+            .iter()
+            .skip_while(|b| b.is_ascii_whitespace())
+            .take_while(|b| b.is_ascii_digit())
+            .fold(0, |n, d| n * 10 + u64::from(d - b'0'))
+    }
 }
 
 #[test]
@@ -403,12 +435,20 @@ fn an_idle_process_lets_the_collector_sleep() {
         let mut held = Vec::new();
         grow_to(&mut held, 2 * MIB);
         // idle: the collector goes down to at most 2 wake-ups a second
+        let switches = CollectorSwitches::find();
         std::thread::sleep(Duration::from_millis(500));
-        let (s0, t0) = (collector_switches(), Instant::now());
+        let allocated = allocscope::thread_stats().allocated_bytes;
+        let (s0, t0) = (switches.read(), Instant::now());
         std::thread::sleep(Duration::from_secs(2));
-        let idle = collector_switches() - s0;
-        let per_second = idle as f64 / t0.elapsed().as_secs_f64();
-        eprintln!("idle: {idle} wake-ups in {:?}", t0.elapsed());
+        let idle = switches.read() - s0;
+        let elapsed = t0.elapsed();
+        assert_eq!(
+            allocscope::thread_stats().allocated_bytes,
+            allocated,
+            "the idle stretch allocated"
+        );
+        let per_second = idle as f64 / elapsed.as_secs_f64();
+        eprintln!("idle: {idle} wake-ups in {elapsed:?}");
         assert!(
             per_second <= 2.5,
             "{per_second:.1} wake-ups a second while idle"
@@ -431,12 +471,12 @@ fn an_idle_process_lets_the_collector_sleep() {
             "reacted {reacted:?}, crossed {crossed:?}"
         );
         // and while the process allocates, the collector polls as before
-        let (s0, t0) = (collector_switches(), Instant::now());
+        let (s0, t0) = (switches.read(), Instant::now());
         while t0.elapsed() < Duration::from_millis(500) {
             drop(vec![0u8; CHUNK]);
             std::thread::sleep(Duration::from_micros(200));
         }
-        let busy = collector_switches() - s0;
+        let busy = switches.read() - s0;
         eprintln!("allocating: {busy} wake-ups in {:?}", t0.elapsed());
         assert!(busy >= 20, "{busy} wake-ups while allocating");
     });
