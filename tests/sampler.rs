@@ -167,7 +167,10 @@ fn a_new_interval_reaches_running_threads() {
     std::thread::sleep(std::time::Duration::from_millis(50));
     let before = points(&allocscope::sampling::stats());
     allocscope::sampling::set_interval(1);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // the thread picks the interval up at its next check-in (within 1 MiB
+    // of 64-byte allocations) and then samples each one; under
+    // ThreadSanitizer on a loaded machine that took more than 5 s once
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while sampled_here.load(SeqCst) < before + 100 && std::time::Instant::now() < deadline {
         std::thread::yield_now();
     }
