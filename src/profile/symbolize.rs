@@ -126,6 +126,12 @@ impl Frame {
         }
     }
 
+    /// Replaces the file (tests).
+    #[cfg(test)]
+    pub(crate) fn set_file_for_tests(&mut self, file: Option<&str>) {
+        self.file = file.map(Into::into);
+    }
+
     /// Builds a frame from parts (tests).
     #[cfg(test)]
     pub(crate) fn synthetic(name: &str, address: usize, inlined: bool) -> Frame {
@@ -428,7 +434,7 @@ fn compose(
 /// Whether a name has a path outside generic arguments (`a::b`,
 /// `<T as a::Tr>::f`), rather than the bare name (`insert`,
 /// `call_once<…>`, `{closure#0}`) that line-tables-only debug info gives.
-fn has_path(name: &str) -> bool {
+pub(super) fn has_path(name: &str) -> bool {
     let mut depth = 0i32;
     let mut prev = '\0';
     for c in name.chars() {
