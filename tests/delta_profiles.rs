@@ -47,9 +47,12 @@ fn allocated_in_the_window() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A sample's function names (leaf first) and values.
+type NamedSample = (Vec<String>, Vec<i64>);
+
 /// Function names of the samples of a gzipped pprof body, with their
 /// values (every name of each sample's stack).
-fn names_and_values(gz: &[u8]) -> (Profile, Vec<(Vec<String>, Vec<i64>)>) {
+fn names_and_values(gz: &[u8]) -> (Profile, Vec<NamedSample>) {
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(gz)
         .read_to_end(&mut raw)
@@ -138,7 +141,7 @@ fn delta_profiles_show_the_window_and_not_before() {
             "{path}: allocated before the window, yet in the delta: {samples:?}"
         );
         // The window's 4 MiB: every value positive, leaf first (trimmed).
-        let window: Vec<&(Vec<String>, Vec<i64>)> = samples
+        let window: Vec<&NamedSample> = samples
             .iter()
             .filter(|(n, _)| n.iter().any(|x| x.contains("allocated_in_the_window")))
             .collect();

@@ -458,7 +458,9 @@ pub(super) fn has_path(name: &str) -> bool {
 /// (`<allocscope::alloc::AllocScope<A> as core::alloc::global::GlobalAlloc>::alloc`),
 /// the `backtrace` crate, and the shims (`__rust_alloc`, `__rg_alloc`,
 /// `__rdl_alloc`, …). std's own allocation code (`alloc::…`: `RawVec`,
-/// `Box::new`, …) is not: it shows how the user's code allocated. Nor is the
+/// `Box::new`, …) is not: it is trimmed separately, and only in a
+/// [`Frames::Trimmed`](super::Frames::Trimmed) profile (`super::machinery`),
+/// so that raw profiles still show how the user's code allocated. Nor is the
 /// rest of allocscope: allocations made by its exporter or profile code are
 /// ordinary allocation sites. (The few allocating functions of those three
 /// modules that are not on the allocation path, such as
