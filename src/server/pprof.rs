@@ -663,6 +663,59 @@ mod tests {
     }
 
     #[test]
+    fn delta_seconds_raw_and_debug() {
+        let q = |kv: &[(&str, &str)]| -> Vec<(String, String)> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(delta_seconds(&[]).ok(), Some(None));
+        assert_eq!(delta_seconds(&q(&[("seconds", "1")])).ok(), Some(Some(1)));
+        assert_eq!(
+            delta_seconds(&q(&[("seconds", "300")])).ok(),
+            Some(Some(300))
+        );
+        for bad in ["0", "301", "abc", "-1", "", "2.5", "99999999999999999999"] {
+            let e = delta_seconds(&q(&[("seconds", bad)])).unwrap_err();
+            assert_eq!(e.status, 400, "{bad:?}");
+            assert!(String::from_utf8_lossy(&e.body).contains("from 1 to 300"));
+            // heap_params refuses it too
+            assert_eq!(
+                heap_params(&q(&[("seconds", bad)])).unwrap_err().status,
+                400
+            );
+        }
+        assert_eq!(heap_params(&q(&[("seconds", "5")])).ok(), Some(false));
+        assert_eq!(
+            heap_params(&q(&[("seconds", "5"), ("debug", "0")])).ok(),
+            Some(false)
+        );
+        let e = heap_params(&q(&[("seconds", "5"), ("debug", "1")])).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(String::from_utf8_lossy(&e.body).contains("incompatible"));
+        assert_eq!(heap_params(&q(&[("debug", "1")])).ok(), Some(true));
+
+        assert_eq!(frames_param(&[]).ok(), Some(Frames::Trimmed));
+        assert_eq!(frames_param(&q(&[("raw", "1")])).ok(), Some(Frames::Raw));
+        assert_eq!(
+            frames_param(&q(&[("raw", "0")])).ok(),
+            Some(Frames::Trimmed)
+        );
+        for bad in ["", "yes", "1.0"] {
+            let e = frames_param(&q(&[("raw", bad)])).unwrap_err();
+            assert_eq!(e.status, 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_delta_profile_at_a_time() {
+        let a = DeltaTurn::take().expect("free");
+        assert!(DeltaTurn::take().is_none());
+        drop(a);
+        assert!(DeltaTurn::take().is_some());
+    }
+
+    #[test]
     fn one_cpu_profile_at_a_time() {
         let a = CpuTurn::take().expect("free");
         assert!(CpuTurn::take().is_none());
