@@ -71,6 +71,12 @@ pub struct ParsedQuery {
     pub cpu_seconds: Result<u64, u16>,
     /// `/debug/pprof/heap` and `allocs`: whether text (`debug` > 0).
     pub heap_text: Result<bool, u16>,
+    /// `/debug/pprof/heap` and `allocs`: the window of a delta profile
+    /// (`seconds=N`), if asked for.
+    pub heap_seconds: Result<Option<u64>, u16>,
+    /// `heap`, `allocs`, `heap.svg`: whether `raw=N` keeps std's allocation
+    /// frames (`N > 0`).
+    pub raw: Result<bool, u16>,
     /// `/debug/pprof/heap`: whether `gc=N` asks for a collection cycle first.
     pub heap_gc: Result<bool, u16>,
     /// `/debug/pprof/heap.svg`: the sample type and whether `diff=baseline`.

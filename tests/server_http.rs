@@ -173,7 +173,13 @@ fn heap_profiles_flamegraphs_and_baseline() {
         assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
         assert!(r.text().starts_with("heap profile: "), "{}", r.text());
         assert_go_error(&get(a, &format!("{path}?debug=x")), 400, "debug");
-        assert_go_error(&get(a, &format!("{path}?seconds=5")), 400, "delta");
+        assert_go_error(
+            &get(a, &format!("{path}?seconds=5&debug=1")),
+            400,
+            "incompatible",
+        );
+        assert_go_error(&get(a, &format!("{path}?seconds=0")), 400, "1 to 300");
+        assert_go_error(&get(a, &format!("{path}?raw=x")), 400, "raw=1");
     }
     assert_eq!(get(a, "/debug/pprof/heap?gc=1").status, 200);
 

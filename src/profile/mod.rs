@@ -5,8 +5,9 @@
 //! scaled), its exports — folded stacks ([`HeapProfile::folded`]), pprof
 //! protobuf ([`HeapProfile::to_pprof`]), Go's `debug=1` text
 //! ([`HeapProfile::to_text`]), inferno flamegraphs
-//! ([`HeapProfile::flamegraph`]) — and the leak-hunting diff
-//! ([`HeapProfile::diff`]).
+//! ([`HeapProfile::flamegraph`]) — the leak-hunting diff
+//! ([`HeapProfile::diff`]) and Go's delta profile
+//! ([`HeapProfile::delta_pprof`]).
 //!
 //! Nothing here runs inside the allocator: capturing a profile copies the
 //! sampler's buckets (the sampler guarantees that never blocks an
@@ -31,7 +32,10 @@
 //! functions expanded into frames of their own, unresolvable addresses
 //! `0x…`. allocscope's own frames, the stack capture's and the allocator
 //! shims' (`__rust_alloc`, `__rg_alloc`, …) are dropped from the leaf end;
-//! std's allocation code (`alloc::raw_vec::…`) is kept.
+//! so is std's allocation machinery (`alloc::alloc::realloc`,
+//! `RawVecInner::finish_grow`, `Vec::push`, …: see [`Frames`] and
+//! [`ALLOCATION_MACHINERY`]), so that each stack's leaf is the function that
+//! asked for the memory. [`Frames::Raw`] keeps std's frames.
 //!
 //! Every function gets its full path from its object's symbol table, read
 //! in place from the mapped file and kept as a compact table (16 bytes a
@@ -47,6 +51,7 @@ mod diff;
 mod dwarf;
 mod flamegraph;
 mod folded;
+mod machinery;
 mod near_limit;
 mod pprof;
 mod symbolize;
@@ -65,6 +70,7 @@ pub use diff::{DiffStack, HeapDiff};
 #[cfg(feature = "server")]
 pub(crate) use flamegraph::xml_escape;
 pub use flamegraph::{FlamegraphColors, FlamegraphOptions};
+pub use machinery::{Frames, ALLOCATION_MACHINERY};
 pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
 #[cfg(feature = "server")]
 pub(crate) use near_limit::{
@@ -206,7 +212,10 @@ pub struct Bucket {
 impl Bucket {
     /// The symbolised stack, **leaf first**: `frames()[0]` is the innermost
     /// function that allocated (allocscope's own frames and the allocator
-    /// shims already removed), the last frame is the thread's entry point.
+    /// shims already removed; in a profile captured with
+    /// [`Frames::Trimmed`], the default, std's allocation machinery too, so
+    /// that `frames()[0]` is the user's function that asked for the
+    /// memory), the last frame is the thread's entry point.
     /// Inlined functions appear as frames of their own
     /// ([`Frame::is_inlined`]). Empty when nothing could be captured.
     pub fn frames(&self) -> &[Frame] {
@@ -256,6 +265,7 @@ pub struct HeapProfile {
     interval: u64,
     captured_at: SystemTime,
     symbols: Symbols,
+    frames: Frames,
 }
 
 impl HeapProfile {
@@ -287,17 +297,45 @@ impl HeapProfile {
     /// # }
     /// ```
     pub fn capture_with(symbols: Symbols) -> HeapProfile {
+        HeapProfile::capture_frames(symbols, Frames::Trimmed)
+    }
+
+    /// Captures the sampler's current buckets, symbolised as `symbols`
+    /// says, keeping the frames `frames` says: [`Frames::Trimmed`] (what
+    /// [`capture`](Self::capture) and [`capture_with`](Self::capture_with)
+    /// do) drops std's allocation machinery from the leaf end of every
+    /// stack, [`Frames::Raw`] keeps it (the exporter's `raw=1`).
+    ///
+    /// ```
+    /// # #[cfg(feature = "profile")] {
+    /// use allocscope::profile::{Frames, HeapProfile, Symbols};
+    /// let raw = HeapProfile::capture_frames(Symbols::Names, Frames::Raw);
+    /// assert_eq!(raw.frames(), Frames::Raw);
+    /// # }
+    /// ```
+    pub fn capture_frames(symbols: Symbols, frames: Frames) -> HeapProfile {
         let interval = crate::sampling::current_interval_for_profile();
-        HeapProfile::from_raw(crate::sampling::raw_buckets(), interval, symbols)
+        HeapProfile::from_raw_frames(crate::sampling::raw_buckets(), interval, symbols, frames)
     }
 
     /// Builds a profile from raw sampler buckets. `current_interval` is the
     /// sampling interval in force now (the pprof `period`); each raw bucket
     /// is scaled with its own interval.
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn from_raw(
         raw: Vec<RawBucket>,
         current_interval: u64,
         symbols: Symbols,
+    ) -> HeapProfile {
+        HeapProfile::from_raw_frames(raw, current_interval, symbols, Frames::Trimmed)
+    }
+
+    /// [`from_raw`](Self::from_raw), keeping the frames `frames` says.
+    pub(crate) fn from_raw_frames(
+        raw: Vec<RawBucket>,
+        current_interval: u64,
+        symbols: Symbols,
+        frames: Frames,
     ) -> HeapProfile {
         let captured_at = SystemTime::now();
         let addrs: HashSet<usize> = raw.iter().flat_map(|b| b.stack.iter().copied()).collect();
@@ -337,7 +375,7 @@ impl HeapProfile {
                         .filter(|a| **a != 0)
                         .filter_map(|a| resolved.get(a).cloned())
                         .collect();
-                    let locs = symbolize::trim_leaf(&locs);
+                    let locs = machinery::trim(symbolize::trim_leaf(&locs), frames);
                     let key: Vec<FrameKey> = locs
                         .iter()
                         .flat_map(|l| l.frames.iter())
@@ -400,6 +438,7 @@ impl HeapProfile {
             interval: current_interval,
             captured_at,
             symbols,
+            frames,
         }
     }
 
@@ -429,6 +468,11 @@ impl HeapProfile {
     /// What its frames say: names alone, or files and lines too.
     pub fn symbols(&self) -> Symbols {
         self.symbols
+    }
+
+    /// Whether std's allocation machinery was trimmed from its stacks.
+    pub fn frames(&self) -> Frames {
+        self.frames
     }
 
     /// Whether no sampled allocation is in the profile.
@@ -537,6 +581,7 @@ pub(crate) mod tests {
             interval,
             captured_at: SystemTime::now(),
             symbols: Symbols::Names,
+            frames: Frames::Raw,
         }
     }
 

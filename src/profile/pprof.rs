@@ -58,25 +58,66 @@ impl HeapProfile {
     /// Locations carry the return address minus one (inside the call
     /// instruction) and one line per inlined frame, innermost first.
     pub fn to_pprof(&self, kind: PprofKind) -> Vec<u8> {
-        let bytes = self.to_pprof_message(kind).encode_to_vec();
-        // Go's runtime/pprof compresses its profiles at BestSpeed too.
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(bytes.len() / 4 + 64),
-            flate2::Compression::fast(),
-        );
-        match gz.write_all(&bytes).and_then(|()| gz.finish()) {
-            Ok(out) => out,
-            Err(e) => {
-                // Cannot happen when writing to memory; pprof also reads
-                // uncompressed protobuf, so degrade rather than fail.
-                log::warn!(
-                    "allocscope: gzip of a heap profile failed ({e}); serving it uncompressed"
-                );
-                bytes
-            }
-        }
+        gzip_message(&self.to_pprof_message(kind))
     }
 
+    /// The difference between this profile and an `earlier` one, as Go's
+    /// `net/http/pprof` serves `/debug/pprof/heap?seconds=N`: gzipped
+    /// pprof, read by `go tool pprof` like any heap profile.
+    ///
+    /// Computed as Go computes it (`serveDeltaProfile`): both profiles as
+    /// exported ([`to_pprof`](Self::to_pprof): each scaled on its own), the
+    /// earlier one's values negated and the two merged, samples with the
+    /// same locations and labels adding up (`profile.Merge`). All four
+    /// values are differences, `inuse_*` included (negative where the
+    /// heap shrank); samples that come to zero in all four are left out,
+    /// so a stack that neither allocated nor freed in between is absent.
+    /// The profile's time is this one's, its duration the time between the
+    /// two, its period the larger. One departure: a label named `age`
+    /// (the age of in-use samples, meaningless for a difference) is
+    /// dropped before merging, so that an unchanged stack cancels out.
+    ///
+    /// Both profiles should be captured with the same [`Frames`](super::Frames)
+    /// and [`Symbols`](super::Symbols); stacks are matched by their
+    /// symbolised frames and return addresses.
+    ///
+    /// ```
+    /// # #[cfg(feature = "profile")] {
+    /// use allocscope::profile::{HeapProfile, PprofKind};
+    /// let before = HeapProfile::capture();
+    /// let kept = vec![0u8; 1 << 20]; // allocated in the window
+    /// let delta = HeapProfile::capture().delta_pprof(&before, PprofKind::Allocs);
+    /// # let _ = (kept, delta);
+    /// # }
+    /// ```
+    pub fn delta_pprof(&self, earlier: &HeapProfile, kind: PprofKind) -> Vec<u8> {
+        gzip_message(&delta_message(
+            &earlier.to_pprof_message(kind),
+            &self.to_pprof_message(kind),
+        ))
+    }
+}
+
+/// `message` encoded and gzipped, as Go writes its profiles.
+fn gzip_message(message: &Profile) -> Vec<u8> {
+    let bytes = message.encode_to_vec();
+    // Go's runtime/pprof compresses its profiles at BestSpeed too.
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    match gz.write_all(&bytes).and_then(|()| gz.finish()) {
+        Ok(out) => out,
+        Err(e) => {
+            // Cannot happen when writing to memory; pprof also reads
+            // uncompressed protobuf, so degrade rather than fail.
+            log::warn!("allocscope: gzip of a heap profile failed ({e}); serving it uncompressed");
+            bytes
+        }
+    }
+}
+
+impl HeapProfile {
     /// The decoded pprof message (see [`to_pprof`](Self::to_pprof)).
     pub(crate) fn to_pprof_message(&self, kind: PprofKind) -> Profile {
         let mut st = Strings::new();
@@ -199,6 +240,192 @@ impl HeapProfile {
     }
 }
 
+/// A label a delta profile drops (see [`HeapProfile::delta_pprof`]).
+const DELTA_DROPPED_LABEL: &str = "age";
+
+/// Go's delta: `after` minus `before`, merged as `profile.Merge` merges
+/// (`before` scaled by -1 first): samples keyed by their locations (by
+/// address and lines: function name, system name, file, start line, line)
+/// and labels, values added, all-zero samples left out.
+pub(crate) fn delta_message(before: &Profile, after: &Profile) -> Profile {
+    /// What identifies a location across two profiles.
+    type LocKey = (u64, bool, Vec<(i64, i64)>);
+    /// What identifies a sample: its locations and its labels (key, str,
+    /// num, unit as indexes of the merged string table).
+    type SampleKey = (Vec<u64>, Vec<(i64, i64, i64, i64)>);
+    struct Merge<'a> {
+        st: Strings<'a>,
+        functions: Vec<Function>,
+        function_ids: HashMap<(i64, i64, i64, i64), u64>,
+        locations: Vec<Location>,
+        location_ids: HashMap<LocKey, u64>,
+        samples: Vec<Sample>,
+        sample_ids: HashMap<SampleKey, usize>,
+    }
+    impl<'a> Merge<'a> {
+        fn add(&mut self, p: &'a Profile, sign: i64) {
+            let s = |i: i64| -> &'a str {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| p.string_table.get(i))
+                    .map_or("", String::as_str)
+            };
+            let function_by_id: HashMap<u64, &Function> =
+                p.function.iter().map(|f| (f.id, f)).collect();
+            let location_by_id: HashMap<u64, &Location> =
+                p.location.iter().map(|l| (l.id, l)).collect();
+            let mut mapped: HashMap<u64, u64> = HashMap::new();
+            for smp in &p.sample {
+                let mut location_id = Vec::with_capacity(smp.location_id.len());
+                for id in &smp.location_id {
+                    if let Some(&m) = mapped.get(id) {
+                        location_id.push(m);
+                        continue;
+                    }
+                    let Some(loc) = location_by_id.get(id) else {
+                        continue;
+                    };
+                    let lines: Vec<(u64, i64)> = loc
+                        .line
+                        .iter()
+                        .filter_map(|l| {
+                            let f = function_by_id.get(&l.function_id)?;
+                            let key = (
+                                self.st.id(s(f.name)),
+                                self.st.id(s(f.system_name)),
+                                self.st.id(s(f.filename)),
+                                f.start_line,
+                            );
+                            let next = self.functions.len() as u64 + 1;
+                            let fid = *self.function_ids.entry(key).or_insert_with(|| {
+                                self.functions.push(Function {
+                                    id: next,
+                                    name: key.0,
+                                    system_name: key.1,
+                                    filename: key.2,
+                                    start_line: key.3,
+                                });
+                                next
+                            });
+                            Some((fid, l.line))
+                        })
+                        .collect();
+                    let key: LocKey = (
+                        loc.address,
+                        loc.is_folded,
+                        lines.iter().map(|&(f, l)| (f as i64, l)).collect(),
+                    );
+                    let next = self.locations.len() as u64 + 1;
+                    let lid = *self.location_ids.entry(key).or_insert_with(|| {
+                        self.locations.push(Location {
+                            id: next,
+                            mapping_id: 0,
+                            address: loc.address,
+                            line: lines
+                                .iter()
+                                .map(|&(function_id, line)| Line { function_id, line })
+                                .collect(),
+                            is_folded: loc.is_folded,
+                        });
+                        next
+                    });
+                    mapped.insert(*id, lid);
+                    location_id.push(lid);
+                }
+                let label: Vec<Label> = smp
+                    .label
+                    .iter()
+                    .filter(|l| s(l.key) != DELTA_DROPPED_LABEL)
+                    .map(|l| Label {
+                        key: self.st.id(s(l.key)),
+                        str: self.st.id(s(l.str)),
+                        num: l.num,
+                        num_unit: self.st.id(s(l.num_unit)),
+                    })
+                    .collect();
+                let key: SampleKey = (
+                    location_id.clone(),
+                    label
+                        .iter()
+                        .map(|l| (l.key, l.str, l.num, l.num_unit))
+                        .collect(),
+                );
+                let i = *self.sample_ids.entry(key).or_insert_with(|| {
+                    self.samples.push(Sample {
+                        location_id,
+                        value: vec![0; smp.value.len()],
+                        label,
+                    });
+                    self.samples.len() - 1
+                });
+                let values = &mut self.samples[i].value;
+                if values.len() < smp.value.len() {
+                    values.resize(smp.value.len(), 0);
+                }
+                for (v, add) in values.iter_mut().zip(&smp.value) {
+                    *v = v.saturating_add(add.saturating_mul(sign));
+                }
+            }
+        }
+    }
+
+    let mut m = Merge {
+        st: Strings::new(),
+        functions: Vec::new(),
+        function_ids: HashMap::new(),
+        locations: Vec::new(),
+        location_ids: HashMap::new(),
+        samples: Vec::new(),
+        sample_ids: HashMap::new(),
+    };
+    // The header is the newer profile's (Go's sample types are equal in
+    // both; `combineHeaders` checks that).
+    let s = |i: i64| -> &str {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| after.string_table.get(i))
+            .map_or("", String::as_str)
+    };
+    let sample_type = after
+        .sample_type
+        .iter()
+        .map(|v| ValueType {
+            ty: m.st.id(s(v.ty)),
+            unit: m.st.id(s(v.unit)),
+        })
+        .collect();
+    let period_type = after.period_type.as_ref().map(|v| ValueType {
+        ty: m.st.id(s(v.ty)),
+        unit: m.st.id(s(v.unit)),
+    });
+    let default_sample_type = m.st.id(s(after.default_sample_type));
+    m.add(before, -1);
+    m.add(after, 1);
+    let sample: Vec<Sample> = m
+        .samples
+        .into_iter()
+        .filter(|smp| smp.value.iter().any(|v| *v != 0))
+        .collect();
+    // Locations and functions that only zero samples used are kept: pprof
+    // ignores them, and Go's compaction would only renumber.
+    Profile {
+        sample_type,
+        sample,
+        mapping: Vec::new(),
+        location: m.locations,
+        function: m.functions,
+        string_table: m.st.table,
+        drop_frames: 0,
+        keep_frames: 0,
+        time_nanos: after.time_nanos,
+        duration_nanos: after.time_nanos.saturating_sub(before.time_nanos).max(0),
+        period_type,
+        period: before.period.max(after.period),
+        comment: Vec::new(),
+        default_sample_type,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::synthetic;
@@ -277,5 +504,176 @@ mod tests {
             h.string_table[h.default_sample_type as usize],
             "inuse_space"
         );
+    }
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use super::super::tests::synthetic;
+    use super::*;
+    use std::io::Read;
+
+    fn decode(gz: &[u8]) -> Profile {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_end(&mut raw)
+            .expect("gzip");
+        Profile::decode(raw.as_slice()).expect("protobuf")
+    }
+
+    /// (leaf function name, bytes label, values) of every sample.
+    fn samples(m: &Profile) -> Vec<(String, i64, Vec<i64>)> {
+        let s = |i: i64| m.string_table[i as usize].clone();
+        let mut out: Vec<(String, i64, Vec<i64>)> = m
+            .sample
+            .iter()
+            .map(|smp| {
+                let leaf = &m.location[(smp.location_id[0] - 1) as usize];
+                let f = &m.function[(leaf.line[0].function_id - 1) as usize];
+                let bytes = smp
+                    .label
+                    .iter()
+                    .find(|l| s(l.key) == "bytes")
+                    .map_or(0, |l| l.num);
+                (s(f.name), bytes, smp.value.clone())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn delta_subtracts_per_stack_and_size_and_drops_what_did_not_change() {
+        let before = synthetic(
+            4096,
+            &[
+                (&["main", "app::before"], 100, 3, 1),
+                (&["main", "app::window"], 10, 4, 4),
+                (&["main", "app::window"], 20, 1, 0),
+                (&["main", "app::shrank"], 64, 5, 0),
+            ],
+        );
+        let after = synthetic(
+            4096,
+            &[
+                (&["main", "app::before"], 100, 3, 1),
+                (&["main", "app::window"], 10, 6, 4),
+                (&["main", "app::window"], 20, 1, 0),
+                (&["main", "app::new"], 8, 2, 0),
+                (&["main", "app::shrank"], 64, 5, 5),
+            ],
+        );
+        let est = |p: &HeapProfile, leaf: &str, size: u64| -> Vec<i64> {
+            let b = p
+                .buckets()
+                .iter()
+                .find(|b| b.frames()[0].name() == leaf && b.size() == size)
+                .unwrap();
+            SampleType::ALL
+                .iter()
+                .map(|t| b.estimate(*t) as i64)
+                .collect()
+        };
+        let m = decode(&after.delta_pprof(&before, PprofKind::Allocs));
+        let got = samples(&m);
+        let diff = |leaf: &str, size: u64, old: bool| -> Vec<i64> {
+            let a = est(&after, leaf, size);
+            if !old {
+                return a;
+            }
+            let b = est(&before, leaf, size);
+            a.iter().zip(&b).map(|(x, y)| x - y).collect()
+        };
+        assert_eq!(
+            got,
+            vec![
+                ("app::new".to_string(), 8, diff("app::new", 8, false)),
+                ("app::shrank".to_string(), 64, diff("app::shrank", 64, true)),
+                ("app::window".to_string(), 10, diff("app::window", 10, true)),
+            ],
+            "unchanged stacks (app::before, app::window at 20 bytes) are left out"
+        );
+        // allocated in the window: 2 more objects of 10 bytes, none freed
+        let w = &got[2].2;
+        assert!(w[0] > 0 && w[1] > 0 && w[2] > 0 && w[3] > 0, "{w:?}");
+        // freed in the window: in-use values go negative, allocs unchanged
+        let sh = &got[1].2;
+        assert_eq!((sh[0], sh[1]), (0, 0));
+        assert!(sh[2] < 0 && sh[3] < 0, "{sh:?}");
+        // header: Go's
+        let s = |i: i64| m.string_table[i as usize].as_str();
+        assert_eq!(s(m.default_sample_type), "alloc_space");
+        let types: Vec<&str> = m.sample_type.iter().map(|v| s(v.ty)).collect();
+        assert_eq!(
+            types,
+            [
+                "alloc_objects",
+                "alloc_space",
+                "inuse_objects",
+                "inuse_space"
+            ]
+        );
+        assert_eq!(m.period, 4096);
+        let pt = m.period_type.as_ref().unwrap();
+        assert_eq!((s(pt.ty), s(pt.unit)), ("space", "bytes"));
+        let heap = decode(&after.delta_pprof(&before, PprofKind::Heap));
+        assert_eq!(
+            heap.string_table[heap.default_sample_type as usize],
+            "inuse_space"
+        );
+        // a profile minus itself is empty
+        assert!(decode(&after.delta_pprof(&after, PprofKind::Heap))
+            .sample
+            .is_empty());
+    }
+
+    #[test]
+    fn delta_times_period_and_labels_follow_go() {
+        let before = synthetic(512, &[(&["main", "a"], 16, 2, 0)]);
+        let after = synthetic(
+            512,
+            &[(&["main", "a"], 16, 2, 0), (&["main", "b"], 16, 1, 0)],
+        );
+        let mut b = before.to_pprof_message(PprofKind::Heap);
+        let mut a = after.to_pprof_message(PprofKind::Heap);
+        b.time_nanos = 1_000;
+        a.time_nanos = 3_000_001_000;
+        a.period = 1024;
+        // an `age` label differs between the captures: dropped, so `a` cancels
+        for (p, age) in [(&mut b, 5), (&mut a, 9)] {
+            let key = p.string_table.len() as i64;
+            p.string_table.push("age".to_string());
+            for smp in &mut p.sample {
+                smp.label.push(Label {
+                    key,
+                    str: 0,
+                    num: age,
+                    num_unit: 0,
+                });
+            }
+        }
+        let d = delta_message(&b, &a);
+        assert_eq!(d.time_nanos, 3_000_001_000);
+        assert_eq!(d.duration_nanos, 3_000_000_000);
+        assert_eq!(d.period, 1024);
+        let got = samples(&d);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "b");
+        assert!(!d.string_table.iter().any(|s| s == "age"));
+        // other labels separate samples, as in Go's merge
+        let mut b2 = before.to_pprof_message(PprofKind::Heap);
+        let key = b2.string_table.len() as i64;
+        b2.string_table.push("thread".to_string());
+        b2.sample[0].label.push(Label {
+            key,
+            str: 0,
+            num: 1,
+            num_unit: 0,
+        });
+        let d = delta_message(&b2, &after.to_pprof_message(PprofKind::Heap));
+        assert_eq!(samples(&d).len(), 3);
+        // the encoded form reads back
+        let bytes = gzip_message(&d);
+        assert_eq!(decode(&bytes).sample.len(), 3);
     }
 }

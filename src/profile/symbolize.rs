@@ -126,6 +126,12 @@ impl Frame {
         }
     }
 
+    /// Replaces the file (tests).
+    #[cfg(test)]
+    pub(crate) fn set_file_for_tests(&mut self, file: Option<&str>) {
+        self.file = file.map(Into::into);
+    }
+
     /// Builds a frame from parts (tests).
     #[cfg(test)]
     pub(crate) fn synthetic(name: &str, address: usize, inlined: bool) -> Frame {
@@ -428,7 +434,7 @@ fn compose(
 /// Whether a name has a path outside generic arguments (`a::b`,
 /// `<T as a::Tr>::f`), rather than the bare name (`insert`,
 /// `call_once<…>`, `{closure#0}`) that line-tables-only debug info gives.
-fn has_path(name: &str) -> bool {
+pub(super) fn has_path(name: &str) -> bool {
     let mut depth = 0i32;
     let mut prev = '\0';
     for c in name.chars() {
@@ -452,7 +458,9 @@ fn has_path(name: &str) -> bool {
 /// (`<allocscope::alloc::AllocScope<A> as core::alloc::global::GlobalAlloc>::alloc`),
 /// the `backtrace` crate, and the shims (`__rust_alloc`, `__rg_alloc`,
 /// `__rdl_alloc`, …). std's own allocation code (`alloc::…`: `RawVec`,
-/// `Box::new`, …) is not: it shows how the user's code allocated. Nor is the
+/// `Box::new`, …) is not: it is trimmed separately, and only in a
+/// [`Frames::Trimmed`](super::Frames::Trimmed) profile (`super::machinery`),
+/// so that raw profiles still show how the user's code allocated. Nor is the
 /// rest of allocscope: allocations made by its exporter or profile code are
 /// ordinary allocation sites. (The few allocating functions of those three
 /// modules that are not on the allocation path, such as

@@ -46,7 +46,7 @@ use auth::{Access, Policy, Verdict};
 
 pub use config::{parse_duration, parse_size, Config, DEFAULT_CONFIG_FILE, KEYS, MIN_TOKEN_LEN};
 pub use metrics::{HeapCollector, Metrics, Snapshot, CONTENT_TYPE as METRICS_CONTENT_TYPE};
-pub use pprof::{DEFAULT_CPU_SECONDS, MAX_CPU_SECONDS};
+pub use pprof::{DEFAULT_CPU_SECONDS, MAX_CPU_SECONDS, MAX_DELTA_SECONDS};
 
 /// Longest accepted query string, in bytes (longer: 414).
 pub const MAX_QUERY_BYTES: usize = 1024;
@@ -113,6 +113,8 @@ impl Reply {
         let disposition = match filename {
             "heap" => "attachment; filename=\"heap\"",
             "allocs" => "attachment; filename=\"allocs\"",
+            "heap-delta" => "attachment; filename=\"heap-delta\"",
+            "allocs-delta" => "attachment; filename=\"allocs-delta\"",
             _ => "attachment; filename=\"profile\"",
         };
         Reply::new(StatusCode::OK, "application/octet-stream", body)
@@ -319,6 +321,10 @@ pub(crate) fn parse_query_for_tests(query: &str) -> Result<crate::test_util::Par
         cpu_seconds: pprof::cpu_seconds(query_get(&q, "seconds")).map_err(st),
         heap_text: pprof::heap_params(&q).map_err(st),
         heap_gc: pprof::heap_gc_param(&q).map_err(st),
+        heap_seconds: pprof::delta_seconds(&q).map_err(st),
+        raw: pprof::frames_param(&q)
+            .map(|f| f == crate::profile::Frames::Raw)
+            .map_err(st),
         svg: pprof::svg_params(&q).map_err(st),
         lines: pprof::lines_param(&q)
             .map(|s| s == crate::profile::Symbols::Lines)

@@ -37,13 +37,16 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::{query_get, Reply, State};
-use crate::profile::{FlamegraphOptions, HeapProfile, PprofKind, SampleType, Symbols};
+use crate::profile::{FlamegraphOptions, Frames, HeapProfile, PprofKind, SampleType, Symbols};
 
 /// Renders (heap and CPU profiles, flamegraphs) run one at a time.
 pub(crate) static RENDER: Semaphore = Semaphore::const_new(1);
 
 /// Longest CPU profile, in seconds.
 pub const MAX_CPU_SECONDS: u64 = 300;
+/// Longest window of a delta heap profile (`/debug/pprof/heap?seconds=N`,
+/// `allocs?seconds=N`), in seconds.
+pub const MAX_DELTA_SECONDS: u64 = 300;
 /// CPU profile length when `seconds` is not given (Go's default).
 pub const DEFAULT_CPU_SECONDS: u64 = 30;
 /// Sampling frequency of CPU profiles (Go's).
@@ -103,6 +106,29 @@ impl CpuTurn {
 impl Drop for CpuTurn {
     fn drop(&mut self) {
         CPU_BUSY.store(false, Ordering::Release);
+    }
+}
+
+/// The one delta heap profile that may run (`heap?seconds=N` and
+/// `allocs?seconds=N` share it): each holds a captured profile for its
+/// whole window and takes two render turns, so, as for CPU profiles, a
+/// second one gets 409 instead of piling up behind 300-second windows.
+static DELTA_BUSY: AtomicBool = AtomicBool::new(false);
+
+struct DeltaTurn;
+
+impl DeltaTurn {
+    fn take() -> Option<DeltaTurn> {
+        DELTA_BUSY
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(DeltaTurn)
+    }
+}
+
+impl Drop for DeltaTurn {
+    fn drop(&mut self) {
+        DELTA_BUSY.store(false, Ordering::Release);
     }
 }
 
@@ -168,8 +194,51 @@ pub(crate) async fn cpu_profile(state: &State, seconds: u64) -> Reply {
     }
 }
 
+/// `seconds` of a delta heap profile (`heap` and `allocs`): none (the
+/// profile as it is), or 1..=300. Pure (the fuzz target `query` calls it).
+pub(crate) fn delta_seconds(q: &[(String, String)]) -> Result<Option<u64>, Reply> {
+    match query_get(q, "seconds") {
+        None => Ok(None),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (1..=MAX_DELTA_SECONDS).contains(&n) => Ok(Some(n)),
+            _ => Err(Reply::error(
+                400,
+                &format!(
+                    "invalid seconds {s:?}: a delta profile (what was allocated and freed in \
+                     the next N seconds) takes a whole number of seconds from 1 to \
+                     {MAX_DELTA_SECONDS}; leave seconds out for the profile since the start"
+                ),
+            )),
+        },
+    }
+}
+
+/// What `raw=N` asks of the frames of `heap`, `allocs` and `heap.svg`: any
+/// `N > 0` keeps std's allocation machinery at the leaf end of the stacks
+/// ([`Frames::Raw`]); 0 or none trims it ([`Frames::Trimmed`]). Pure (the
+/// fuzz target `query` calls it).
+pub(crate) fn frames_param(q: &[(String, String)]) -> Result<Frames, Reply> {
+    match query_get(q, "raw") {
+        None => Ok(Frames::Trimmed),
+        Some(r) => match r.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(Frames::Raw),
+            Ok(_) => Ok(Frames::Trimmed),
+            Err(_) => Err(Reply::error(
+                400,
+                &format!(
+                    "invalid raw {r:?}: expected an integer (raw=1 keeps std's allocation \
+                     frames such as alloc::alloc::realloc and RawVec at the leaf end of the \
+                     stacks, raw=0 trims them, the default)"
+                ),
+            )),
+        },
+    }
+}
+
 /// The parameters of `/debug/pprof/heap` and `allocs`: whether `debug`
-/// asks for text. Pure (the fuzz target `query` calls it).
+/// asks for text, after checking `seconds` (a delta profile is pprof
+/// only: `seconds` with `debug` > 0 is a 400, as in Go). Pure (the fuzz
+/// target `query` calls it).
 pub(crate) fn heap_params(q: &[(String, String)]) -> Result<bool, Reply> {
     let text = match query_get(q, "debug") {
         None => false,
@@ -186,12 +255,11 @@ pub(crate) fn heap_params(q: &[(String, String)]) -> Result<bool, Reply> {
             }
         },
     };
-    if query_get(q, "seconds").is_some() {
+    if delta_seconds(q)?.is_some() && text {
         return Err(Reply::error(
             400,
-            "delta heap profiles (seconds=N) are not supported: fetch the profile twice and \
-             compare them (go tool pprof -base), or use POST /debug/pprof/baseline with \
-             /debug/pprof/heap.svg?diff=baseline",
+            "seconds and debug params are incompatible: a delta profile (seconds=N) is served \
+             as pprof only; leave out debug",
         ));
     }
     Ok(text)
@@ -243,8 +311,9 @@ pub(crate) fn lines_param(q: &[(String, String)]) -> Result<Symbols, Reply> {
 /// runs `runtime.GC()`, so the in-use figures reflect what the application
 /// could give back. `lines=1` adds the source file and line of every frame
 /// (function names alone by default: cheaper, see
-/// [`HeapProfile::capture_with`]). Delta profiles (`seconds=N`) are not
-/// offered.
+/// [`HeapProfile::capture_with`]). `raw=1` keeps std's allocation
+/// machinery at the leaf end of the stacks ([`Frames::Raw`]).
+/// `seconds=N` serves a delta profile ([`heap_delta`]).
 pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)]) -> Reply {
     let text = match heap_params(q) {
         Ok(t) => t,
@@ -254,6 +323,15 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
         Ok(s) => s,
         Err(r) => return r,
     };
+    let frames = match frames_param(q) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match delta_seconds(q) {
+        Ok(Some(seconds)) => return heap_delta(state, kind, seconds, symbols, frames).await,
+        Ok(None) => {}
+        Err(r) => return r,
+    }
     let gc = match heap_gc_param(q) {
         Ok(g) => g && kind == PprofKind::Heap,
         Err(r) => return r,
@@ -267,7 +345,7 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
         if gc {
             crate::gc::collect();
         }
-        let p = HeapProfile::capture_with(symbols);
+        let p = HeapProfile::capture_frames(symbols, frames);
         Ok(if text {
             Err(p.to_text(kind))
         } else {
@@ -278,6 +356,77 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
     match r {
         Ok(Ok(bytes)) => Reply::binary(bytes, name),
         Ok(Err(text)) => Reply::text(text),
+        Err(r) => r,
+    }
+}
+
+/// `/debug/pprof/heap?seconds=N` and `allocs?seconds=N`: what was
+/// allocated and freed in the next `N` seconds, as Go's `net/http/pprof`
+/// serves it ([`HeapProfile::delta_pprof`]): a capture now, an
+/// asynchronous wait of `N` seconds (no thread is held), a second capture,
+/// their difference as gzipped pprof (`heap-delta` / `allocs-delta`).
+///
+/// One at a time (409 for a second, as for CPU profiles). Each capture is
+/// a render of its own, bounded by `render_timeout` (waiting for the render
+/// turn included); the window itself is not a render, so a delta longer
+/// than `render_timeout` is never cut by it. Shutdown abandons the window
+/// (503). `gc` is ignored, as in Go.
+async fn heap_delta(
+    state: &State,
+    kind: PprofKind,
+    seconds: u64,
+    symbols: Symbols,
+    frames: Frames,
+) -> Reply {
+    let Some(turn) = DeltaTurn::take() else {
+        return Reply::error(
+            409,
+            "a delta heap profile (seconds=N) is already being taken (one at a time); retry \
+             when it finishes",
+        );
+    };
+    let name = match kind {
+        PprofKind::Heap => "heap",
+        PprofKind::Allocs => "allocs",
+    };
+    let first = render(
+        state.render_timeout,
+        &format!("the first {name} profile of the delta"),
+        move || Ok(HeapProfile::capture_frames(symbols, frames)),
+    )
+    .await;
+    let before = match first {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let mut shutdown = state.shutdown.clone();
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+        () = super::shutting_down(&mut shutdown) => {
+            return Reply::error(
+                503,
+                "the exporter is shutting down; the delta profile was abandoned",
+            );
+        }
+    }
+    let built = render(
+        state.render_timeout,
+        &format!("the second {name} profile of the delta"),
+        move || {
+            let _turn = turn;
+            let after = HeapProfile::capture_frames(symbols, frames);
+            Ok(after.delta_pprof(&before, kind))
+        },
+    )
+    .await;
+    match built {
+        Ok(bytes) => Reply::binary(
+            bytes,
+            match kind {
+                PprofKind::Heap => "heap-delta",
+                PprofKind::Allocs => "allocs-delta",
+            },
+        ),
         Err(r) => r,
     }
 }
@@ -302,8 +451,9 @@ pub(crate) fn svg_params(q: &[(String, String)]) -> Result<(SampleType, bool), R
     Ok((sample, diff))
 }
 
-/// `/debug/pprof/heap.svg?sample=…[&diff=baseline|&lines=1]`: the heap
-/// flamegraph, or what grew since the saved baseline. With `lines=1` each
+/// `/debug/pprof/heap.svg?sample=…[&diff=baseline|&lines=1][&raw=1]`: the
+/// heap flamegraph, or what grew since the saved baseline; `raw=1` keeps
+/// std's allocation frames (not with `diff=baseline`). With `lines=1` each
 /// frame is `name file:line`; a diff compares stacks by function names, so
 /// `lines=1` with `diff=baseline` is a 400.
 pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
@@ -322,6 +472,17 @@ pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
         Ok(s) => s,
         Err(r) => return r,
     };
+    let frames = match frames_param(q) {
+        Ok(Frames::Raw) if diff => {
+            return Reply::error(
+                400,
+                "raw=1 does not apply to diff=baseline: the baseline is saved with std's \
+                 allocation frames trimmed, and a diff compares stacks alike; leave out raw",
+            )
+        }
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let baseline = match diff {
         false => None,
         true => match state.baseline() {
@@ -336,7 +497,7 @@ pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
         },
     };
     let r = render(state.render_timeout, "the heap flamegraph", move || {
-        let now = HeapProfile::capture_with(symbols);
+        let now = HeapProfile::capture_frames(symbols, frames);
         let mut svg = Vec::with_capacity(64 * 1024);
         let opts = FlamegraphOptions::default();
         match baseline {
@@ -393,9 +554,9 @@ pub(crate) fn cmdline() -> Reply {
 
 /// The profiles listed on the index page: path, description.
 const PROFILES: &[(&str, &str)] = &[
-    ("allocs", "A sampling of all past memory allocations (the heap profile with alloc_space as its default view)."),
-    ("heap", "A sampling of memory allocations of live objects. Add debug=1 for text, lines=1 for the file and line of every frame."),
-    ("heap.svg", "The heap profile as a flamegraph (sample=inuse_space|inuse_objects|alloc_space|alloc_objects; diff=baseline for growth since the saved baseline; lines=1 for a frame per source line)."),
+    ("allocs", "A sampling of all past memory allocations (the heap profile with alloc_space as its default view). You can specify the seconds GET parameter (1 to 300) for a delta profile: what was allocated in the next N seconds."),
+    ("heap", "A sampling of memory allocations of live objects. You can specify the seconds GET parameter (1 to 300) for a delta profile: what was allocated and freed in the next N seconds. Add debug=1 for text, lines=1 for the file and line of every frame, raw=1 to keep std's allocation frames (alloc::alloc::realloc, RawVec, …) at the leaf end of the stacks."),
+    ("heap.svg", "The heap profile as a flamegraph (sample=inuse_space|inuse_objects|alloc_space|alloc_objects; diff=baseline for growth since the saved baseline; lines=1 for a frame per source line; raw=1 for std's allocation frames)."),
     ("profile", "CPU profile. You can specify the duration in the seconds GET parameter (1 to 300, default 30). After you get the profile file, use the go tool pprof command to investigate the profile."),
     ("cmdline", "The command line invocation of the current program."),
 ];
@@ -499,6 +660,59 @@ mod tests {
             assert_eq!(e.status, 400, "{bad:?}");
             assert!(String::from_utf8_lossy(&e.body).contains("lines=1"));
         }
+    }
+
+    #[test]
+    fn delta_seconds_raw_and_debug() {
+        let q = |kv: &[(&str, &str)]| -> Vec<(String, String)> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(delta_seconds(&[]).ok(), Some(None));
+        assert_eq!(delta_seconds(&q(&[("seconds", "1")])).ok(), Some(Some(1)));
+        assert_eq!(
+            delta_seconds(&q(&[("seconds", "300")])).ok(),
+            Some(Some(300))
+        );
+        for bad in ["0", "301", "abc", "-1", "", "2.5", "99999999999999999999"] {
+            let e = delta_seconds(&q(&[("seconds", bad)])).unwrap_err();
+            assert_eq!(e.status, 400, "{bad:?}");
+            assert!(String::from_utf8_lossy(&e.body).contains("from 1 to 300"));
+            // heap_params refuses it too
+            assert_eq!(
+                heap_params(&q(&[("seconds", bad)])).unwrap_err().status,
+                400
+            );
+        }
+        assert_eq!(heap_params(&q(&[("seconds", "5")])).ok(), Some(false));
+        assert_eq!(
+            heap_params(&q(&[("seconds", "5"), ("debug", "0")])).ok(),
+            Some(false)
+        );
+        let e = heap_params(&q(&[("seconds", "5"), ("debug", "1")])).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(String::from_utf8_lossy(&e.body).contains("incompatible"));
+        assert_eq!(heap_params(&q(&[("debug", "1")])).ok(), Some(true));
+
+        assert_eq!(frames_param(&[]).ok(), Some(Frames::Trimmed));
+        assert_eq!(frames_param(&q(&[("raw", "1")])).ok(), Some(Frames::Raw));
+        assert_eq!(
+            frames_param(&q(&[("raw", "0")])).ok(),
+            Some(Frames::Trimmed)
+        );
+        for bad in ["", "yes", "1.0"] {
+            let e = frames_param(&q(&[("raw", bad)])).unwrap_err();
+            assert_eq!(e.status, 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_delta_profile_at_a_time() {
+        let a = DeltaTurn::take().expect("free");
+        assert!(DeltaTurn::take().is_none());
+        drop(a);
+        assert!(DeltaTurn::take().is_some());
     }
 
     #[test]

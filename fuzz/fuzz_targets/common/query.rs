@@ -2,7 +2,9 @@
 //! every endpoint's query parsing never panics, answers errors with the
 //! documented statuses, and keeps accepted values within their documented
 //! ranges; decoded parameters re-encode to the same parameters.
-use allocscope::server::{DEFAULT_CPU_SECONDS, MAX_CPU_SECONDS, MAX_QUERY_BYTES};
+use allocscope::server::{
+    DEFAULT_CPU_SECONDS, MAX_CPU_SECONDS, MAX_DELTA_SECONDS, MAX_QUERY_BYTES,
+};
 use allocscope::test_util::{parse_query, ParsedQuery};
 
 /// The input is the raw query string (invalid UTF-8 replaced, as a URI's
@@ -49,14 +51,34 @@ fn check(q: &str, p: &ParsedQuery) {
         }
         (Err(st), v) => assert!(*st == 400 && v.is_some(), "{q:?}"),
     }
-    // Heap: debug is a u32 (text when > 0); seconds= is refused.
+    // Heap: debug is a u32 (text when > 0); a delta (seconds=) is pprof
+    // only.
     match &p.heap_text {
         Ok(text) => {
-            assert!(get(p, "seconds").is_none(), "{q:?}");
             let d = get(p, "debug").map(|d| d.parse::<u32>().expect("accepted debug"));
             assert_eq!(*text, d.unwrap_or(0) > 0, "{q:?}");
+            if get(p, "seconds").is_some() {
+                assert!(!text, "{q:?}");
+                assert!(matches!(p.heap_seconds, Ok(Some(_))), "{q:?}");
+            }
         }
         Err(st) => assert_eq!(*st, 400, "{q:?}"),
+    }
+    // Delta heap profiles: 1..=300 seconds, nothing when not given.
+    match (&p.heap_seconds, get(p, "seconds")) {
+        (Ok(None), None) => {}
+        (Ok(Some(s)), Some(v)) => {
+            assert!((1..=MAX_DELTA_SECONDS).contains(s), "{q:?}");
+            assert_eq!(v.parse::<u64>().ok(), Some(*s), "{q:?}");
+        }
+        (Ok(s), v) => panic!("{q:?}: seconds {v:?} parsed as {s:?}"),
+        (Err(st), v) => assert!(*st == 400 && v.is_some(), "{q:?}"),
+    }
+    // raw=: an integer, std's allocation frames kept when > 0.
+    match (&p.raw, get(p, "raw")) {
+        (Ok(r), None) => assert!(!r, "{q:?}"),
+        (Ok(r), Some(v)) => assert_eq!(v.parse::<i64>().ok().map(|n| n > 0), Some(*r), "{q:?}"),
+        (Err(st), v) => assert!(*st == 400 && v.is_some(), "{q:?}"),
     }
     // Heap gc=: an integer, a cycle when > 0.
     match (&p.heap_gc, get(p, "gc")) {
