@@ -47,6 +47,7 @@ mod diff;
 mod dwarf;
 mod flamegraph;
 mod folded;
+mod leaks;
 mod near_limit;
 mod pprof;
 mod symbolize;
@@ -65,6 +66,10 @@ pub use diff::{DiffStack, HeapDiff};
 #[cfg(feature = "server")]
 pub(crate) use flamegraph::xml_escape;
 pub use flamegraph::{FlamegraphColors, FlamegraphOptions};
+pub use leaks::{
+    LeakReport, LeakSuspect, LeakTracker, LEAK_SCORE_THRESHOLD, MAX_REPORTED, MAX_TRACKED_STACKS,
+    MIN_LEAK_SNAPSHOTS, NEW_STACKS_PER_SNAPSHOT, RETENTION_FULL,
+};
 pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
 #[cfg(feature = "server")]
 pub(crate) use near_limit::{
@@ -231,6 +236,14 @@ impl Bucket {
     /// The un-sampled estimate of `t` for this bucket (see the module docs).
     pub fn estimate(&self, t: SampleType) -> u64 {
         self.estimates[t as usize]
+    }
+
+    /// How long the oldest live sample of this bucket had lived when the
+    /// profile was captured; `None` when nothing is live or the age is not
+    /// known.
+    // MERGE: replaced by issue13-a's implementation
+    pub fn oldest_age(&self) -> Option<std::time::Duration> {
+        None
     }
 
     /// The folded-stack key: frame names root first, `;`-separated.
