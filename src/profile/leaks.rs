@@ -492,7 +492,7 @@ fn drawdown(y: &[f64]) -> f64 {
 /// when fewer than two are.
 fn age_factor(times: &[f64], points: &[Point]) -> f64 {
     let known = || times.iter().zip(points).filter(|(_, p)| p.age.is_finite());
-    let (Some((t0, p0)), Some((t1, p1))) = (known().next(), known().last()) else {
+    let (Some((t0, p0)), Some((t1, p1))) = (known().next(), known().next_back()) else {
         return 1.0;
     };
     if t1 <= t0 {

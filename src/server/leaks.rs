@@ -252,9 +252,9 @@ mod tests {
     #[test]
     fn params_and_encoding() {
         let q = |s: &str| super::super::parse_query(s).unwrap();
-        assert_eq!(all_param(&q("")).unwrap(), false);
-        assert_eq!(all_param(&q("all=1")).unwrap(), true);
-        assert_eq!(all_param(&q("all=0")).unwrap(), false);
+        assert!(!all_param(&q("")).unwrap());
+        assert!(all_param(&q("all=1")).unwrap());
+        assert!(!all_param(&q("all=0")).unwrap());
         for bad in ["all=yes", "all=", "all=2"] {
             assert_eq!(all_param(&q(bad)).unwrap_err().status, 400, "{bad}");
         }
