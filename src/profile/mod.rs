@@ -5,8 +5,9 @@
 //! scaled), its exports — folded stacks ([`HeapProfile::folded`]), pprof
 //! protobuf ([`HeapProfile::to_pprof`]), Go's `debug=1` text
 //! ([`HeapProfile::to_text`]), inferno flamegraphs
-//! ([`HeapProfile::flamegraph`]) — and the leak-hunting diff
-//! ([`HeapProfile::diff`]).
+//! ([`HeapProfile::flamegraph`]) — the leak-hunting diff
+//! ([`HeapProfile::diff`]) and the leak suspects of a ring of snapshots
+//! ([`LeakTracker`]).
 //!
 //! Nothing here runs inside the allocator: capturing a profile copies the
 //! sampler's buckets (the sampler guarantees that never blocks an
