@@ -347,6 +347,8 @@ fn bad_queries_are_400() {
     for q in ["all=yes", "all=", "all=%zz"] {
         let (status, body) = get(srv.local_addr(), &format!("/debug/leaks?{q}"));
         assert_eq!(status, 400, "{q}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("a JSON error");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
     }
     let (status, _) = get(srv.local_addr(), "/debug/leaks?all=0");
     assert_eq!(status, 200);

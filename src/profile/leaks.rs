@@ -404,8 +404,7 @@ impl LeakTracker {
                     stack: Vec::new(),
                     inuse_bytes: last.inuse,
                     growth_bytes_per_hour: slope * 3600.0,
-                    oldest_age: (last.age.is_finite() && last.age >= 0.0)
-                        .then(|| Duration::from_secs_f32(last.age)),
+                    oldest_age: Duration::try_from_secs_f32(last.age).ok(),
                     score,
                 },
             ));
@@ -426,10 +425,10 @@ impl LeakTracker {
         ranked.truncate(MAX_REPORTED);
         LeakReport {
             snapshots: times.len(),
-            span: Duration::from_secs_f64(
-                (times.last().copied().unwrap_or(0.0) - times.first().copied().unwrap_or(0.0))
-                    .max(0.0),
-            ),
+            span: Duration::try_from_secs_f64(
+                times.last().copied().unwrap_or(0.0) - times.first().copied().unwrap_or(0.0),
+            )
+            .unwrap_or_default(),
             tracked_stacks: self.stacks.len(),
             suspects,
             ranked: ranked

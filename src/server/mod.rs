@@ -188,10 +188,10 @@ impl Route {
         }
     }
 
-    /// Whether errors are JSON (the `/gc` endpoints) rather than Go's
-    /// text.
+    /// Whether errors are JSON (the `/gc` endpoints and `/debug/leaks`)
+    /// rather than Go's text.
     fn json_errors(&self) -> bool {
-        matches!(self, Route::Gc | Route::GcCollect)
+        matches!(self, Route::Gc | Route::GcCollect | Route::Leaks)
     }
 }
 
