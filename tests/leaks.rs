@@ -298,6 +298,22 @@ fn leak_scenario() {
     );
     assert!(top["inuse_bytes"].as_u64().unwrap() > 0);
     assert!(top["score"].as_f64().unwrap() >= last["score_threshold"].as_f64().unwrap());
+    // the field names, exactly
+    let fields: Vec<&str> = top
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for f in [
+        "stack",
+        "inuse_bytes",
+        "growth_bytes_per_hour",
+        "oldest_age_seconds",
+        "score",
+    ] {
+        assert!(fields.contains(&f), "{f} missing from {top}");
+    }
     // the age is reported when the sampler knows it
     let age = &top["oldest_age_seconds"];
     assert!(
