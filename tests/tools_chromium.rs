@@ -335,3 +335,78 @@ fn landing_page_numbers_form_and_flamegraph_search_in_chromium() {
     allocscope::gc::set_threshold(Some(100));
     drop(kept);
 }
+
+/// The demo, run as a user runs it (its own process, its own settings
+/// through the environment), with leak snapshots every second: its
+/// `leak_a_little` becomes the top leak suspect on the landing page, and
+/// the suspect's link opens its age-filtered flamegraph.
+#[test]
+fn demo_leak_is_the_top_suspect_on_the_landing_page() {
+    if !have("/usr/bin/chromium") || !have("/usr/bin/chromedriver") {
+        return;
+    }
+    struct Demo(Child);
+    impl Drop for Demo {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let port = free_port();
+    let demo = Demo(
+        Command::new(env!("CARGO_BIN_EXE_allocscope-demo"))
+            .env("ALLOCSCOPE_ADDR", format!("127.0.0.1:{port}"))
+            .env("ALLOCSCOPE_LOG_INTERVAL", "0")
+            // one snapshot a second, judged over the last 10, and the
+            // demo's 64 KiB a second sampled at every leak
+            .env("ALLOCSCOPE_LEAK_SNAPSHOT_INTERVAL", "1s")
+            .env("ALLOCSCOPE_LEAK_SNAPSHOTS", "10")
+            .env("ALLOCSCOPE_SAMPLE_INTERVAL", "16KiB")
+            .env("ALLOCSCOPE_DEMO_SECONDS", "180")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the demo"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let d = Driver::start();
+    let t = Instant::now();
+    let top = loop {
+        d.go(&format!("{base}/"));
+        let top = d.script(
+            "var c=document.querySelector('#leaks tr.suspect code.leaf');return c?c.textContent:'';",
+        );
+        if top.as_str().is_some_and(|f| f.ends_with("leak_a_little")) {
+            break top;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "leak_a_little is not the top suspect after 120 s; top: {top}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    eprintln!("{top} topped the leak suspects after {:?}", t.elapsed());
+    d.screenshot("landing-leaks.png");
+    let href =
+        d.script("return document.querySelector('#leaks tr.suspect a').getAttribute('href');");
+    let href = href.as_str().expect("a flamegraph link").to_owned();
+    assert!(
+        href.starts_with("/debug/pprof/heap.svg?") && href.contains("min_age="),
+        "{href}"
+    );
+    d.go(&format!("{base}{href}"));
+    d.wait_for(
+        "return document.getElementById('frames')!==null;",
+        "the suspect's flamegraph",
+    );
+    drop(d);
+    drop(demo);
+}

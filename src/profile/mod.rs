@@ -6,8 +6,9 @@
 //! protobuf ([`HeapProfile::to_pprof`]), Go's `debug=1` text
 //! ([`HeapProfile::to_text`]), inferno flamegraphs
 //! ([`HeapProfile::flamegraph`]) — the leak-hunting diff
-//! ([`HeapProfile::diff`]) and Go's delta profile
-//! ([`HeapProfile::delta_pprof`]).
+//! ([`HeapProfile::diff`]), Go's delta profile
+//! ([`HeapProfile::delta_pprof`]) and the leak suspects of a ring of
+//! snapshots ([`LeakTracker`]).
 //!
 //! Nothing here runs inside the allocator: capturing a profile copies the
 //! sampler's buckets (the sampler guarantees that never blocks an
@@ -52,6 +53,7 @@ mod dwarf;
 mod flamegraph;
 mod folded;
 mod machinery;
+mod leaks;
 mod near_limit;
 mod pprof;
 mod symbolize;
@@ -71,6 +73,10 @@ pub use diff::{DiffStack, HeapDiff};
 pub(crate) use flamegraph::xml_escape;
 pub use flamegraph::{FlamegraphColors, FlamegraphOptions};
 pub use machinery::{Frames, ALLOCATION_MACHINERY};
+pub use leaks::{
+    LeakReport, LeakSuspect, LeakTracker, LEAK_SCORE_THRESHOLD, MAX_REPORTED, MAX_TRACKED_STACKS,
+    MIN_LEAK_SNAPSHOTS, NEW_STACKS_PER_SNAPSHOT, RETENTION_FULL,
+};
 pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
 #[cfg(feature = "server")]
 pub(crate) use near_limit::{
@@ -240,6 +246,14 @@ impl Bucket {
     /// The un-sampled estimate of `t` for this bucket (see the module docs).
     pub fn estimate(&self, t: SampleType) -> u64 {
         self.estimates[t as usize]
+    }
+
+    /// How long the oldest live sample of this bucket had lived when the
+    /// profile was captured; `None` when nothing is live or the age is not
+    /// known.
+    // MERGE: replaced by issue13-a's implementation
+    pub fn oldest_age(&self) -> Option<std::time::Duration> {
+        None
     }
 
     /// The folded-stack key: frame names root first, `;`-separated.

@@ -288,6 +288,20 @@ config_keys! {
     near_limit_profile_interval: Duration = Duration::from_secs(60);
     parse |t: &str| parse_duration(t).ok(), valid profile::valid_interval,
     expected profile::INTERVAL_EXPECTED;
+
+    /// How often the exporter records each stack's in-use bytes for the leak suspects of /debug/leaks ("0" = never; 1s..24h).
+    ///
+    /// See [`crate::profile::LeakTracker`] and docs/profiles.md, "Leak
+    /// suspects".
+    leak_snapshot_interval: Duration = Duration::from_secs(60);
+    parse |t: &str| parse_duration(t).ok(),
+    valid |d: &Duration| d.is_zero() || within(Duration::from_secs(1), Duration::from_secs(86_400))(d),
+    expected "0 (never), or a duration from 1s to 24h, such as 60s";
+
+    /// How many leak snapshots are kept: the trend of each stack is judged over them (5..1440).
+    leak_snapshots: usize = 60;
+    parse |t: &str| t.trim().parse().ok(), valid within(crate::profile::MIN_LEAK_SNAPSHOTS, 1440),
+    expected "a whole number from 5 to 1440";
 }
 
 impl Config {
@@ -1014,6 +1028,43 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn leak_keys() {
+        let c = Config::load_from(
+            None,
+            vars(&[
+                ("ALLOCSCOPE_LEAK_SNAPSHOT_INTERVAL", "1s"),
+                ("ALLOCSCOPE_LEAK_SNAPSHOTS", "10"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.leak_snapshot_interval, Duration::from_secs(1));
+        assert_eq!(c.leak_snapshots, 10);
+        let c =
+            Config::load_from(None, vars(&[("ALLOCSCOPE_LEAK_SNAPSHOT_INTERVAL", "0")])).unwrap();
+        assert!(c.leak_snapshot_interval.is_zero());
+        for (k, v, needle) in [
+            ("ALLOCSCOPE_LEAK_SNAPSHOT_INTERVAL", "500ms", "1s to 24h"),
+            ("ALLOCSCOPE_LEAK_SNAPSHOT_INTERVAL", "25h", "1s to 24h"),
+            ("ALLOCSCOPE_LEAK_SNAPSHOT_INTERVAL", "60", "1s to 24h"),
+            ("ALLOCSCOPE_LEAK_SNAPSHOTS", "4", "5 to 1440"),
+            ("ALLOCSCOPE_LEAK_SNAPSHOTS", "1441", "5 to 1440"),
+            ("ALLOCSCOPE_LEAK_SNAPSHOTS", "many", "5 to 1440"),
+        ] {
+            let e = err(None, &[(k, v)]);
+            let key = k.strip_prefix("ALLOCSCOPE_").unwrap().to_ascii_lowercase();
+            assert!(
+                e.contains(&key) && e.contains(v) && e.contains(needle),
+                "{k}={v}: {e}"
+            );
+        }
+        assert!(Config::default().leak_snapshots(0).validate().is_err());
+        assert!(Config::default()
+            .leak_snapshot_interval(Duration::from_millis(10))
+            .validate()
+            .is_err());
     }
 
     #[test]

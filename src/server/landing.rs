@@ -4,7 +4,8 @@
 //!
 //! Owns the page only. The numbers refresh by reading `/metrics` (open even
 //! with a token) and `/gc` (the collector's state); the flamegraph is
-//! `/debug/pprof/heap.svg` embedded. The threshold form and the "collect
+//! `/debug/pprof/heap.svg` embedded; the leak suspects are the exporter's
+//! newest report (`super::leaks`). The threshold form and the "collect
 //! now" button POST to `/gc?set=…` and `/gc/collect`.
 
 use super::log::{mib, LogSample};
@@ -220,6 +221,7 @@ pub(crate) fn page(state: &State) -> Reply {
         ),
         ("/debug/pprof/cmdline", "command line"),
         ("/gc", "collection cycles (JSON)"),
+        ("/debug/leaks", "leak suspects (JSON)"),
     ]
     .iter()
     .map(|(href, what)| format!("<li><a href=\"{href}\">{what}</a> <code>{href}</code></li>"))
@@ -288,6 +290,12 @@ pub(crate) fn page(state: &State) -> Reply {
          token (see above).</p>"
             .to_string()
     };
+    let leaks = if state.policy.profiles_visible() {
+        super::leaks::landing_section(&state.leaks)
+    } else {
+        "<p class=\"note\">Leak suspects name functions: off with profiles (see below).</p>"
+            .to_string()
+    };
     let collection = format!(
         "{controls}<table><thead><tr><th>#</th><th>reason</th><th>time</th><th>goal</th>\
          <th>live before \u{2192} after</th><th>released</th><th>reclaimed</th>\
@@ -305,6 +313,7 @@ pub(crate) fn page(state: &State) -> Reply {
          aria-label=\"live heap over time\"><polyline id=\"line\" fill=\"none\" stroke=\"#1a5fb4\" \
          stroke-width=\"2\" points=\"\"/><text id=\"sparkmax\" x=\"4\" y=\"12\" font-size=\"10\" \
          fill=\"#666\"></text></svg>\n\
+         <h2>Leak suspects</h2>\n{leaks}\n\
          <h2>Collection cycles</h2>\n{collection}\n\
          <h2>Views</h2>\n<ul>{links}</ul>\n\
          <p>From a shell: <code>go tool pprof http://{addr}/debug/pprof/heap</code>, \

@@ -142,6 +142,10 @@ metrics! {
         "Heap profiles written to near_limit_profile_dir near the memory limit.";
     COLLECTION_POLL_SECONDS_TOTAL = COUNTER "allocscope_collection_poll_seconds_total":
         "Time the collector thread spent checking live bytes against the goal and the limit.";
+    LEAK_SUSPECTS = GAUGE "allocscope_leak_suspects":
+        "Stacks whose leak score is at least the threshold (2.0): their in-use bytes grow steadily and are kept (GET /debug/leaks); exported by the exporter's /metrics.";
+    LEAK_SNAPSHOTS_MEMORY_BYTES = GAUGE "allocscope_leak_snapshots_memory_bytes":
+        "Memory used by the leak snapshots' ring (per-stack points, names, report); exported by the exporter's /metrics.";
     EXPORTER_SCRAPE_ERRORS_TOTAL = COUNTER "allocscope_exporter_scrape_errors_total":
         "Metric sections left out of a scrape because reading them failed.";
     BUILD_INFO = GAUGE "allocscope_build_info" ["version", "features"]:
@@ -201,6 +205,8 @@ pub struct HeapCollector {
     descs: Vec<Desc>,
     full_size_classes: bool,
     errors: Arc<AtomicU64>,
+    /// The exporter's leak snapshots, for its `/metrics` only.
+    leaks: Option<Arc<super::leaks::Leaks>>,
 }
 
 impl HeapCollector {
@@ -223,6 +229,7 @@ impl HeapCollector {
             descs,
             full_size_classes,
             errors: Arc::new(AtomicU64::new(0)),
+            leaks: None,
         }
     }
 
@@ -240,6 +247,11 @@ impl HeapCollector {
                     tracing::warn!(target: "allocscope", "metrics section {name} failed; left out of this scrape");
                 }
             }
+        }
+        if let Some(leaks) = &self.leaks {
+            let (suspects, memory) = leaks.gauges();
+            out.push(gauge(&LEAK_SUSPECTS, suspects as f64));
+            out.push(gauge(&LEAK_SNAPSHOTS_MEMORY_BYTES, memory as f64));
         }
         out.push(counter(
             &EXPORTER_SCRAPE_ERRORS_TOTAL,
@@ -280,8 +292,20 @@ pub struct Metrics {
 impl Metrics {
     /// A registry with allocscope's collectors in it.
     pub fn new(full_size_classes: bool) -> Metrics {
+        Metrics::with_collector(HeapCollector::new(full_size_classes))
+    }
+
+    /// The exporter's registry: its collector also exports the leak
+    /// snapshots' gauges.
+    pub(crate) fn with_leaks(full_size_classes: bool, leaks: Arc<super::leaks::Leaks>) -> Metrics {
+        let mut c = HeapCollector::new(full_size_classes);
+        c.leaks = Some(leaks);
+        Metrics::with_collector(c)
+    }
+
+    fn with_collector(collector: HeapCollector) -> Metrics {
         let registry = Registry::new();
-        if let Err(e) = registry.register(Box::new(HeapCollector::new(full_size_classes))) {
+        if let Err(e) = registry.register(Box::new(collector)) {
             tracing::warn!(target: "allocscope", "cannot register the heap collector: {e}");
         }
         #[cfg(target_os = "linux")]
@@ -552,6 +576,8 @@ fn limit_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
 /// Families a scrape leaves out where their source cannot be read here.
 #[cfg(test)]
 const OPTIONAL: &[&str] = &[
+    "allocscope_leak_suspects",
+    "allocscope_leak_snapshots_memory_bytes",
     "allocscope_heap_retained_bytes",
     "allocscope_container_memory_limit_bytes",
     "allocscope_container_memory_usage_bytes",
@@ -607,6 +633,23 @@ mod tests {
         for p in ["process_resident_memory_bytes", "process_threads"] {
             assert!(text.contains(&format!("\n{p} ")), "{p} missing");
         }
+    }
+
+    #[test]
+    fn the_exporters_collector_exports_the_leak_gauges() {
+        let leaks = Arc::new(super::super::leaks::Leaks::new(
+            std::time::Duration::from_secs(60),
+            60,
+        ));
+        let text = String::from_utf8(Metrics::with_leaks(false, leaks).render()).unwrap();
+        assert!(text.contains("\nallocscope_leak_suspects 0\n"), "{text}");
+        let mem = text
+            .lines()
+            .find_map(|l| l.strip_prefix("allocscope_leak_snapshots_memory_bytes "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("the ring's memory");
+        assert!(mem > 0.0);
+        assert!(!scrape(false).contains("allocscope_leak_suspects"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod config;
 mod conn;
 mod gc;
 mod landing;
+mod leaks;
 mod log;
 mod metrics;
 mod pprof;
@@ -160,6 +161,8 @@ pub(crate) enum Route {
     Gc,
     /// `/gc/collect`: POST runs a collection cycle.
     GcCollect,
+    /// `/debug/leaks`: the leak suspects (JSON).
+    Leaks,
     /// `/debug/pprof/<name>` for a profile allocscope does not have.
     UnknownProfile(String),
 }
@@ -187,10 +190,10 @@ impl Route {
         }
     }
 
-    /// Whether errors are JSON (the `/gc` endpoints) rather than Go's
-    /// text.
+    /// Whether errors are JSON (the `/gc` endpoints and `/debug/leaks`)
+    /// rather than Go's text.
     fn json_errors(&self) -> bool {
-        matches!(self, Route::Gc | Route::GcCollect)
+        matches!(self, Route::Gc | Route::GcCollect | Route::Leaks)
     }
 }
 
@@ -208,6 +211,7 @@ pub(crate) fn route(path: &str) -> Option<Route> {
         "/debug/pprof/cmdline" => Route::Cmdline,
         "/gc" => Route::Gc,
         "/gc/collect" => Route::GcCollect,
+        "/debug/leaks" => Route::Leaks,
         p => Route::UnknownProfile(p.strip_prefix("/debug/pprof/")?.to_string()),
     })
 }
@@ -223,14 +227,25 @@ pub(crate) struct State {
     shutdown: watch::Receiver<bool>,
     started: Instant,
     baseline: Mutex<Option<Arc<crate::profile::HeapProfile>>>,
+    /// The leak snapshots, fed by [`leaks::run`].
+    leaks: Arc<leaks::Leaks>,
+    /// Whether the leak snapshots' task must be started by the first
+    /// request (a host mounting [`routes`]), and whether it was.
+    leaks_lazy: std::sync::atomic::AtomicBool,
 }
 
 impl State {
     fn new(config: &Config, addr: SocketAddr, shutdown: watch::Receiver<bool>) -> State {
+        let leaks = Arc::new(leaks::Leaks::new(
+            config.leak_snapshot_interval,
+            config.leak_snapshots,
+        ));
         State {
             policy: Policy::new(config.token.as_deref(), addr, config.allow_remote_control),
             addr,
-            metrics: Metrics::new(config.full_size_classes),
+            metrics: Metrics::with_leaks(config.full_size_classes, leaks.clone()),
+            leaks,
+            leaks_lazy: std::sync::atomic::AtomicBool::new(false),
             render_timeout: config.render_timeout,
             body_timeout: config.header_read_timeout,
             shutdown,
@@ -395,6 +410,12 @@ where
     S: warp::Stream<Item = Result<B, warp::Error>>,
     B: warp::Buf,
 {
+    if state
+        .leaks_lazy
+        .swap(false, std::sync::atomic::Ordering::Relaxed)
+    {
+        tokio::spawn(leaks::run(state.leaks.clone(), state.shutdown.clone()));
+    }
     let json_errors = route.json_errors();
     let reply = match pipeline(route, method, &query, &headers, body, &state).await {
         Ok(r) | Err(r) => r,
@@ -486,6 +507,7 @@ async fn dispatch(route: Route, method: &Method, q: &[(String, String)], state: 
         Route::Gc if method == Method::POST => gc::post(q),
         Route::Gc => gc::get(q),
         Route::GcCollect => gc::collect(q).await,
+        Route::Leaks => leaks::get(&state.leaks, q),
         Route::UnknownProfile(name) => Reply::error(
             404,
             &format!(
@@ -524,7 +546,9 @@ fn filter(
 /// as the address served on: set it to where the host listens.
 ///
 /// The periodic log line and the sample interval are not applied here: see
-/// [`start`], [`apply`] and [`log_line_loop`]. Nor are the connection
+/// [`start`], [`apply`] and [`log_line_loop`]. The leak snapshots of
+/// `/debug/leaks` start with the first request these routes serve, on the
+/// host's runtime. Nor are the connection
 /// limits (`header_read_timeout` for the headers, `idle_timeout`,
 /// `max_connections`): the host's server owns its connections. A request's
 /// body must still arrive within `header_read_timeout` of its headers.
@@ -536,7 +560,11 @@ pub fn routes(
        + Sync
        + 'static {
     let (_tx, rx) = watch::channel(false);
-    filter(Arc::new(State::new(config, config.addr, rx)))
+    let state = State::new(config, config.addr, rx);
+    state
+        .leaks_lazy
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    filter(Arc::new(state))
 }
 
 /// Applies the process-wide settings of `config`: the sample interval and
@@ -573,7 +601,7 @@ async fn recover(r: warp::Rejection) -> Result<warp::reply::Response, Infallible
     let reply = if r.is_not_found() {
         Reply::error(
             404,
-            "404 page not found; allocscope serves /, /metrics, /debug/pprof/ and /gc",
+            "404 page not found; allocscope serves /, /metrics, /debug/pprof/, /debug/leaks and /gc",
         )
     } else {
         Reply::error(400, &format!("bad request: {r:?}"))
@@ -704,6 +732,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
     };
     let (stop, rx) = watch::channel(false);
     let state = Arc::new(State::new(&config, addr, rx.clone()));
+    let leak_snapshots = leaks::run(state.leaks.clone(), rx.clone());
     let routes = filter(state).recover(recover).unify();
     let limits = conn::Limits::new(&config);
     let log_every = config.log_interval;
@@ -712,6 +741,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
         .spawn(move || {
             rt.block_on(async move {
                 tokio::spawn(log::run(log_every, rx.clone()));
+                tokio::spawn(leak_snapshots);
                 let server = conn::serve(listener, routes, limits, rx.clone());
                 let mut server = std::pin::pin!(server);
                 let mut rx = rx;
@@ -762,6 +792,8 @@ mod tests {
         assert_eq!(route("/gc"), Some(Route::Gc));
         assert_eq!(route("/gc/collect"), Some(Route::GcCollect));
         assert_eq!(route("/gc/"), None);
+        assert_eq!(route("/debug/leaks"), Some(Route::Leaks));
+        assert_eq!(Route::Leaks.access(&Method::GET), Access::Profile);
     }
 
     #[test]
