@@ -858,7 +858,6 @@ mod tests {
             "alloc::raw_vec::RawVecInner<A>::finish_grow",
             "<alloc::vec::Vec<T> as core::clone::Clone>::clone",
             "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
-            "__rust_alloc",
             "core::ptr::drop_in_place<x>",
         ] {
             assert!(is_machinery(m), "{m}");
