@@ -388,15 +388,24 @@ struct CollectorSwitches(std::path::PathBuf);
 
 #[cfg(target_os = "linux")]
 impl CollectorSwitches {
+    /// The collector thread names itself once it runs, which on a loaded
+    /// machine can be a while after `start_collector` returns.
     fn find() -> CollectorSwitches {
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let dir = task.unwrap().path();
-            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-            if comm.trim() == "allocscope-coll" {
-                return CollectorSwitches(dir.join("status"));
+        let t = Instant::now();
+        loop {
+            for task in std::fs::read_dir("/proc/self/task").unwrap() {
+                let dir = task.unwrap().path();
+                let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+                if comm.trim() == "allocscope-coll" {
+                    return CollectorSwitches(dir.join("status"));
+                }
             }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no allocscope-collect thread"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("no allocscope-collect thread");
     }
 
     fn read(&self) -> u64 {
