@@ -43,6 +43,7 @@
 //! and lines cost more reading and are asked for explicitly:
 //! [`HeapProfile::capture_with`]`(`[`Symbols::Lines`]`)`.
 
+mod age;
 mod diff;
 mod dwarf;
 mod flamegraph;
@@ -61,6 +62,12 @@ use std::time::SystemTime;
 
 use crate::sampling::RawBucket;
 
+pub use age::{
+    set_temporary_lifetime, temporary_lifetime, Lifetimes, TemporaryStack, MAX_TEMPORARY_LIFETIME,
+    MIN_TEMPORARY_LIFETIME,
+};
+#[cfg(feature = "server")]
+pub(crate) use age::{valid_temporary_lifetime, TEMPORARY_LIFETIME_EXPECTED};
 pub use diff::{DiffStack, HeapDiff};
 #[cfg(feature = "server")]
 pub(crate) use flamegraph::xml_escape;
@@ -201,6 +208,9 @@ pub struct Bucket {
     sampled_allocs: u64,
     sampled_frees: u64,
     estimates: [u64; 4],
+    /// Its live samples, oldest first.
+    live: Arc<[age::LiveSample]>,
+    lifetimes: Lifetimes,
 }
 
 impl Bucket {
@@ -308,6 +318,8 @@ impl HeapProfile {
             allocs: u64,
             frees: u64,
             est: [f64; 4],
+            live: Vec<age::LiveSample>,
+            lifetimes: Lifetimes,
         }
         use symbolize::FrameKey;
         /// One symbolised stack, shared by every bucket of its raw stacks.
@@ -367,12 +379,33 @@ impl HeapProfile {
             for (e, v) in acc.est.iter_mut().zip([ao, asp, io, isp]) {
                 *e += v;
             }
+            acc.lifetimes.add(&rb.lifetimes);
+            // Each live sample found carries an equal share of the in-use
+            // estimates; blocks counted live whose slots were not read (a
+            // race with the capture) count as one sample of age 0.
+            if inuse > 0 {
+                if rb.ages.is_empty() {
+                    acc.live.push(age::LiveSample {
+                        age_ns: 0,
+                        objects: io,
+                        bytes: isp,
+                    });
+                } else {
+                    let m = rb.ages.len() as f64;
+                    acc.live.extend(rb.ages.iter().map(|&age_ns| age::LiveSample {
+                        age_ns,
+                        objects: io / m,
+                        bytes: isp / m,
+                    }));
+                }
+            }
         }
 
         let mut buckets: Vec<Bucket> = groups
             .into_iter()
-            .map(|((id, size), acc)| {
+            .map(|((id, size), mut acc)| {
                 let st = &stacks[id];
+                acc.live.sort_by(|a, b| b.age_ns.cmp(&a.age_ns));
                 Bucket {
                     frames: st.frames.clone(),
                     key: st.key.clone(),
@@ -382,6 +415,8 @@ impl HeapProfile {
                     sampled_frees: acc.frees,
                     // `as` truncates like Go's int64(float64), saturating.
                     estimates: acc.est.map(|v| v as u64),
+                    live: acc.live.into(),
+                    lifetimes: acc.lifetimes,
                 }
             })
             .collect();
@@ -529,6 +564,16 @@ pub(crate) mod tests {
                 sampled_allocs: *allocs,
                 sampled_frees: *frees,
                 estimates: [ao, asp, io, isp].map(|v| v as u64),
+                live: if allocs > frees {
+                    Arc::from([age::LiveSample {
+                        age_ns: 0,
+                        objects: io,
+                        bytes: isp,
+                    }])
+                } else {
+                    Arc::from([])
+                },
+                lifetimes: Lifetimes::default(),
             });
         }
         sort_buckets(&mut buckets);
@@ -591,6 +636,7 @@ pub(crate) mod tests {
                 interval: 1024,
                 allocs: 4,
                 frees: 1,
+                ..RawBucket::default()
             },
             RawBucket {
                 stack: vec![0x10, 0x20],
@@ -598,6 +644,7 @@ pub(crate) mod tests {
                 interval: 1024,
                 allocs: 6,
                 frees: 2,
+                ..RawBucket::default()
             },
             RawBucket {
                 stack: vec![0x10, 0x20],
@@ -605,6 +652,7 @@ pub(crate) mod tests {
                 interval: 1,
                 allocs: 5,
                 frees: 5,
+                ..RawBucket::default()
             },
             RawBucket {
                 stack: vec![0x10, 0x20],
@@ -612,6 +660,7 @@ pub(crate) mod tests {
                 interval: 1024,
                 allocs: 1,
                 frees: 9,
+                ..RawBucket::default()
             },
             RawBucket {
                 stack: vec![0x30],
@@ -619,6 +668,7 @@ pub(crate) mod tests {
                 interval: 1024,
                 allocs: 0,
                 frees: 0,
+                ..RawBucket::default()
             },
         ];
         let p = HeapProfile::from_raw(raw, 2048, Symbols::Names);
@@ -664,6 +714,8 @@ pub(crate) mod tests {
                 interval: 0,
                 allocs: u64::MAX,
                 frees: 0,
+                ages: vec![u64::MAX, 0, 1],
+                lifetimes: [u32::MAX as u64; crate::sampling::LIFETIME_CLASSES],
             }],
             u64::MAX,
             Symbols::Lines,
@@ -674,6 +726,10 @@ pub(crate) mod tests {
         let _ = p.folded(SampleType::AllocSpace);
         let _ = p.to_pprof(PprofKind::Heap);
         let _ = p.to_text(PprofKind::Heap);
+        let _ = p.min_age(std::time::Duration::MAX).to_pprof(PprofKind::Heap);
+        let _ = p.min_age(std::time::Duration::ZERO).to_pprof(PprofKind::Allocs);
+        let _ = p.short_lived(std::time::Duration::MAX).folded(SampleType::AllocSpace);
+        let _ = p.temporary_stacks(std::time::Duration::from_nanos(1), 5);
         let mut svg = Vec::new();
         p.flamegraph(
             SampleType::AllocSpace,

@@ -42,6 +42,8 @@ pub use countdown::{probability, DEFAULT_INTERVAL};
 pub(crate) use stack::{frame_buf, FrameBuf};
 pub use stack::{set_stack_capture, stack_capture, StackCapture};
 pub use store::Limits;
+#[allow(unused_imports)]
+pub(crate) use store::{lifetime_class, LIFETIME_CLASSES};
 
 use crate::counters;
 
@@ -70,6 +72,27 @@ pub(crate) struct RawBucket {
     pub allocs: u64,
     /// Of those, how many were freed since.
     pub frees: u64,
+    /// The ages, in nanoseconds at capture, of this bucket's sampled
+    /// blocks found in the live set (read apart from the counts: a block
+    /// sampled or freed meanwhile may be in one and not the other).
+    pub ages: Vec<u64>,
+    /// Its lifetime histogram: sampled blocks freed, by lifetime class
+    /// ([`LIFETIME_CLASSES`]).
+    pub lifetimes: [u64; LIFETIME_CLASSES],
+}
+
+impl Default for RawBucket {
+    fn default() -> Self {
+        RawBucket {
+            stack: Vec::new(),
+            size: 0,
+            interval: 0,
+            allocs: 0,
+            frees: 0,
+            ages: Vec::new(),
+            lifetimes: [0; LIFETIME_CLASSES],
+        }
+    }
 }
 
 /// Every bucket recorded so far (never blocks the sampling threads).
