@@ -354,12 +354,8 @@ impl HeapProfile {
             .buckets
             .iter()
             .filter_map(|b| {
-                let live: Vec<LiveSample> = b
-                    .live
-                    .iter()
-                    .filter(|s| s.age_ns >= min)
-                    .copied()
-                    .collect();
+                let live: Vec<LiveSample> =
+                    b.live.iter().filter(|s| s.age_ns >= min).copied().collect();
                 if live.is_empty() {
                     return None;
                 }
@@ -507,10 +503,7 @@ mod tests {
             );
             match hi {
                 Some(hi) => {
-                    assert_eq!(
-                        crate::sampling::lifetime_class(hi.as_nanos() as u64 - 1),
-                        k
-                    );
+                    assert_eq!(crate::sampling::lifetime_class(hi.as_nanos() as u64 - 1), k);
                     end = hi;
                 }
                 None => assert_eq!(k, Lifetimes::CLASSES - 1),

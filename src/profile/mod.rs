@@ -392,11 +392,12 @@ impl HeapProfile {
                     });
                 } else {
                     let m = rb.ages.len() as f64;
-                    acc.live.extend(rb.ages.iter().map(|&age_ns| age::LiveSample {
-                        age_ns,
-                        objects: io / m,
-                        bytes: isp / m,
-                    }));
+                    acc.live
+                        .extend(rb.ages.iter().map(|&age_ns| age::LiveSample {
+                            age_ns,
+                            objects: io / m,
+                            bytes: isp / m,
+                        }));
                 }
             }
         }
@@ -405,7 +406,7 @@ impl HeapProfile {
             .into_iter()
             .map(|((id, size), mut acc)| {
                 let st = &stacks[id];
-                acc.live.sort_by(|a, b| b.age_ns.cmp(&a.age_ns));
+                acc.live.sort_by_key(|s| std::cmp::Reverse(s.age_ns));
                 Bucket {
                     frames: st.frames.clone(),
                     key: st.key.clone(),
@@ -726,9 +727,15 @@ pub(crate) mod tests {
         let _ = p.folded(SampleType::AllocSpace);
         let _ = p.to_pprof(PprofKind::Heap);
         let _ = p.to_text(PprofKind::Heap);
-        let _ = p.min_age(std::time::Duration::MAX).to_pprof(PprofKind::Heap);
-        let _ = p.min_age(std::time::Duration::ZERO).to_pprof(PprofKind::Allocs);
-        let _ = p.short_lived(std::time::Duration::MAX).folded(SampleType::AllocSpace);
+        let _ = p
+            .min_age(std::time::Duration::MAX)
+            .to_pprof(PprofKind::Heap);
+        let _ = p
+            .min_age(std::time::Duration::ZERO)
+            .to_pprof(PprofKind::Allocs);
+        let _ = p
+            .short_lived(std::time::Duration::MAX)
+            .folded(SampleType::AllocSpace);
         let _ = p.temporary_stacks(std::time::Duration::from_nanos(1), 5);
         let mut svg = Vec::new();
         p.flamegraph(

@@ -1062,7 +1062,10 @@ pub(crate) fn raw_buckets() -> Vec<RawBucket> {
             interval: b.interval.load(Relaxed),
             allocs,
             frees,
-            ages: ages.get_mut(id as usize).map(std::mem::take).unwrap_or_default(),
+            ages: ages
+                .get_mut(id as usize)
+                .map(std::mem::take)
+                .unwrap_or_default(),
             lifetimes,
         });
     }

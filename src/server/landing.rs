@@ -109,9 +109,13 @@ pub(crate) async fn temporary_section(state: &State) -> String {
         return String::new();
     }
     let threshold = crate::profile::temporary_lifetime();
-    let listed = super::pprof::render(state.render_timeout, "the temporary allocations", move || {
-        Ok(crate::profile::HeapProfile::capture().temporary_stacks(threshold, TEMPORARY_ROWS))
-    })
+    let listed = super::pprof::render(
+        state.render_timeout,
+        "the temporary allocations",
+        move || {
+            Ok(crate::profile::HeapProfile::capture().temporary_stacks(threshold, TEMPORARY_ROWS))
+        },
+    )
     .await;
     let head = format!(
         "<h2>Temporary allocations</h2>\n<p>Stacks whose sampled blocks mostly die within \

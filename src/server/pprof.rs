@@ -319,12 +319,15 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
 pub(crate) fn svg_params(q: &[(String, String)]) -> Result<(SampleType, bool), Reply> {
     let sample = match query_get(q, "sample") {
         Some(TEMPORARY) => SampleType::AllocSpace,
-        s => s.unwrap_or("inuse_space").parse::<SampleType>().map_err(|e| {
-            Reply::error(
-                400,
-                &format!("{e}, or temporary (bytes allocated by short-lived blocks)"),
-            )
-        })?,
+        s => s
+            .unwrap_or("inuse_space")
+            .parse::<SampleType>()
+            .map_err(|e| {
+                Reply::error(
+                    400,
+                    &format!("{e}, or temporary (bytes allocated by short-lived blocks)"),
+                )
+            })?,
     };
     let diff = match query_get(q, "diff") {
         None => false,
