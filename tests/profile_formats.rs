@@ -315,7 +315,12 @@ fn pprof_is_laid_out_like_gos_heap_profile() {
             2 => {
                 assert_eq!(s(smp.label[1].key), "age");
                 assert_eq!(s(smp.label[1].num_unit), "seconds");
-                assert_eq!(smp.value[0..2], smp.value[2..4]);
+                // alloc values = in-use ones, but age 0 holds the freed too
+                if smp.label[1].num == 0 {
+                    assert!(smp.value[0] >= smp.value[2] && smp.value[1] >= smp.value[3]);
+                } else {
+                    assert_eq!(smp.value[0..2], smp.value[2..4]);
+                }
             }
             n => panic!("{n} labels"),
         }
@@ -351,18 +356,14 @@ fn pprof_is_laid_out_like_gos_heap_profile() {
     sizes.sort();
     sizes.dedup();
     assert_eq!(sizes, [64, 1024, 4096]);
-    // Values are the estimates, split by age (the fixture's blocks have
-    // none: one group of age 0) and freed.
+    // Values are the estimates, in one age group here (the fixture's
+    // blocks have no birth times: age 0, which holds the freed too).
     let v1k: Vec<_> = m.sample.iter().filter(|s| s.label[0].num == 1024).collect();
-    assert_eq!(v1k.len(), 2);
+    assert_eq!(v1k.len(), 1);
     assert_eq!(v1k[0].label[1].num, 0);
-    let sum: Vec<i64> = (0..4)
-        .map(|i| v1k.iter().map(|s| s.value[i]).sum())
-        .collect();
     let (ao, asp) = go_scale(10, 1024, KIB512);
     let (io, isp) = go_scale(8, 1024, KIB512);
-    assert_eq!(sum, [ao as i64, asp as i64, io as i64, isp as i64]);
-    assert_eq!(v1k[0].value[2..4], [io as i64, isp as i64]);
+    assert_eq!(v1k[0].value, [ao as i64, asp as i64, io as i64, isp as i64]);
 
     let allocs = gunzip_decode(&f.profile.to_pprof(PprofKind::Allocs));
     assert_eq!(

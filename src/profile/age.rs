@@ -15,36 +15,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Bucket, Frame, HeapProfile, SampleType};
-use crate::sampling::LIFETIME_CLASSES;
-
-/// One live sample of a [`Bucket`]: its age at capture and its share of the
-/// bucket's in-use estimates.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct LiveSample {
-    /// Nanoseconds since it was sampled, at capture.
-    pub age_ns: u64,
-    /// Its share of `inuse_objects`.
-    pub objects: f64,
-    /// Its share of `inuse_space`.
-    pub bytes: f64,
-}
+use crate::sampling::{LifetimeCounts, LIFETIME_CLASSES};
 
 /// A bucket's lifetime histogram: how many of its sampled blocks were freed
 /// after a lifetime in each class. Class 0 holds lifetimes under 1 µs,
 /// class `k` (1 to 32) those from `2^(k-1)` µs to under `2^k` µs, the last
 /// class those of `2^32` µs (71.6 minutes) or more. Counts of *sampled*
 /// blocks (not un-sampled estimates); blocks still live are not in it.
-#[derive(Clone, Copy, PartialEq, Eq)]
+///
+/// Counts are 32-bit, saturating (as the sampler keeps them).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Lifetimes {
-    counts: [u64; LIFETIME_CLASSES],
-}
-
-impl Default for Lifetimes {
-    fn default() -> Self {
-        Lifetimes {
-            counts: [0; LIFETIME_CLASSES],
-        }
-    }
+    /// `None`: all zero (no heap for the buckets that freed nothing).
+    counts: LifetimeCounts,
 }
 
 impl std::fmt::Debug for Lifetimes {
@@ -52,7 +35,7 @@ impl std::fmt::Debug for Lifetimes {
         // the non-empty classes, as (lower bound, count)
         f.debug_map()
             .entries(
-                self.counts
+                self.counts()
                     .iter()
                     .enumerate()
                     .filter(|(_, c)| **c > 0)
@@ -67,20 +50,31 @@ impl Lifetimes {
     pub const CLASSES: usize = LIFETIME_CLASSES;
 
     #[cfg(test)]
-    pub(crate) fn from_counts(counts: [u64; LIFETIME_CLASSES]) -> Lifetimes {
+    pub(crate) fn from_counts(counts: LifetimeCounts) -> Lifetimes {
         Lifetimes { counts }
     }
 
-    pub(crate) fn add(&mut self, other: &[u64; LIFETIME_CLASSES]) {
-        for (c, o) in self.counts.iter_mut().zip(other) {
-            *c = c.saturating_add(*o);
+    /// Adds `other`'s counts (saturating), taking its box when this one
+    /// has none.
+    pub(crate) fn merge(&mut self, other: LifetimeCounts) {
+        match (&mut self.counts, other) {
+            (_, None) => {}
+            (None, o) => self.counts = o,
+            (Some(c), Some(o)) => {
+                for (c, o) in c.iter_mut().zip(o.iter()) {
+                    *c = c.saturating_add(*o);
+                }
+            }
         }
     }
 
     /// The count of each class, shortest lifetimes first
     /// ([`Lifetimes::CLASSES`] of them).
-    pub fn counts(&self) -> &[u64] {
-        &self.counts
+    pub fn counts(&self) -> [u64; LIFETIME_CLASSES] {
+        match &self.counts {
+            Some(c) => c.map(u64::from),
+            None => [0; LIFETIME_CLASSES],
+        }
     }
 
     /// The lifetimes class `k` holds: from the first bound up to, not
@@ -100,7 +94,7 @@ impl Lifetimes {
 
     /// Sampled blocks freed, all lifetimes.
     pub fn freed(&self) -> u64 {
-        self.counts.iter().fold(0u64, |s, c| s.saturating_add(*c))
+        self.counts().iter().sum()
     }
 
     /// How many of the freed sampled blocks lived less than `d`: the
@@ -108,7 +102,10 @@ impl Lifetimes {
     /// width below `d` (lifetimes taken as spread evenly within a class).
     pub fn shorter_than(&self, d: Duration) -> f64 {
         let mut n = 0.0;
-        for (k, &c) in self.counts.iter().enumerate() {
+        let Some(counts) = &self.counts else {
+            return 0.0;
+        };
+        for (k, &c) in counts.iter().enumerate() {
             let (lo, hi) = Lifetimes::class_bounds(k);
             if d <= lo {
                 break;
@@ -259,7 +256,7 @@ impl Bucket {
     pub fn oldest_age(&self) -> Option<std::time::Duration> {
         self.live
             .first()
-            .map(|s| std::time::Duration::from_nanos(s.age_ns))
+            .map(|&ns| std::time::Duration::from_nanos(ns))
     }
 
     /// The lifetimes of this bucket's freed sampled blocks (see
@@ -297,25 +294,26 @@ impl Bucket {
         if self.live.is_empty() || (objs == 0 && bytes == 0) {
             return Vec::new();
         }
-        // (label, objects weight, bytes weight), oldest first
-        let mut groups: Vec<(u64, f64, f64)> = Vec::new();
+        // (label, live samples), oldest first; every live sample carries
+        // an equal share of the bucket's in-use estimates
+        let mut groups: Vec<(u64, f64)> = Vec::new();
         let mut class = usize::MAX;
-        for s in self.live.iter() {
-            let c = crate::sampling::lifetime_class(s.age_ns);
-            let label = s.age_ns / 1_000_000_000;
+        for &age_ns in self.live.iter() {
+            let c = crate::sampling::lifetime_class(age_ns);
+            let label = age_ns / 1_000_000_000;
             match groups.last_mut() {
                 Some(g) if c == class || g.0 == label => {
                     // `live` is oldest first: this one is the youngest yet
                     g.0 = label;
-                    g.1 += s.objects;
-                    g.2 += s.bytes;
+                    g.1 += 1.0;
                 }
-                _ => groups.push((label, s.objects, s.bytes)),
+                _ => groups.push((label, 1.0)),
             }
             class = c;
         }
-        let o = split(objs, &groups.iter().map(|g| g.1).collect::<Vec<_>>());
-        let b = split(bytes, &groups.iter().map(|g| g.2).collect::<Vec<_>>());
+        let weights: Vec<f64> = groups.iter().map(|g| g.1).collect();
+        let o = split(objs, &weights);
+        let b = split(bytes, &weights);
         groups
             .iter()
             .zip(o.into_iter().zip(b))
@@ -354,31 +352,30 @@ impl HeapProfile {
             .buckets
             .iter()
             .filter_map(|b| {
-                let live: Vec<LiveSample> =
-                    b.live.iter().filter(|s| s.age_ns >= min).copied().collect();
-                if live.is_empty() {
+                // oldest first: the kept ones are a prefix
+                let kept = b.live.partition_point(|&ns| ns >= min);
+                if kept == 0 {
                     return None;
                 }
-                let objects: f64 = live.iter().map(|s| s.objects).sum();
-                let bytes: f64 = live.iter().map(|s| s.bytes).sum();
-                // the whole bucket kept: its estimates exactly
-                let (objects, bytes) = if live.len() == b.live.len() {
-                    (
-                        b.estimate(SampleType::InuseObjects),
-                        b.estimate(SampleType::InuseSpace),
-                    )
-                } else {
-                    (objects as u64, bytes as u64)
+                let live: Arc<[u64]> = Arc::from(&b.live[..kept]);
+                // an equal share each (the whole bucket kept: exactly its
+                // estimates)
+                let share = |t: SampleType| {
+                    (u128::from(b.estimate(t)) * kept as u128 / b.live.len() as u128) as u64
                 };
+                let (objects, bytes) = (
+                    share(SampleType::InuseObjects),
+                    share(SampleType::InuseSpace),
+                );
                 Some(Bucket {
                     frames: b.frames.clone(),
                     key: b.key.clone(),
                     locations: b.locations.clone(),
                     size: b.size,
-                    sampled_allocs: live.len() as u64,
+                    sampled_allocs: kept as u64,
                     sampled_frees: 0,
                     estimates: [objects, bytes, objects, bytes],
-                    live: live.into(),
+                    live,
                     lifetimes: Lifetimes::default(),
                 })
             })
@@ -415,7 +412,7 @@ impl HeapProfile {
                     sampled_frees: b.short_lived(threshold).round() as u64,
                     estimates: [objects, bytes, 0, 0],
                     live: Arc::from([]),
-                    lifetimes: b.lifetimes,
+                    lifetimes: b.lifetimes.clone(),
                 })
             })
             .collect();
@@ -481,12 +478,12 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
 
-    fn lifetimes(pairs: &[(usize, u64)]) -> [u64; LIFETIME_CLASSES] {
+    fn lifetimes(pairs: &[(usize, u32)]) -> LifetimeCounts {
         let mut l = [0; LIFETIME_CLASSES];
         for &(k, c) in pairs {
             l[k] = c;
         }
-        l
+        Some(Box::new(l))
     }
 
     #[test]
@@ -553,7 +550,7 @@ mod tests {
                     allocs,
                     frees,
                     ages,
-                    lifetimes: lifetimes(&[(1, frees)]),
+                    lifetimes: lifetimes(&[(1, frees as u32)]),
                 },
                 RawBucket {
                     stack: vec![0x30],
@@ -670,8 +667,7 @@ mod tests {
 
     #[test]
     fn short_lived_and_temporary_stacks() {
-        let mut l_churn = lifetimes(&[(0, 50), (1, 40)]);
-        l_churn[20] = 5; // ~1 s
+        let l_churn = lifetimes(&[(0, 50), (1, 40), (20, 5)]); // 5 at ~1 s
         let l_slow = lifetimes(&[(25, 10), (0, 1)]); // ~30 s
         let raw = vec![
             RawBucket {

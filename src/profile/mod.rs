@@ -208,8 +208,9 @@ pub struct Bucket {
     sampled_allocs: u64,
     sampled_frees: u64,
     estimates: [u64; 4],
-    /// Its live samples, oldest first.
-    live: Arc<[age::LiveSample]>,
+    /// The ages of its live samples at capture (nanoseconds), oldest
+    /// first; each carries an equal share of the in-use estimates.
+    live: Arc<[u64]>,
     lifetimes: Lifetimes,
 }
 
@@ -318,7 +319,7 @@ impl HeapProfile {
             allocs: u64,
             frees: u64,
             est: [f64; 4],
-            live: Vec<age::LiveSample>,
+            live: Vec<u64>,
             lifetimes: Lifetimes,
         }
         use symbolize::FrameKey;
@@ -379,25 +380,17 @@ impl HeapProfile {
             for (e, v) in acc.est.iter_mut().zip([ao, asp, io, isp]) {
                 *e += v;
             }
-            acc.lifetimes.add(&rb.lifetimes);
+            acc.lifetimes.merge(rb.lifetimes);
             // Each live sample found carries an equal share of the in-use
             // estimates; blocks counted live whose slots were not read (a
             // race with the capture) count as one sample of age 0.
             if inuse > 0 {
                 if rb.ages.is_empty() {
-                    acc.live.push(age::LiveSample {
-                        age_ns: 0,
-                        objects: io,
-                        bytes: isp,
-                    });
+                    acc.live.push(0);
+                } else if acc.live.is_empty() {
+                    acc.live = rb.ages;
                 } else {
-                    let m = rb.ages.len() as f64;
-                    acc.live
-                        .extend(rb.ages.iter().map(|&age_ns| age::LiveSample {
-                            age_ns,
-                            objects: io / m,
-                            bytes: isp / m,
-                        }));
+                    acc.live.extend_from_slice(&rb.ages);
                 }
             }
         }
@@ -406,7 +399,7 @@ impl HeapProfile {
             .into_iter()
             .map(|((id, size), mut acc)| {
                 let st = &stacks[id];
-                acc.live.sort_by_key(|s| std::cmp::Reverse(s.age_ns));
+                acc.live.sort_unstable_by(|a, b| b.cmp(a));
                 Bucket {
                     frames: st.frames.clone(),
                     key: st.key.clone(),
@@ -566,11 +559,7 @@ pub(crate) mod tests {
                 sampled_frees: *frees,
                 estimates: [ao, asp, io, isp].map(|v| v as u64),
                 live: if allocs > frees {
-                    Arc::from([age::LiveSample {
-                        age_ns: 0,
-                        objects: io,
-                        bytes: isp,
-                    }])
+                    Arc::from([0])
                 } else {
                     Arc::from([])
                 },
@@ -716,7 +705,7 @@ pub(crate) mod tests {
                 allocs: u64::MAX,
                 frees: 0,
                 ages: vec![u64::MAX, 0, 1],
-                lifetimes: [u32::MAX as u64; crate::sampling::LIFETIME_CLASSES],
+                lifetimes: Some(Box::new([u32::MAX; crate::sampling::LIFETIME_CLASSES])),
             }],
             u64::MAX,
             Symbols::Lines,

@@ -60,9 +60,11 @@ impl HeapProfile {
     /// doubling): one sample per group, with a numeric label `age` (unit
     /// `seconds`) = the youngest age in the group, rounded down, so that
     /// `go tool pprof -tagfocus age=…` never admits a younger block. A
-    /// group's `alloc_*` values equal its `inuse_*` ones; what the bucket
-    /// allocated and freed goes in one more sample without an `age` label
-    /// and with zero in-use values. Totals are those of the profile.
+    /// group's `alloc_*` values equal its `inuse_*` ones, but for what the
+    /// bucket allocated and freed: that goes with the age-0 group (blocks
+    /// under a second old) when there is one, else in one more sample
+    /// without an `age` label and with zero in-use values. Totals are those
+    /// of the profile.
     ///
     /// Locations carry the return address minus one (inside the call
     /// instruction) and one line per inlined frame, innermost first.
@@ -181,8 +183,10 @@ impl HeapProfile {
             // In-use values split by age: one sample per age group, its
             // alloc values equal to its in-use ones (live blocks were
             // allocated too), labelled `age` (seconds, the group's
-            // youngest, rounded down); what was allocated and freed since
-            // goes in one more sample without an age.
+            // youngest, rounded down). What was allocated and freed goes
+            // with the age-0 group (the youngest, when there is one: no
+            // more samples than groups), else in one more sample without
+            // an age.
             let groups = b.age_groups();
             let (mut freed_objects, mut freed_bytes) = (
                 b.estimate(SampleType::AllocObjects),
@@ -191,6 +195,9 @@ impl HeapProfile {
             for g in &groups {
                 freed_objects = freed_objects.saturating_sub(g.objects);
                 freed_bytes = freed_bytes.saturating_sub(g.bytes);
+            }
+            let n = groups.len();
+            for (i, g) in groups.iter().enumerate() {
                 let mut label = label.clone();
                 label.push(Label {
                     key: age_key,
@@ -198,10 +205,15 @@ impl HeapProfile {
                     num: to_i64(g.age_seconds),
                     num_unit: seconds_unit,
                 });
-                let (o, s) = (to_i64(g.objects), to_i64(g.bytes));
+                let (mut ao, mut asp) = (g.objects, g.bytes);
+                // (the groups are oldest first: the youngest is the last)
+                if i + 1 == n && g.age_seconds == 0 {
+                    ao = ao.saturating_add(std::mem::take(&mut freed_objects));
+                    asp = asp.saturating_add(std::mem::take(&mut freed_bytes));
+                }
                 samples.push(Sample {
                     location_id: location_id.clone(),
-                    value: vec![o, s, o, s],
+                    value: vec![to_i64(ao), to_i64(asp), to_i64(g.objects), to_i64(g.bytes)],
                     label,
                 });
             }
@@ -287,10 +299,10 @@ mod tests {
         assert_eq!(m.period, 4096);
         assert_eq!(s(m.default_sample_type), "alloc_space");
         assert!(m.time_nanos > 0);
-        // the first two buckets have blocks in use: an age group each, and
-        // the first one a sample for its freed block; the last, one sample
-        assert_eq!(m.sample.len(), 4);
-        let per_bucket: Vec<&[Sample]> = vec![&m.sample[0..2], &m.sample[2..3], &m.sample[3..4]];
+        // the first two buckets have blocks in use: an age group each (age
+        // 0, the first one's freed block with it); the last, no age
+        assert_eq!(m.sample.len(), 3);
+        let per_bucket: Vec<&[Sample]> = vec![&m.sample[0..1], &m.sample[1..2], &m.sample[2..3]];
         for (smps, b) in per_bucket.into_iter().zip(p.buckets()) {
             let mut sum = [0i64; 4];
             for smp in smps {
@@ -301,8 +313,8 @@ mod tests {
                 let inuse = smp.value[2] > 0 || smp.value[3] > 0;
                 assert_eq!(smp.label.len(), if inuse { 2 } else { 1 });
                 if inuse {
-                    // an age group: alloc values = in-use ones, labelled
-                    assert_eq!(smp.value[0..2], smp.value[2..4]);
+                    // an age group, labelled; age 0 holds the freed too
+                    assert!(smp.value[0] >= smp.value[2] && smp.value[1] >= smp.value[3]);
                     assert_eq!(s(smp.label[1].key), "age");
                     assert_eq!(s(smp.label[1].num_unit), "seconds");
                     assert_eq!(smp.label[1].num, 0);

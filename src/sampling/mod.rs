@@ -45,6 +45,10 @@ pub use store::Limits;
 #[allow(unused_imports)]
 pub(crate) use store::{lifetime_class, LIFETIME_CLASSES};
 
+/// A lifetime histogram as copied out of the sampler: saturating 32-bit
+/// counts per class, boxed (136 bytes) only when one is not zero.
+pub(crate) type LifetimeCounts = Option<Box<[u32; LIFETIME_CLASSES]>>;
+
 use crate::counters;
 
 /// Where a sampled block lies in what the inner allocator returned.
@@ -58,7 +62,7 @@ pub(crate) struct Placement {
 
 /// One bucket of sampled allocations: same stack, same object size, same
 /// sampling interval.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RawBucket {
     /// Return addresses, leaf first, as captured (allocscope's own frames
     /// and the `__rust_alloc`-style shims are still present at the leaf end;
@@ -77,22 +81,8 @@ pub(crate) struct RawBucket {
     /// sampled or freed meanwhile may be in one and not the other).
     pub ages: Vec<u64>,
     /// Its lifetime histogram: sampled blocks freed, by lifetime class
-    /// ([`LIFETIME_CLASSES`]).
-    pub lifetimes: [u64; LIFETIME_CLASSES],
-}
-
-impl Default for RawBucket {
-    fn default() -> Self {
-        RawBucket {
-            stack: Vec::new(),
-            size: 0,
-            interval: 0,
-            allocs: 0,
-            frees: 0,
-            ages: Vec::new(),
-            lifetimes: [0; LIFETIME_CLASSES],
-        }
-    }
+    /// ([`LIFETIME_CLASSES`]); `None` when none was freed (no heap then).
+    pub lifetimes: LifetimeCounts,
 }
 
 /// Every bucket recorded so far (never blocks the sampling threads).

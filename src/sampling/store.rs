@@ -1050,12 +1050,10 @@ pub(crate) fn raw_buckets() -> Vec<RawBucket> {
         };
         let allocs = b.allocs.load(Relaxed);
         let frees = b.frees.load(Relaxed).min(allocs);
-        let mut lifetimes = [0u64; LIFETIME_CLASSES];
-        if let Some(h) = STORE.lifetimes.get(id as usize) {
-            for (l, c) in lifetimes.iter_mut().zip(&h.classes) {
-                *l = u64::from(c.load(Relaxed));
-            }
-        }
+        let lifetimes = STORE.lifetimes.get(id as usize).and_then(|h| {
+            let counts = h.classes.each_ref().map(|c| c.load(Relaxed));
+            counts.iter().any(|c| *c != 0).then(|| Box::new(counts))
+        });
         out.push(RawBucket {
             stack: frames.to_vec(),
             size: b.size.load(Relaxed),
