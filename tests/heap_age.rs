@@ -224,6 +224,11 @@ fn the_temporary_view_ranks_a_per_call_buffer_above_kept_buffers() {
         sum += u64::from(churn_4k(i));
         keep_4k(i, &mut kept);
     }
+    // more calls of the per-call buffer, so that it also tops the landing
+    // page's list over the other tests' churn in this process
+    for i in 6000..20_000 {
+        sum += u64::from(churn_4k(i));
+    }
     std::hint::black_box(sum);
 
     let p = HeapProfile::capture();
@@ -239,8 +244,8 @@ fn the_temporary_view_ranks_a_per_call_buffer_above_kept_buffers() {
         .map(|b| b.short_lived(Duration::from_millis(1)))
         .sum();
     assert!(
-        freed > 1000,
-        "most of ~3,800 sampled buffers were freed: {freed}"
+        freed > 10_000,
+        "most of ~12,600 sampled buffers were freed: {freed}"
     );
     assert!(
         short > 0.9 * freed as f64,
