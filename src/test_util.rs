@@ -51,6 +51,7 @@ pub fn profile_from_raw_with(
                 interval: r.interval,
                 allocs: r.allocs,
                 frees: r.frees,
+                ..RawBucket::default()
             })
             .collect(),
         current_interval,

@@ -48,12 +48,13 @@
 //! and lines cost more reading and are asked for explicitly:
 //! [`HeapProfile::capture_with`]`(`[`Symbols::Lines`]`)`.
 
+mod age;
 mod diff;
 mod dwarf;
 mod flamegraph;
 mod folded;
-mod machinery;
 mod leaks;
+mod machinery;
 mod near_limit;
 mod pprof;
 mod symbolize;
@@ -68,15 +69,21 @@ use std::time::SystemTime;
 
 use crate::sampling::RawBucket;
 
+pub use age::{
+    set_temporary_lifetime, temporary_lifetime, Lifetimes, TemporaryStack, MAX_TEMPORARY_LIFETIME,
+    MIN_TEMPORARY_LIFETIME,
+};
+#[cfg(feature = "server")]
+pub(crate) use age::{valid_temporary_lifetime, TEMPORARY_LIFETIME_EXPECTED};
 pub use diff::{DiffStack, HeapDiff};
 #[cfg(feature = "server")]
 pub(crate) use flamegraph::xml_escape;
 pub use flamegraph::{FlamegraphColors, FlamegraphOptions};
-pub use machinery::{Frames, ALLOCATION_MACHINERY};
 pub use leaks::{
     LeakReport, LeakSuspect, LeakTracker, LEAK_SCORE_THRESHOLD, MAX_REPORTED, MAX_TRACKED_STACKS,
     MIN_LEAK_SNAPSHOTS, NEW_STACKS_PER_SNAPSHOT, RETENTION_FULL,
 };
+pub use machinery::{Frames, ALLOCATION_MACHINERY};
 pub use near_limit::{near_limit_profiles, set_near_limit_profiles, NearLimitProfiles};
 #[cfg(feature = "server")]
 pub(crate) use near_limit::{
@@ -213,6 +220,10 @@ pub struct Bucket {
     sampled_allocs: u64,
     sampled_frees: u64,
     estimates: [u64; 4],
+    /// The ages of its live samples at capture (nanoseconds), oldest
+    /// first; each carries an equal share of the in-use estimates.
+    live: Arc<[u64]>,
+    lifetimes: Lifetimes,
 }
 
 impl Bucket {
@@ -246,14 +257,6 @@ impl Bucket {
     /// The un-sampled estimate of `t` for this bucket (see the module docs).
     pub fn estimate(&self, t: SampleType) -> u64 {
         self.estimates[t as usize]
-    }
-
-    /// How long the oldest live sample of this bucket had lived when the
-    /// profile was captured; `None` when nothing is live or the age is not
-    /// known.
-    // MERGE: replaced by issue13-a's implementation
-    pub fn oldest_age(&self) -> Option<std::time::Duration> {
-        None
     }
 
     /// The folded-stack key: frame names root first, `;`-separated.
@@ -360,6 +363,8 @@ impl HeapProfile {
             allocs: u64,
             frees: u64,
             est: [f64; 4],
+            live: Vec<u64>,
+            lifetimes: Lifetimes,
         }
         use symbolize::FrameKey;
         /// One symbolised stack, shared by every bucket of its raw stacks.
@@ -419,12 +424,26 @@ impl HeapProfile {
             for (e, v) in acc.est.iter_mut().zip([ao, asp, io, isp]) {
                 *e += v;
             }
+            acc.lifetimes.merge(rb.lifetimes);
+            // Each live sample found carries an equal share of the in-use
+            // estimates; blocks counted live whose slots were not read (a
+            // race with the capture) count as one sample of age 0.
+            if inuse > 0 {
+                if rb.ages.is_empty() {
+                    acc.live.push(0);
+                } else if acc.live.is_empty() {
+                    acc.live = rb.ages;
+                } else {
+                    acc.live.extend_from_slice(&rb.ages);
+                }
+            }
         }
 
         let mut buckets: Vec<Bucket> = groups
             .into_iter()
-            .map(|((id, size), acc)| {
+            .map(|((id, size), mut acc)| {
                 let st = &stacks[id];
+                acc.live.sort_unstable_by(|a, b| b.cmp(a));
                 Bucket {
                     frames: st.frames.clone(),
                     key: st.key.clone(),
@@ -434,6 +453,8 @@ impl HeapProfile {
                     sampled_frees: acc.frees,
                     // `as` truncates like Go's int64(float64), saturating.
                     estimates: acc.est.map(|v| v as u64),
+                    live: acc.live.into(),
+                    lifetimes: acc.lifetimes,
                 }
             })
             .collect();
@@ -587,6 +608,12 @@ pub(crate) mod tests {
                 sampled_allocs: *allocs,
                 sampled_frees: *frees,
                 estimates: [ao, asp, io, isp].map(|v| v as u64),
+                live: if allocs > frees {
+                    Arc::from([0])
+                } else {
+                    Arc::from([])
+                },
+                lifetimes: Lifetimes::default(),
             });
         }
         sort_buckets(&mut buckets);
@@ -650,6 +677,7 @@ pub(crate) mod tests {
                 interval: 1024,
                 allocs: 4,
                 frees: 1,
+                ..RawBucket::default()
             },
             RawBucket {
                 stack: vec![0x10, 0x20],
@@ -657,6 +685,7 @@ pub(crate) mod tests {
                 interval: 1024,
                 allocs: 6,
                 frees: 2,
+                ..RawBucket::default()
             },
             RawBucket {
                 stack: vec![0x10, 0x20],
@@ -664,6 +693,7 @@ pub(crate) mod tests {
                 interval: 1,
                 allocs: 5,
                 frees: 5,
+                ..RawBucket::default()
             },
             RawBucket {
                 stack: vec![0x10, 0x20],
@@ -671,6 +701,7 @@ pub(crate) mod tests {
                 interval: 1024,
                 allocs: 1,
                 frees: 9,
+                ..RawBucket::default()
             },
             RawBucket {
                 stack: vec![0x30],
@@ -678,6 +709,7 @@ pub(crate) mod tests {
                 interval: 1024,
                 allocs: 0,
                 frees: 0,
+                ..RawBucket::default()
             },
         ];
         let p = HeapProfile::from_raw(raw, 2048, Symbols::Names);
@@ -723,6 +755,8 @@ pub(crate) mod tests {
                 interval: 0,
                 allocs: u64::MAX,
                 frees: 0,
+                ages: vec![u64::MAX, 0, 1],
+                lifetimes: Some(Box::new([u32::MAX; crate::sampling::LIFETIME_CLASSES])),
             }],
             u64::MAX,
             Symbols::Lines,
@@ -733,6 +767,16 @@ pub(crate) mod tests {
         let _ = p.folded(SampleType::AllocSpace);
         let _ = p.to_pprof(PprofKind::Heap);
         let _ = p.to_text(PprofKind::Heap);
+        let _ = p
+            .min_age(std::time::Duration::MAX)
+            .to_pprof(PprofKind::Heap);
+        let _ = p
+            .min_age(std::time::Duration::ZERO)
+            .to_pprof(PprofKind::Allocs);
+        let _ = p
+            .short_lived(std::time::Duration::MAX)
+            .folded(SampleType::AllocSpace);
+        let _ = p.temporary_stacks(std::time::Duration::from_nanos(1), 5);
         let mut svg = Vec::new();
         p.flamegraph(
             SampleType::AllocSpace,

@@ -55,6 +55,17 @@ impl HeapProfile {
     /// sample, and `default_sample_type` `inuse_space` ([`PprofKind::Heap`])
     /// or `alloc_space` ([`PprofKind::Allocs`]).
     ///
+    /// **Ages.** A bucket's in-use values are split into age groups
+    /// (log-scale classes of its live samples' ages, at most one per
+    /// doubling): one sample per group, with a numeric label `age` (unit
+    /// `seconds`) = the youngest age in the group, rounded down, so that
+    /// `go tool pprof -tagfocus age=…` never admits a younger block. A
+    /// group's `alloc_*` values equal its `inuse_*` ones, but for what the
+    /// bucket allocated and freed: that goes with the age-0 group (blocks
+    /// under a second old) when there is one, else in one more sample
+    /// without an `age` label and with zero in-use values. Totals are those
+    /// of the profile.
+    ///
     /// Locations carry the return address minus one (inside the call
     /// instruction) and one line per inlined frame, innermost first.
     pub fn to_pprof(&self, kind: PprofKind) -> Vec<u8> {
@@ -133,6 +144,8 @@ impl HeapProfile {
             unit: st.id("bytes"),
         });
         let bytes_key = st.id("bytes");
+        let age_key = st.id("age");
+        let seconds_unit = st.id("seconds");
 
         let mut functions: Vec<Function> = Vec::new();
         let mut function_ids: HashMap<(i64, i64, i64), u64> = HashMap::new();
@@ -208,11 +221,56 @@ impl HeapProfile {
             } else {
                 Vec::new()
             };
-            samples.push(Sample {
-                location_id,
-                value: values,
-                label,
-            });
+            // In-use values split by age: one sample per age group, its
+            // alloc values equal to its in-use ones (live blocks were
+            // allocated too), labelled `age` (seconds, the group's
+            // youngest, rounded down). What was allocated and freed goes
+            // with the age-0 group (the youngest, when there is one: no
+            // more samples than groups), else in one more sample without
+            // an age.
+            let groups = b.age_groups();
+            let (mut freed_objects, mut freed_bytes) = (
+                b.estimate(SampleType::AllocObjects),
+                b.estimate(SampleType::AllocSpace),
+            );
+            for g in &groups {
+                freed_objects = freed_objects.saturating_sub(g.objects);
+                freed_bytes = freed_bytes.saturating_sub(g.bytes);
+            }
+            let n = groups.len();
+            for (i, g) in groups.iter().enumerate() {
+                let mut label = label.clone();
+                label.push(Label {
+                    key: age_key,
+                    str: 0,
+                    num: to_i64(g.age_seconds),
+                    num_unit: seconds_unit,
+                });
+                let (mut ao, mut asp) = (g.objects, g.bytes);
+                // (the groups are oldest first: the youngest is the last)
+                if i + 1 == n && g.age_seconds == 0 {
+                    ao = ao.saturating_add(std::mem::take(&mut freed_objects));
+                    asp = asp.saturating_add(std::mem::take(&mut freed_bytes));
+                }
+                samples.push(Sample {
+                    location_id: location_id.clone(),
+                    value: vec![to_i64(ao), to_i64(asp), to_i64(g.objects), to_i64(g.bytes)],
+                    label,
+                });
+            }
+            if groups.is_empty() {
+                samples.push(Sample {
+                    location_id,
+                    value: values,
+                    label,
+                });
+            } else if freed_objects > 0 || freed_bytes > 0 {
+                samples.push(Sample {
+                    location_id,
+                    value: vec![to_i64(freed_objects), to_i64(freed_bytes), 0, 0],
+                    label,
+                });
+            }
         }
 
         let time_nanos = self
@@ -468,14 +526,30 @@ mod tests {
         assert_eq!(m.period, 4096);
         assert_eq!(s(m.default_sample_type), "alloc_space");
         assert!(m.time_nanos > 0);
+        // the first two buckets have blocks in use: an age group each (age
+        // 0, the first one's freed block with it); the last, no age
         assert_eq!(m.sample.len(), 3);
-        for (smp, b) in m.sample.iter().zip(p.buckets()) {
-            assert_eq!(smp.value.len(), 4);
-            assert_eq!(
-                smp.value,
-                SampleType::ALL.map(|t| b.estimate(t) as i64).to_vec()
-            );
-            assert_eq!(smp.label.len(), 1);
+        let per_bucket: Vec<&[Sample]> = vec![&m.sample[0..1], &m.sample[1..2], &m.sample[2..3]];
+        for (smps, b) in per_bucket.into_iter().zip(p.buckets()) {
+            let mut sum = [0i64; 4];
+            for smp in smps {
+                assert_eq!(smp.value.len(), 4);
+                for (s, v) in sum.iter_mut().zip(&smp.value) {
+                    *s += v;
+                }
+                let inuse = smp.value[2] > 0 || smp.value[3] > 0;
+                assert_eq!(smp.label.len(), if inuse { 2 } else { 1 });
+                if inuse {
+                    // an age group, labelled; age 0 holds the freed too
+                    assert!(smp.value[0] >= smp.value[2] && smp.value[1] >= smp.value[3]);
+                    assert_eq!(s(smp.label[1].key), "age");
+                    assert_eq!(s(smp.label[1].num_unit), "seconds");
+                    assert_eq!(smp.label[1].num, 0);
+                }
+                assert_eq!(smp.location_id, smps[0].location_id);
+            }
+            assert_eq!(sum, SampleType::ALL.map(|t| b.estimate(t) as i64));
+            let smp = &smps[0];
             assert_eq!(s(smp.label[0].key), "bytes");
             assert_eq!(smp.label[0].num as u64, b.size());
             // leaf first

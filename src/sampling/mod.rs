@@ -42,6 +42,12 @@ pub use countdown::{probability, DEFAULT_INTERVAL};
 pub(crate) use stack::{frame_buf, FrameBuf};
 pub use stack::{set_stack_capture, stack_capture, StackCapture};
 pub use store::Limits;
+#[allow(unused_imports)]
+pub(crate) use store::{lifetime_class, LIFETIME_CLASSES};
+
+/// A lifetime histogram as copied out of the sampler: saturating 32-bit
+/// counts per class, boxed (136 bytes) only when one is not zero.
+pub(crate) type LifetimeCounts = Option<Box<[u32; LIFETIME_CLASSES]>>;
 
 use crate::counters;
 
@@ -56,7 +62,7 @@ pub(crate) struct Placement {
 
 /// One bucket of sampled allocations: same stack, same object size, same
 /// sampling interval.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RawBucket {
     /// Return addresses, leaf first, as captured (allocscope's own frames
     /// and the `__rust_alloc`-style shims are still present at the leaf end;
@@ -70,6 +76,13 @@ pub(crate) struct RawBucket {
     pub allocs: u64,
     /// Of those, how many were freed since.
     pub frees: u64,
+    /// The ages, in nanoseconds at capture, of this bucket's sampled
+    /// blocks found in the live set (read apart from the counts: a block
+    /// sampled or freed meanwhile may be in one and not the other).
+    pub ages: Vec<u64>,
+    /// Its lifetime histogram: sampled blocks freed, by lifetime class
+    /// ([`LIFETIME_CLASSES`]); `None` when none was freed (no heap then).
+    pub lifetimes: LifetimeCounts,
 }
 
 /// Every bucket recorded so far (never blocks the sampling threads).

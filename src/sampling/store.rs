@@ -3,8 +3,12 @@
 //!
 //! - **stacks**: deduplicated raw stacks (append-only frames arena + index);
 //! - **buckets**: one per (stack, object size, interval), with atomic counts
-//!   of sampled allocations and frees (append-only + index);
-//! - **live set**: the addresses of sampled blocks not yet freed, in
+//!   of sampled allocations and frees (append-only + index), and beside
+//!   each, in an arena of its own with the same ids, a histogram of the
+//!   lifetimes of its freed sampled blocks ([`LIFETIME_CLASSES`] saturating
+//!   32-bit counts, 136 bytes);
+//! - **live set**: the addresses of sampled blocks not yet freed, with the
+//!   time each was sampled (24 bytes a slot), in
 //!   open-addressing tables (segments, below). Inserts happen under the
 //!   lock in [`HOT`]; lookups and removals (from `dealloc` on any thread)
 //!   are lock-free CASes;
@@ -97,6 +101,40 @@ struct LiveSlot {
     key: AtomicUsize,
     bucket: AtomicU32,
     _pad: u32,
+    /// When the block was sampled: nanoseconds of `CLOCK_MONOTONIC` since
+    /// [`EPOCH_NS`]. Written before `key` is published.
+    born: AtomicU64,
+}
+
+/// Classes of the lifetime histogram: class 0 holds lifetimes under 1 µs,
+/// class `k` in `1..=32` those in `[2^(k-1), 2^k)` µs, class 33 those of
+/// `2^32` µs (71.6 minutes) or more: 1 µs to past 1 h in factors of two.
+pub(crate) const LIFETIME_CLASSES: usize = 34;
+
+/// The class of a lifetime of `ns` nanoseconds (see [`LIFETIME_CLASSES`]).
+#[inline]
+pub(crate) fn lifetime_class(ns: u64) -> usize {
+    let us = ns / 1000;
+    ((u64::BITS - us.leading_zeros()) as usize).min(LIFETIME_CLASSES - 1)
+}
+
+/// One bucket's lifetime histogram: how many of its sampled blocks were
+/// freed after a lifetime in each class. Saturating counts, updated
+/// lock-free by the removal of a sampled block.
+#[repr(C)]
+struct LifetimeRec {
+    classes: [AtomicU32; LIFETIME_CLASSES],
+}
+
+/// The process epoch of the live set's birth times (`CLOCK_MONOTONIC`
+/// nanoseconds), set when the store is created.
+static EPOCH_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Nanoseconds since [`EPOCH_NS`] (a vDSO clock read; see
+/// [`sys::monotonic_ns`]).
+#[inline]
+fn since_epoch() -> u64 {
+    sys::monotonic_ns().saturating_sub(EPOCH_NS.load(Relaxed))
 }
 
 #[repr(C)]
@@ -191,6 +229,8 @@ struct Store {
     /// How many of them the mapping holds.
     live_segment_count: AtomicU32,
     buckets: Region<BucketRec>,
+    /// One lifetime histogram per bucket, same ids.
+    lifetimes: Region<LifetimeRec>,
     bucket_index: Index,
     stacks: Region<StackRec>,
     stack_index: Index,
@@ -210,6 +250,7 @@ static STORE: Store = Store {
     live_segments: [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_SEGMENTS],
     live_segment_count: AtomicU32::new(0),
     buckets: Region::new(),
+    lifetimes: Region::new(),
     bucket_index: Index::new(),
     stacks: Region::new(),
     stack_index: Index::new(),
@@ -479,8 +520,10 @@ fn ensure_created() -> bool {
     }
     let bucket_index_cap = (l.max_buckets * 2).next_power_of_two().max(64);
     let stack_index_cap = (l.max_stacks * 2).next_power_of_two().max(64);
+    EPOCH_NS.store(sys::monotonic_ns(), Relaxed);
     let ok = STORE.live.map(live_cap)
         && STORE.buckets.map(l.max_buckets)
+        && STORE.lifetimes.map(l.max_buckets)
         && STORE.bucket_index.map(bucket_index_cap)
         && STORE.stacks.map(l.max_stacks)
         && STORE.stack_index.map(stack_index_cap)
@@ -647,6 +690,7 @@ pub(crate) fn remove(ptr: usize) -> bool {
         return false;
     };
     let bucket = slot.bucket.load(Relaxed);
+    let born = slot.born.load(Relaxed);
     if slot
         .key
         .compare_exchange(ptr, TOMB, AcqRel, Relaxed)
@@ -658,6 +702,13 @@ pub(crate) fn remove(ptr: usize) -> bool {
     HOT.live_count.fetch_sub(1, Relaxed);
     if let Some(b) = STORE.buckets.get(bucket as usize) {
         b.frees.fetch_add(1, Relaxed);
+    }
+    if let Some(h) = STORE.lifetimes.get(bucket as usize) {
+        let class = lifetime_class(since_epoch().saturating_sub(born));
+        if let Some(c) = h.classes.get(class) {
+            // saturating: a count stuck at the top is still "very many"
+            let _ = c.fetch_update(Relaxed, Relaxed, |v| v.checked_add(1));
+        }
     }
     filter_dec(ptr);
     true
@@ -676,11 +727,15 @@ pub(crate) fn record(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> 
     if ptr <= TOMB {
         return false;
     }
+    // the birth time is read before the lock, so the lock is not held
+    // across the clock read (the first sample, before the epoch is set,
+    // is born at 0)
+    let born = since_epoch();
     if !try_lock() {
         HOT.dropped.fetch_add(1, Relaxed);
         return false;
     }
-    let ok = ensure_created() && insert_locked(ptr, size, interval, frames);
+    let ok = ensure_created() && insert_locked(ptr, size, interval, frames, born);
     unlock();
     if ok {
         HOT.samples.fetch_add(1, Relaxed);
@@ -691,7 +746,7 @@ pub(crate) fn record(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> 
     ok
 }
 
-fn insert_locked(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> bool {
+fn insert_locked(ptr: usize, size: u64, interval: u64, frames: &[usize], born: u64) -> bool {
     if HOT.live_count.load(Relaxed) >= limits().max_live_samples {
         return false;
     }
@@ -720,6 +775,7 @@ fn insert_locked(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> bool
         let k = slot.key.load(Acquire);
         if k == EMPTY || k == TOMB {
             slot.bucket.store(bucket, Relaxed);
+            slot.born.store(born, Relaxed);
             slot.key.store(ptr, Release);
             if k == TOMB {
                 HOT.tombstones.fetch_sub(1, Relaxed);
@@ -939,12 +995,46 @@ fn intern_bucket(stack: u32, size: u64, interval: u64) -> Option<u32> {
     Some(id)
 }
 
+/// The ages (nanoseconds at the time of the call) of the sampled blocks
+/// in the live set, by bucket id (`n` buckets; blocks of later buckets are
+/// left out), lock-free. Reads only the segments opened so far: the pages
+/// of later ones are never touched.
+fn live_ages(n: usize) -> Vec<Vec<u64>> {
+    let mut out: Vec<Vec<u64>> = vec![Vec::new(); n];
+    let now = since_epoch();
+    let slots = STORE.live.slice();
+    for level in 0..=STORE.live_level.load(Acquire) {
+        let (base, size) = segment(level);
+        let Some(seg) = slots.get(base..base.saturating_add(size)) else {
+            continue;
+        };
+        for slot in seg {
+            let key = slot.key.load(Acquire);
+            if key <= TOMB {
+                continue;
+            }
+            let bucket = slot.bucket.load(Relaxed);
+            let born = slot.born.load(Relaxed);
+            // a slot removed and refilled while it was read is skipped
+            // (its new block was inserted after this read began: young)
+            if slot.key.load(Acquire) != key {
+                continue;
+            }
+            if let Some(v) = out.get_mut(bucket as usize) {
+                v.push(now.saturating_sub(born));
+            }
+        }
+    }
+    out
+}
+
 /// Every bucket recorded so far, without taking the lock.
 pub(crate) fn raw_buckets() -> Vec<RawBucket> {
     if STATE.load(Acquire) != 1 {
         return Vec::new();
     }
     let n = STORE.bucket_count.load(Acquire);
+    let mut ages = live_ages(n as usize);
     let stacks = STORE.stack_count.load(Acquire);
     let mut out = Vec::with_capacity(n as usize);
     for id in 0..n {
@@ -960,12 +1050,21 @@ pub(crate) fn raw_buckets() -> Vec<RawBucket> {
         };
         let allocs = b.allocs.load(Relaxed);
         let frees = b.frees.load(Relaxed).min(allocs);
+        let lifetimes = STORE.lifetimes.get(id as usize).and_then(|h| {
+            let counts = h.classes.each_ref().map(|c| c.load(Relaxed));
+            counts.iter().any(|c| *c != 0).then(|| Box::new(counts))
+        });
         out.push(RawBucket {
             stack: frames.to_vec(),
             size: b.size.load(Relaxed),
             interval: b.interval.load(Relaxed),
             allocs,
             frees,
+            ages: ages
+                .get_mut(id as usize)
+                .map(std::mem::take)
+                .unwrap_or_default(),
+            lifetimes,
         });
     }
     out
@@ -984,12 +1083,14 @@ pub(crate) struct StoreInfo {
 pub(crate) fn info() -> StoreInfo {
     let regions_reserved = STORE.live.bytes()
         + STORE.buckets.bytes()
+        + STORE.lifetimes.bytes()
         + STORE.bucket_index.slots.bytes()
         + STORE.stacks.bytes()
         + STORE.stack_index.slots.bytes()
         + STORE.frames.bytes();
     let resident = STORE.live.resident()
         + STORE.buckets.resident()
+        + STORE.lifetimes.resident()
         + STORE.bucket_index.slots.resident()
         + STORE.stacks.resident()
         + STORE.stack_index.slots.resident()
@@ -1038,6 +1139,33 @@ mod tests {
             [4096, 12_288, 49_152, 196_608, 409_600]
         );
         assert_eq!(d.last().map(|s| s.0 + s.1), Some(671_744));
+    }
+
+    #[test]
+    fn lifetime_classes_double_from_a_microsecond_to_past_an_hour() {
+        assert_eq!(lifetime_class(0), 0);
+        assert_eq!(lifetime_class(999), 0);
+        assert_eq!(lifetime_class(1_000), 1); // 1 us
+        assert_eq!(lifetime_class(1_999), 1);
+        assert_eq!(lifetime_class(2_000), 2); // [2, 4) us
+        assert_eq!(lifetime_class(3_999), 2);
+        assert_eq!(lifetime_class(4_000), 3);
+        // 1 ms = 1000 us, in [512, 1024) us
+        assert_eq!(lifetime_class(1_000_000), 10);
+        assert_eq!(lifetime_class(1_024_000), 11);
+        // 1 h = 3.6e9 us, in [2^31, 2^32) us
+        assert_eq!(lifetime_class(3_600_000_000_000), 32);
+        assert_eq!(lifetime_class((1u64 << 32) * 1000), 33);
+        assert_eq!(lifetime_class(u64::MAX), LIFETIME_CLASSES - 1);
+        // every class is reached, in order
+        let mut last = 0;
+        for k in 0..40u32 {
+            let c = lifetime_class((1u64 << k) * 1000);
+            assert!(c >= last && c < LIFETIME_CLASSES, "{k}: {c}");
+            last = c;
+        }
+        assert_eq!(std::mem::size_of::<LifetimeRec>(), 136);
+        assert_eq!(std::mem::size_of::<LiveSlot>(), 24);
     }
 
     #[test]

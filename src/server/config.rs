@@ -289,6 +289,13 @@ config_keys! {
     parse |t: &str| parse_duration(t).ok(), valid profile::valid_interval,
     expected profile::INTERVAL_EXPECTED;
 
+    /// A freed sampled block that lived less than this is temporary: /debug/pprof/heap.svg?sample=temporary and the landing page's temporary allocations (1ms..1h).
+    ///
+    /// See [`crate::profile::set_temporary_lifetime`].
+    temporary_lifetime: Duration = Duration::from_millis(1);
+    parse |t: &str| parse_duration(t).ok(), valid profile::valid_temporary_lifetime,
+    expected profile::TEMPORARY_LIFETIME_EXPECTED;
+
     /// How often the exporter records each stack's in-use bytes for the leak suspects of /debug/leaks ("0" = never; 1s..24h).
     ///
     /// See [`crate::profile::LeakTracker`] and docs/profiles.md, "Leak

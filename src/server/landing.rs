@@ -89,8 +89,69 @@ const SCRIPT: &str = r#"
 })();
 "#;
 
-/// The page.
-pub(crate) fn page(state: &State) -> Reply {
+/// How many temporary stacks the landing page lists.
+const TEMPORARY_ROWS: usize = 10;
+
+/// The landing page's "Temporary allocations" section: the stacks whose
+/// sampled blocks mostly die within `temporary_lifetime`
+/// ([`crate::profile::HeapProfile::temporary_stacks`]), from a profile
+/// captured as the exporter's renders are (queued, within
+/// `render_timeout`). Empty when profiles are not visible.
+pub(crate) async fn temporary_section(state: &State) -> String {
+    if !state.policy.profiles_visible() {
+        return String::new();
+    }
+    let threshold = crate::profile::temporary_lifetime();
+    let listed = super::pprof::render(
+        state.render_timeout,
+        "the temporary allocations",
+        move || {
+            Ok(crate::profile::HeapProfile::capture().temporary_stacks(threshold, TEMPORARY_ROWS))
+        },
+    )
+    .await;
+    let head = format!(
+        "<h2>Temporary allocations</h2>\n<p>Stacks whose sampled blocks mostly die within \
+         {threshold:?} (<code>temporary_lifetime</code>): churn a reused buffer would remove. \
+         <a href=\"/debug/pprof/heap.svg?sample=temporary\">flamegraph</a></p>\n"
+    );
+    let body = match listed {
+        Err(r) => format!(
+            "<p class=\"note\">Could not list them now: {}</p>",
+            escape(String::from_utf8_lossy(&r.body).trim())
+        ),
+        Ok(list) if list.is_empty() => {
+            "<p>None yet: no stack has most of its sampled blocks freed that soon.</p>".to_string()
+        }
+        Ok(list) => {
+            let rows: String = list
+                .iter()
+                .map(|t| {
+                    // the first frames (std's allocation machinery is
+                    // trimmed from the capture already)
+                    let stack: Vec<&str> = t.frames().iter().map(|f| f.name()).take(4).collect();
+                    format!(
+                        "<tr><td style=\"text-align:left\"><code>{}</code></td><td>{}</td>\
+                         <td>{:.0}%</td><td>{}</td></tr>",
+                        escape(&stack.join(" \u{2190} ")),
+                        mib(t.short_lived_bytes()),
+                        t.short_lived_share() * 100.0,
+                        t.sampled_allocs()
+                    )
+                })
+                .collect();
+            format!(
+                "<table id=\"temporary\"><thead><tr><th>stack (leaf first, from the caller of std's allocation code)</th>\
+                 <th>short-lived bytes allocated (est.)</th><th>short-lived share</th>\
+                 <th>samples</th></tr></thead><tbody>{rows}</tbody></table>"
+            )
+        }
+    };
+    head + &body
+}
+
+/// The page; `temporary` is [`temporary_section`]'s.
+pub(crate) fn page(state: &State, temporary: &str) -> Reply {
     let now = LogSample::take();
     let sampler = crate::sampling::stats();
     let program = std::env::args()
@@ -216,6 +277,14 @@ pub(crate) fn page(state: &State) -> Reply {
             "flamegraph: growth since the baseline",
         ),
         (
+            "/debug/pprof/heap.svg?min_age=10m",
+            "flamegraph: in use for 10 minutes or more",
+        ),
+        (
+            "/debug/pprof/heap.svg?sample=temporary",
+            "flamegraph: temporary allocations (short-lived bytes)",
+        ),
+        (
             "/debug/pprof/profile?seconds=10",
             "CPU profile, 10 s (pprof)",
         ),
@@ -232,7 +301,8 @@ pub(crate) fn page(state: &State) -> Reply {
          <option value=\"inuse_space\">in-use bytes</option>\
          <option value=\"inuse_objects\">in-use objects</option>\
          <option value=\"alloc_space\">allocated bytes</option>\
-         <option value=\"alloc_objects\">allocated objects</option></select></label> \
+         <option value=\"alloc_objects\">allocated objects</option>\
+         <option value=\"temporary\">temporary allocations</option></select></label> \
          <form method=\"post\" action=\"/debug/pprof/baseline\" style=\"display:inline\">\
          <button type=\"submit\">Save baseline</button></form> then \
          <a href=\"/debug/pprof/heap.svg?diff=baseline\">show growth</a></p>\
@@ -318,7 +388,7 @@ pub(crate) fn page(state: &State) -> Reply {
          <h2>Views</h2>\n<ul>{links}</ul>\n\
          <p>From a shell: <code>go tool pprof http://{addr}/debug/pprof/heap</code>, \
          <code>go tool pprof -seconds 10 http://{addr}/debug/pprof/profile</code>.</p>\n\
-         <h2>Heap flamegraph</h2>\n{flame}\n</main>\n<script>{SCRIPT}</script>\n</body></html>\n",
+         {temporary}\n<h2>Heap flamegraph</h2>\n{flame}\n</main>\n<script>{SCRIPT}</script>\n</body></html>\n",
         prog = escape(&program),
         pid = std::process::id(),
         addr = escape(&addr),

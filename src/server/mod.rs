@@ -488,7 +488,10 @@ where
 
 async fn dispatch(route: Route, method: &Method, q: &[(String, String)], state: &State) -> Reply {
     match route {
-        Route::Landing => landing::page(state),
+        Route::Landing => {
+            let temporary = landing::temporary_section(state).await;
+            landing::page(state, &temporary)
+        }
         Route::Metrics => Reply::new(
             StatusCode::OK,
             metrics::CONTENT_TYPE,
@@ -581,6 +584,7 @@ pub fn apply(config: &Config) {
         config.memory_limit.apply(config.memory_limit_ratio).err(),
         crate::gc::set_time_share(config.collector_time_share).err(),
         crate::profile::set_near_limit_profiles(config.near_limit_profiles()).err(),
+        crate::profile::set_temporary_lifetime(config.temporary_lifetime).err(),
     ];
     for e in refused.into_iter().flatten() {
         tracing::warn!(target: "allocscope", "{e}");

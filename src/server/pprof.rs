@@ -265,6 +265,28 @@ pub(crate) fn heap_params(q: &[(String, String)]) -> Result<bool, Reply> {
     Ok(text)
 }
 
+/// `min_age=D` of `heap`, `allocs` and `heap.svg`: keep only the in-use
+/// samples at least `D` old ([`HeapProfile::min_age`]); `D` as the
+/// configuration's durations (`250ms`, `10s`, `5m`, `2h`); `0` or none,
+/// no filter. Pure.
+pub(crate) fn min_age_param(q: &[(String, String)]) -> Result<Option<Duration>, Reply> {
+    match query_get(q, "min_age") {
+        None => Ok(None),
+        Some(t) => match super::config::parse_duration(t) {
+            Ok(d) if d.is_zero() => Ok(None),
+            Ok(d) => Ok(Some(d)),
+            Err(e) => Err(Reply::error(
+                400,
+                &format!(
+                    "invalid min_age {t:?}: {e}; expected a duration: a whole number with a \
+                     unit ms, s, m or h (e.g. min_age=10m keeps the blocks in use for 10 \
+                     minutes or more), or 0 for all"
+                ),
+            )),
+        },
+    }
+}
+
 /// Whether `gc=N` asks for a collection cycle before the heap profile: as
 /// in Go's handler, any `N > 0` does (and only for `/debug/pprof/heap`).
 /// Pure (the fuzz target `query` calls it).
@@ -312,11 +334,17 @@ pub(crate) fn lines_param(q: &[(String, String)]) -> Result<Symbols, Reply> {
 /// could give back. `lines=1` adds the source file and line of every frame
 /// (function names alone by default: cheaper, see
 /// [`HeapProfile::capture_with`]). `raw=1` keeps std's allocation
-/// machinery at the leaf end of the stacks ([`Frames::Raw`]).
-/// `seconds=N` serves a delta profile ([`heap_delta`]).
+/// machinery at the leaf end of the stacks ([`Frames::Raw`]). `min_age=D`
+/// keeps only the in-use samples at least `D` old
+/// ([`HeapProfile::min_age`]). `seconds=N` serves a delta profile
+/// ([`heap_delta`]; not with `min_age`).
 pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)]) -> Reply {
     let text = match heap_params(q) {
         Ok(t) => t,
+        Err(r) => return r,
+    };
+    let min_age = match min_age_param(q) {
+        Ok(m) => m,
         Err(r) => return r,
     };
     let symbols = match lines_param(q) {
@@ -328,6 +356,14 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
         Err(r) => return r,
     };
     match delta_seconds(q) {
+        Ok(Some(_)) if min_age.is_some() => {
+            return Reply::error(
+                400,
+                "min_age does not apply to a delta profile (seconds=N): a delta shows what \
+                 was allocated in the window, all of it younger than N seconds; ask for one or \
+                 the other",
+            )
+        }
         Ok(Some(seconds)) => return heap_delta(state, kind, seconds, symbols, frames).await,
         Ok(None) => {}
         Err(r) => return r,
@@ -345,7 +381,10 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
         if gc {
             crate::gc::collect();
         }
-        let p = HeapProfile::capture_frames(symbols, frames);
+        let mut p = HeapProfile::capture_frames(symbols, frames);
+        if let Some(age) = min_age {
+            p = p.min_age(age);
+        }
         Ok(if text {
             Err(p.to_text(kind))
         } else {
@@ -432,12 +471,22 @@ async fn heap_delta(
 }
 
 /// The parameters of `/debug/pprof/heap.svg`: the sample type and whether
-/// `diff=baseline` was asked for. Pure (the fuzz target `query` calls it).
+/// `diff=baseline` was asked for (`sample=temporary` draws `alloc_space`,
+/// of the short-lived blocks: [`temporary_param`]). Pure (the fuzz target
+/// `query` calls it).
 pub(crate) fn svg_params(q: &[(String, String)]) -> Result<(SampleType, bool), Reply> {
-    let sample = query_get(q, "sample")
-        .unwrap_or("inuse_space")
-        .parse::<SampleType>()
-        .map_err(|e| Reply::error(400, &e.to_string()))?;
+    let sample = match query_get(q, "sample") {
+        Some(TEMPORARY) => SampleType::AllocSpace,
+        s => s
+            .unwrap_or("inuse_space")
+            .parse::<SampleType>()
+            .map_err(|e| {
+                Reply::error(
+                    400,
+                    &format!("{e}, or temporary (bytes allocated by short-lived blocks)"),
+                )
+            })?,
+    };
     let diff = match query_get(q, "diff") {
         None => false,
         Some("baseline") => true,
@@ -451,16 +500,48 @@ pub(crate) fn svg_params(q: &[(String, String)]) -> Result<(SampleType, bool), R
     Ok((sample, diff))
 }
 
-/// `/debug/pprof/heap.svg?sample=…[&diff=baseline|&lines=1][&raw=1]`: the
-/// heap flamegraph, or what grew since the saved baseline; `raw=1` keeps
-/// std's allocation frames (not with `diff=baseline`). With `lines=1` each
-/// frame is `name file:line`; a diff compares stacks by function names, so
-/// `lines=1` with `diff=baseline` is a 400.
+/// The `sample` of the temporary-allocations flamegraph.
+const TEMPORARY: &str = "temporary";
+
+/// Whether `heap.svg` is asked for the temporary allocations
+/// (`sample=temporary`). Pure.
+pub(crate) fn temporary_param(q: &[(String, String)]) -> bool {
+    query_get(q, "sample") == Some(TEMPORARY)
+}
+
+/// `/debug/pprof/heap.svg?sample=…[&diff=baseline|&lines=1|&min_age=D][&raw=1]`:
+/// the heap flamegraph, or what grew since the saved baseline; `raw=1`
+/// keeps std's allocation frames (not with `diff=baseline`). With
+/// `lines=1` each frame is `name file:line`; a diff compares stacks by
+/// function names, so `lines=1` with `diff=baseline` is a 400. `min_age=D`
+/// draws only the in-use samples at least `D` old
+/// ([`HeapProfile::min_age`]; not with a diff). `sample=temporary` draws
+/// the estimated bytes allocated by blocks freed within
+/// `temporary_lifetime` ([`HeapProfile::short_lived`]; neither a diff nor
+/// `min_age` apply: those blocks are gone).
 pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
     let (sample, diff) = match svg_params(q) {
         Ok(p) => p,
         Err(r) => return r,
     };
+    let min_age = match min_age_param(q) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let temporary = temporary_param(q);
+    if temporary && (diff || min_age.is_some()) {
+        return Reply::error(
+            400,
+            "sample=temporary shows blocks already freed: neither diff=baseline nor min_age \
+             applies to it",
+        );
+    }
+    if diff && min_age.is_some() {
+        return Reply::error(
+            400,
+            "min_age does not apply to diff=baseline: ask for one or the other",
+        );
+    }
     let symbols = match lines_param(q) {
         Ok(Symbols::Lines) if diff => {
             return Reply::error(
@@ -497,9 +578,21 @@ pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
         },
     };
     let r = render(state.render_timeout, "the heap flamegraph", move || {
-        let now = HeapProfile::capture_frames(symbols, frames);
+        let mut now = HeapProfile::capture_frames(symbols, frames);
         let mut svg = Vec::with_capacity(64 * 1024);
-        let opts = FlamegraphOptions::default();
+        let mut opts = FlamegraphOptions::default();
+        if let Some(age) = min_age {
+            now = now.min_age(age);
+            opts = opts.subtitle(format!("in use for {age:?} or more"));
+        }
+        if temporary {
+            let threshold = crate::profile::temporary_lifetime();
+            now = now.short_lived(threshold);
+            opts = opts.title(format!(
+                "Temporary allocations: bytes allocated by blocks freed within {threshold:?} \
+                 (estimated)"
+            ));
+        }
         match baseline {
             Some(b) => now.diff(&b).flamegraph(sample, &opts, &mut svg),
             None => now.flamegraph(sample, &opts, &mut svg),

@@ -76,37 +76,90 @@ pub fn run(data: &[u8]) {
     assert_eq!((s(period.ty), s(period.unit)), ("space", "bytes"));
     assert_eq!(decoded.period, i64::try_from(current_interval).unwrap());
 
-    // One sample per bucket with a non-zero value, in bucket order.
+    // Per bucket with a non-zero value, in bucket order: one sample when
+    // nothing is in use; else one sample per age group (labelled `age`, in
+    // seconds, alloc values = in-use values but for the freed, which go
+    // with an age-0 group, the last, or else in one more sample without an
+    // age), adding up to the bucket's values.
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let buckets: Vec<_> = profile
         .buckets()
         .iter()
         .filter(|b| SampleType::ALL.iter().any(|t| b.estimate(*t) != 0))
         .collect();
-    assert_eq!(decoded.sample.len(), buckets.len());
-    for (sample, b) in decoded.sample.iter().zip(&buckets) {
+    let mut samples = decoded.sample.iter().peekable();
+    for b in &buckets {
         let values: Vec<i64> = SampleType::ALL
             .iter()
             .map(|t| to_i64(b.estimate(*t)))
             .collect();
-        assert_eq!(sample.value, values);
-        let sizes: Vec<(&str, i64)> = sample.label.iter().map(|l| (s(l.key), l.num)).collect();
-        if b.size() == 0 {
-            assert!(sizes.is_empty());
+        let size_label: Vec<(&str, i64)> = if b.size() == 0 {
+            Vec::new()
         } else {
-            assert_eq!(sizes, [("bytes", to_i64(b.size()))]);
+            vec![("bytes", to_i64(b.size()))]
+        };
+        let mut mine = Vec::new();
+        if values[2] == 0 && values[3] == 0 {
+            mine.push(samples.next().expect("a sample per bucket"));
+        } else {
+            while let Some(smp) = samples.next_if(|smp| smp.label.iter().any(|l| s(l.key) == "age"))
+            {
+                let age = smp.label.last().expect("age label");
+                assert_eq!((s(age.key), s(age.num_unit)), ("age", "seconds"));
+                assert!(age.num >= 0);
+                if age.num == 0 {
+                    assert!(smp.value[0] >= smp.value[2] && smp.value[1] >= smp.value[3]);
+                } else {
+                    assert_eq!(smp.value[0..2], smp.value[2..4]);
+                }
+                let rest: Vec<(&str, i64)> = smp.label[..smp.label.len() - 1]
+                    .iter()
+                    .map(|l| (s(l.key), l.num))
+                    .collect();
+                assert_eq!(rest, size_label);
+                mine.push(smp);
+            }
+            assert!(!mine.is_empty(), "in-use values have an age group");
+            let alloc: Vec<i128> = (0..2)
+                .map(|i| mine.iter().map(|m| i128::from(m.value[i])).sum())
+                .collect();
+            let saturated =
+                values.contains(&i64::MAX) || mine.iter().any(|m| m.value.contains(&i64::MAX));
+            if !saturated && (i128::from(values[0]) > alloc[0] || i128::from(values[1]) > alloc[1])
+            {
+                let freed = samples.next().expect("the freed sample");
+                assert_eq!(freed.value[2..4], [0, 0]);
+                mine.push(freed);
+            }
         }
-        for id in &sample.location_id {
-            let loc = decoded
-                .location
-                .iter()
-                .find(|l| l.id == *id)
-                .expect("sample location exists");
-            for line in &loc.line {
-                assert!(decoded.function.iter().any(|f| f.id == line.function_id));
+        for smp in &mine {
+            assert_eq!(smp.location_id, mine[0].location_id);
+        }
+        let last = mine.last().expect("samples");
+        if !last.label.iter().any(|l| s(l.key) == "age") {
+            let sizes: Vec<(&str, i64)> = last.label.iter().map(|l| (s(l.key), l.num)).collect();
+            assert_eq!(sizes, size_label);
+        }
+        if values.iter().all(|v| *v < i64::MAX) {
+            for (i, v) in values.iter().enumerate() {
+                let sum: i128 = mine.iter().map(|m| i128::from(m.value[i])).sum();
+                assert_eq!(sum, i128::from(*v), "value {i} of {values:?}");
+            }
+        }
+        for sample in &mine {
+            for id in &sample.location_id {
+                let loc = decoded
+                    .location
+                    .iter()
+                    .find(|l| l.id == *id)
+                    .expect("sample location exists");
+                for line in &loc.line {
+                    assert!(decoded.function.iter().any(|f| f.id == line.function_id));
+                }
             }
         }
     }
+    assert!(samples.next().is_none(), "no sample past the buckets'");
     for (t, i) in SampleType::ALL.iter().zip(0..) {
         let sum = decoded
             .sample
