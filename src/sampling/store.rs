@@ -134,7 +134,12 @@ static EPOCH_NS: AtomicU64 = AtomicU64::new(0);
 /// [`sys::monotonic_ns`]).
 #[inline]
 fn since_epoch() -> u64 {
-    sys::monotonic_ns().saturating_sub(EPOCH_NS.load(Relaxed))
+    match EPOCH_NS.load(Relaxed) {
+        // the store is not created yet: the first sample is born at the
+        // epoch, which its creation sets right after
+        0 => 0,
+        epoch => sys::monotonic_ns().saturating_sub(epoch),
+    }
 }
 
 #[repr(C)]
@@ -729,7 +734,7 @@ pub(crate) fn record(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> 
     }
     // the birth time is read before the lock, so the lock is not held
     // across the clock read (the first sample, before the epoch is set,
-    // is born at 0)
+    // is born at 0: the epoch)
     let born = since_epoch();
     if !try_lock() {
         HOT.dropped.fetch_add(1, Relaxed);
