@@ -78,6 +78,9 @@ pub struct ParsedQuery {
     /// `heap`, `allocs`, `heap.svg`: whether `raw=N` keeps std's allocation
     /// frames (`N > 0`).
     pub raw: Result<bool, u16>,
+    /// `heap`, `allocs`, `heap.svg`: the `min_age=D` filter (`None`: not
+    /// given, or 0).
+    pub min_age: Result<Option<std::time::Duration>, u16>,
     /// `/debug/pprof/heap`: whether `gc=N` asks for a collection cycle first.
     pub heap_gc: Result<bool, u16>,
     /// `/debug/pprof/heap.svg`: the sample type and whether `diff=baseline`.

@@ -42,6 +42,13 @@ fn get<'a>(p: &'a ParsedQuery, key: &str) -> Option<&'a str> {
 fn check(q: &str, p: &ParsedQuery) {
     // At most one parameter per `&`-separated piece.
     assert!(p.params.len() <= q.split('&').count());
+    // min_age: absent or 0 is no filter; an accepted one is a positive
+    // duration; a refused one is a 400 and was given.
+    match (&p.min_age, get(p, "min_age")) {
+        (Ok(None), _) => {}
+        (Ok(Some(d)), v) => assert!(!d.is_zero() && v.is_some(), "{q:?}"),
+        (Err(st), v) => assert!(*st == 400 && v.is_some(), "{q:?}"),
+    }
     // CPU profile seconds: default 30, else 1..=300.
     match (&p.cpu_seconds, get(p, "seconds")) {
         (Ok(s), None) => assert_eq!(*s, DEFAULT_CPU_SECONDS),
@@ -86,10 +93,14 @@ fn check(q: &str, p: &ParsedQuery) {
         (Ok(gc), Some(v)) => assert_eq!(v.parse::<i64>().ok().map(|n| n > 0), Some(*gc), "{q:?}"),
         (Err(st), v) => assert!(*st == 400 && v.is_some(), "{q:?}"),
     }
-    // heap.svg: one of the four sample types; diff only `baseline`.
+    // heap.svg: one of the four sample types, or `temporary` (drawn as
+    // alloc_space); diff only `baseline`.
     match &p.svg {
         Ok((sample, diff)) => {
-            let name = get(p, "sample").unwrap_or("inuse_space");
+            let name = match get(p, "sample").unwrap_or("inuse_space") {
+                "temporary" => "alloc_space",
+                n => n,
+            };
             assert_eq!(
                 name.parse::<allocscope::profile::SampleType>().ok(),
                 Some(*sample)
