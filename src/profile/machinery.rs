@@ -222,25 +222,7 @@ pub(crate) fn trim(locs: Vec<Arc<Location>>, frames: Frames) -> Vec<Arc<Location
     if cut == 0 || whole {
         return locs;
     }
-    let mut out = Vec::with_capacity(locs.len());
-    let mut dropped = 0usize;
-    for loc in locs {
-        let n = loc.frames.len();
-        if dropped >= cut {
-            out.push(loc);
-        } else if dropped + n <= cut {
-            dropped += n;
-        } else {
-            let skip = cut - dropped;
-            dropped = cut;
-            out.push(Arc::new(Location {
-                address: loc.address,
-                entry: loc.entry,
-                frames: loc.frames[skip..].into(),
-            }));
-        }
-    }
-    out
+    super::symbolize::drop_leaf_frames(locs.into_iter(), cut)
 }
 
 #[cfg(test)]

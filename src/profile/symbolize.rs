@@ -596,12 +596,22 @@ pub(crate) fn trim_leaf(locs: &[Arc<Location>]) -> Vec<Arc<Location>> {
             }
         }
     }
+    drop_leaf_frames(locs.iter().cloned(), cut)
+}
+
+/// `locs` (leaf first) without their first `cut` frames, counted across
+/// locations: a location whose inner frames are dropped keeps its outer
+/// ones (inlined frames of one address).
+pub(super) fn drop_leaf_frames(
+    locs: impl ExactSizeIterator<Item = Arc<Location>>,
+    cut: usize,
+) -> Vec<Arc<Location>> {
     let mut out = Vec::with_capacity(locs.len());
     let mut dropped = 0usize;
     for loc in locs {
         let n = loc.frames.len();
         if dropped >= cut {
-            out.push(Arc::clone(loc));
+            out.push(loc);
         } else if dropped + n <= cut {
             dropped += n;
         } else {
