@@ -490,7 +490,7 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn decode(gz: &[u8]) -> Profile {
+    pub(super) fn decode(gz: &[u8]) -> Profile {
         let mut raw = Vec::new();
         flate2::read::GzDecoder::new(gz)
             .read_to_end(&mut raw)
@@ -584,16 +584,8 @@ mod tests {
 #[cfg(test)]
 mod delta_tests {
     use super::super::tests::synthetic;
+    use super::tests::decode;
     use super::*;
-    use std::io::Read;
-
-    fn decode(gz: &[u8]) -> Profile {
-        let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(gz)
-            .read_to_end(&mut raw)
-            .expect("gzip");
-        Profile::decode(raw.as_slice()).expect("protobuf")
-    }
 
     /// (leaf function name, bytes label, values) of every sample.
     fn samples(m: &Profile) -> Vec<(String, i64, Vec<i64>)> {
