@@ -227,20 +227,8 @@ pub(crate) fn trim(locs: Vec<Arc<Location>>, frames: Frames) -> Vec<Arc<Location
 
 #[cfg(test)]
 mod tests {
+    use super::super::symbolize::tests::loc;
     use super::*;
-
-    fn loc(address: usize, names: &[&str]) -> Arc<Location> {
-        let n = names.len();
-        Arc::new(Location {
-            address,
-            entry: None,
-            frames: names
-                .iter()
-                .enumerate()
-                .map(|(i, s)| Frame::synthetic(s, address, i + 1 < n))
-                .collect(),
-        })
-    }
 
     fn names(locs: &[Arc<Location>]) -> Vec<String> {
         locs.iter()

@@ -628,10 +628,12 @@ pub(super) fn drop_leaf_frames(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn loc(address: usize, names: &[&str]) -> Arc<Location> {
+    /// A location of synthetic frames, leaf first (also for the
+    /// machinery tests).
+    pub(in crate::profile) fn loc(address: usize, names: &[&str]) -> Arc<Location> {
         let n = names.len();
         Arc::new(Location {
             address,
