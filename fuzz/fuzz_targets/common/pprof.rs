@@ -102,8 +102,19 @@ pub fn run(data: &[u8]) {
         if values[2] == 0 && values[3] == 0 {
             mine.push(samples.next().expect("a sample per bucket"));
         } else {
-            while let Some(smp) = samples.next_if(|smp| smp.label.iter().any(|l| s(l.key) == "age"))
-            {
+            // this bucket's age groups: labelled `age`, with its object
+            // size and its stack (the next bucket's groups follow at once)
+            let ours = |smp: &&pprof::protos::Sample, first: Option<&&pprof::protos::Sample>| {
+                smp.label.iter().any(|l| s(l.key) == "age")
+                    && smp
+                        .label
+                        .iter()
+                        .filter(|l| s(l.key) == "bytes")
+                        .map(|l| (s(l.key), l.num))
+                        .eq(size_label.iter().copied())
+                    && first.is_none_or(|f| f.location_id == smp.location_id)
+            };
+            while let Some(smp) = samples.next_if(|smp| ours(smp, mine.first())) {
                 let age = smp.label.last().expect("age label");
                 assert_eq!((s(age.key), s(age.num_unit)), ("age", "seconds"));
                 assert!(age.num >= 0);
