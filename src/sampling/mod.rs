@@ -41,9 +41,10 @@ use std::thread::Thread;
 pub use countdown::{probability, DEFAULT_INTERVAL};
 pub(crate) use stack::{frame_buf, FrameBuf};
 pub use stack::{set_stack_capture, stack_capture, StackCapture};
+#[cfg(feature = "profile")]
+pub(crate) use store::lifetime_class;
 pub use store::Limits;
-#[allow(unused_imports)]
-pub(crate) use store::{lifetime_class, LIFETIME_CLASSES};
+pub(crate) use store::LIFETIME_CLASSES;
 
 /// A lifetime histogram as copied out of the sampler: saturating 32-bit
 /// counts per class, boxed (136 bytes) only when one is not zero.

@@ -162,18 +162,6 @@ fn human_age(secs: f64) -> String {
     }
 }
 
-/// Percent-encodes a query value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The age from which a suspect's flamegraph shows blocks: half the time
 /// its oldest sample has lived, or half the ring's span when ages are not
 /// known; whole seconds, at least 1.
@@ -220,7 +208,7 @@ pub(crate) fn landing_section(leaks: &Leaks) -> String {
             let min_age = min_age_secs(s, report.span);
             let href = format!(
                 "/debug/pprof/heap.svg?sample=inuse_space&amp;min_age={min_age}s&amp;s={}",
-                encode(leaf)
+                super::encode_query_value(leaf)
             );
             format!(
                 "<tr class=\"suspect\"><td>{}</td><td style=\"text-align:left\" \
@@ -258,7 +246,17 @@ mod tests {
         for bad in ["all=yes", "all=", "all=2"] {
             assert_eq!(all_param(&q(bad)).unwrap_err().status, 400, "{bad}");
         }
-        assert_eq!(encode("a::b<T> c"), "a%3A%3Ab%3CT%3E%20c");
+        assert_eq!(
+            super::super::encode_query_value("a::b<T> c"),
+            "a%3A%3Ab%3CT%3E%20c"
+        );
+        // what a link encodes, the query parser decodes back
+        let name = "<app::Cache as core::ops::Drop>::drop {{closure}} +&=%";
+        let link = format!("s={}", super::super::encode_query_value(name));
+        assert_eq!(
+            super::super::parse_query(&link).unwrap(),
+            [("s".to_string(), name.to_string())]
+        );
         assert_eq!(human_age(30.0), "30 s");
         assert_eq!(human_age(600.0), "10.0 min");
         assert_eq!(human_age(7200.0), "2.0 h");

@@ -279,6 +279,19 @@ pub(crate) async fn shutting_down(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Percent-encodes a query value for a link: every byte but the
+/// unreserved ones (RFC 3986), so that [`parse_query`] decodes it back.
+pub(crate) fn encode_query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The query string's parameters, percent-decoded (`+` is a space).
 pub(crate) fn parse_query(q: &str) -> Result<Vec<(String, String)>, Reply> {
     if q.len() > MAX_QUERY_BYTES {
