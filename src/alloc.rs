@@ -109,9 +109,11 @@ impl<A> AllocScope<A> {
 fn count_alloc(size: usize) {
     let (b, shared) = counters::current_or_attach();
     if shared {
-        b.on_alloc::<true>(size)
+        b.on_alloc::<true>(size);
+        counters::book_shared(b, size);
     } else {
-        b.on_alloc::<false>(size)
+        b.on_alloc::<false>(size);
+        counters::count_scope_alloc(1);
     }
 }
 
@@ -129,19 +131,25 @@ fn count_dealloc(size: usize) {
 fn count_realloc(old: usize, new: usize) {
     let (b, shared) = counters::current_or_attach();
     if shared {
-        b.on_realloc::<true>(old, new)
+        b.on_realloc::<true>(old, new);
+        counters::book_shared(b, new);
     } else {
-        b.on_realloc::<false>(old, new)
+        b.on_realloc::<false>(old, new);
+        counters::count_scope_alloc(1);
     }
 }
 
+/// Counts a refused allocation or `realloc` of `size` (new) bytes. On a
+/// thread with its own block, every such call follows a `sample_point` of
+/// `size` (see `counters::uncount_bytes`), whose bytes it takes back.
 #[inline(never)]
 #[cold]
-fn count_failure() {
+fn count_failure(size: usize) {
     let (b, shared) = counters::current_or_attach();
     if shared {
         b.on_failure::<true>()
     } else {
+        counters::uncount_bytes(size);
         b.on_failure::<false>()
     }
 }
@@ -149,7 +157,7 @@ fn count_failure() {
 #[inline]
 fn count_result(p: *mut u8, size: usize) {
     if p.is_null() {
-        count_failure();
+        count_failure(size);
     } else {
         count_alloc(size);
     }
@@ -476,7 +484,7 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if p.is_null() {
-            count_failure();
+            count_failure(new_size);
         } else {
             count_realloc(layout.size(), new_size);
         }
@@ -500,14 +508,14 @@ impl<A: GlobalAlloc + 'static> AllocScope<A> {
         pending: Option<sampling::Pending<'_>>,
     ) -> *mut u8 {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
-            count_failure();
+            count_failure(new_size);
             return std::ptr::null_mut();
         };
         // SAFETY: the caller upholds the contract.
         let q = unsafe { self.alloc_placed(new_layout, false, pending) };
         if q.is_null() {
             // the old block stays live (and sampled, if it was)
-            count_failure();
+            count_failure(new_size);
             return q;
         }
         // SAFETY: both blocks are live, distinct, and valid for the copied

@@ -74,11 +74,13 @@ mod macros;
 #[cfg(feature = "profile")]
 pub mod profile;
 pub mod sampling;
+pub mod scope;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod size_class;
 mod stats;
 mod sys;
+pub mod threads;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 

@@ -793,3 +793,115 @@ mod tests {
         assert!(MappedFile::open(std::path::Path::new("/dev/null")).is_err());
     }
 }
+
+/// The calling thread's OS thread id (`gettid`; 0 where there is none).
+/// A system call: no allocation, no lock.
+pub(crate) fn gettid() -> u32 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` takes no arguments and cannot fail.
+        (unsafe { libc::gettid() }) as u32
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// The process id (the main thread's thread id on Linux).
+pub(crate) fn getpid() -> u32 {
+    std::process::id()
+}
+
+/// A thread's kernel name (`comm`): at most 15 bytes, truncated by the
+/// kernel from longer names.
+#[derive(Clone, Copy)]
+pub(crate) struct Comm {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl Comm {
+    /// The name's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len.min(16)]
+    }
+
+    /// A name from up to 16 bytes (ends at the first NUL or newline).
+    pub(crate) fn from_bytes(buf: [u8; 16]) -> Comm {
+        Comm::from_buf(buf)
+    }
+
+    fn from_buf(buf: [u8; 16]) -> Comm {
+        let len = buf.iter().position(|&b| b == 0 || b == b'\n').unwrap_or(16);
+        Comm { buf, len }
+    }
+}
+
+/// The calling thread's kernel name (`prctl(PR_GET_NAME)`): one system
+/// call, no allocation, no lock, so usable inside the allocator. `None`
+/// where there is none.
+pub(crate) fn current_comm() -> Option<Comm> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut buf = [0u8; 16];
+        // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) to
+        // the pointer, which points to a local buffer of 16 bytes.
+        let rc = unsafe { libc::prctl(libc::PR_GET_NAME, buf.as_mut_ptr(), 0, 0, 0) };
+        (rc == 0).then(|| Comm::from_buf(buf))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// The kernel name of thread `tid` of this process
+/// (`/proc/self/task/<tid>/comm`), read with `open`/`read` into a stack
+/// buffer: no allocation, no lock, so usable inside the allocator. `None`
+/// if it cannot be read (the thread exited, or no `/proc`).
+pub(crate) fn task_comm(tid: u32) -> Option<Comm> {
+    #[cfg(target_os = "linux")]
+    {
+        // "/proc/self/task/" + up to 10 digits + "/comm" + NUL
+        let mut path = [0u8; 48];
+        let prefix = b"/proc/self/task/";
+        path[..prefix.len()].copy_from_slice(prefix);
+        let mut n = prefix.len();
+        let mut digits = [0u8; 10];
+        let mut d = 0;
+        let mut t = tid;
+        loop {
+            digits[d] = b'0' + (t % 10) as u8;
+            d += 1;
+            t /= 10;
+            if t == 0 {
+                break;
+            }
+        }
+        for k in (0..d).rev() {
+            path[n] = digits[k];
+            n += 1;
+        }
+        let suffix = b"/comm";
+        path[n..n + suffix.len()].copy_from_slice(suffix);
+        // path[n + 5] is the NUL (zeroed)
+        // SAFETY: `path` is NUL-terminated; flags open it read-only.
+        let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        let mut buf = [0u8; 16];
+        // SAFETY: reads at most 16 bytes into the 16-byte local buffer from
+        // the descriptor opened above, which is closed right after.
+        let got = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: `fd` was opened above and is closed once.
+        unsafe { libc::close(fd) };
+        (got > 0).then(|| Comm::from_buf(buf))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        None
+    }
+}

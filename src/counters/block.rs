@@ -3,7 +3,7 @@
 //! owner's thread-local storage) while that owner may be exiting.
 
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 use super::fork::{lock_folds, unlock_folds};
 use crate::size_class::{large_slot, LARGE_SLOTS, SMALL_MAX, SMALL_SLOTS};
@@ -151,6 +151,41 @@ pub(crate) struct Block {
     /// The block's totals when its current owner acquired it, so that
     /// `thread_stats()` reports the owner's own cumulative counts.
     base: Baseline,
+    // --- scopes and thread groups (see `crate::scope`, `crate::threads`) ---
+    /// A sequence count, odd while the owner books a scope switch: a
+    /// reader of `scope_cur` and `scopes` that overlaps one reads again.
+    scope_seq: AtomicU64,
+    /// The scope the owner's events since its last switch belong to
+    /// (all of them, for a block without an owner).
+    scope_cur: AtomicU32,
+    /// The owner's OS thread id (0: not known).
+    pub(crate) tid: AtomicU32,
+    /// The owner's thread group, plus one (0: not resolved yet).
+    pub(crate) group: AtomicU32,
+    /// Allocations and bytes booked to each scope at the owners' scope
+    /// switches (for [`ORPHAN`]: every event, with atomic RMWs). What the
+    /// block counted beyond their sum belongs to `scope_cur`.
+    scopes: [ScopeSlot; SCOPE_SLOTS],
+}
+
+/// Scope ids a block books (see `crate::scope`: the three built-in scopes
+/// and at most [`crate::scope::MAX_SCOPES_LIMIT`] names).
+pub(crate) const SCOPE_SLOTS: usize = 512;
+
+/// Allocations and allocated bytes booked to one scope.
+#[repr(C)]
+pub(crate) struct ScopeSlot {
+    allocs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl ScopeSlot {
+    const fn new() -> ScopeSlot {
+        ScopeSlot {
+            allocs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Where the hot path's counting goes: a plain owner-only update, or an
@@ -243,8 +278,10 @@ impl Block {
 
     /// Records the block's totals as its new owner's starting point (called
     /// by that owner when it acquires the block).
-    pub(super) fn mark_acquired(&self) {
-        self.base.store(self.totals());
+    pub(super) fn mark_acquired(&self) -> Totals {
+        let t = self.totals();
+        self.base.store(t);
+        t
     }
 
     /// This block's totals since its current owner acquired it.
@@ -356,6 +393,121 @@ impl Block {
     }
 }
 
+impl Block {
+    /// Books `allocs` allocations of `bytes` bytes to scope `from`, the
+    /// owner's scope until now, and makes `to` its scope: the owner only,
+    /// at a scope switch. Plain stores; readers see the switch whole or
+    /// not at all (`scope_seq`).
+    #[inline]
+    pub(super) fn switch_scope(&self, from: u32, to: u32, allocs: u64, bytes: u64) {
+        let seq = self.scope_seq.load(Relaxed);
+        self.scope_seq.store(seq.wrapping_add(1), Relaxed);
+        std::sync::atomic::fence(Release);
+        if let Some(slot) = self.scopes.get(from as usize) {
+            bump::<false>(&slot.allocs, allocs);
+            bump::<false>(&slot.bytes, bytes);
+        }
+        self.scope_cur.store(to, Relaxed);
+        self.scope_seq.store(seq.wrapping_add(2), Release);
+    }
+
+    /// Books an event of a thread without a block of its own to its scope
+    /// (on [`ORPHAN`], with atomic RMWs).
+    #[inline]
+    pub(super) fn book_shared(&self, scope: u32, allocs: u64, bytes: u64) {
+        if let Some(slot) = self.scopes.get(scope as usize) {
+            slot.allocs.fetch_add(allocs, Relaxed);
+            slot.bytes.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    /// A new owner's start (given the block's totals now): books what the
+    /// previous owners counted beyond their bookings (an owner that did not
+    /// survive a fork never booked its last scope) to the block's scope,
+    /// and makes `scope` the block's scope.
+    pub(super) fn settle_scopes(&self, totals: Totals, scope: u32) {
+        let (allocs, bytes) = self.booked();
+        let cur = self.scope_cur.load(Relaxed);
+        self.switch_scope(
+            cur,
+            scope,
+            totals.allocations.wrapping_sub(allocs),
+            totals.allocated_bytes.wrapping_sub(bytes),
+        );
+    }
+
+    /// The owner's thread group (see `crate::threads`), resolved the first
+    /// time it is asked for: by the owner itself (`owner`: from its kernel
+    /// name, no allocation, cached in the block), or by a reader (from
+    /// `/proc`, not cached: the owner may not be named yet).
+    pub(crate) fn group_or_resolve(&self, owner: bool) -> u32 {
+        match self.group.load(Relaxed) {
+            0 => {
+                let tid = self.tid.load(Relaxed);
+                if owner {
+                    let g = crate::threads::group_of_current(tid);
+                    self.group.store(g + 1, Relaxed);
+                    g
+                } else {
+                    crate::threads::group_of_task(tid)
+                }
+            }
+            g => g - 1,
+        }
+    }
+
+    /// The sums of the bookings (wrapping).
+    fn booked(&self) -> (u64, u64) {
+        self.scopes.iter().fold((0u64, 0u64), |(a, b), s| {
+            (
+                a.wrapping_add(s.allocs.load(Relaxed)),
+                b.wrapping_add(s.bytes.load(Relaxed)),
+            )
+        })
+    }
+
+    /// Adds this block's allocations and bytes by scope into `acc`
+    /// (`acc[id] += (allocs, bytes)`, for ids below `acc.len()`; events of
+    /// higher ids are not expected). Exact once the owners are joined; a
+    /// read that overlaps a scope switch starts over. ([`ORPHAN`] books
+    /// every event as it counts it: nothing is left for `scope_cur`.)
+    pub(crate) fn add_by_scope(&self, acc: &mut [(u64, u64)]) {
+        let mut spins = 0u32;
+        loop {
+            let s1 = self.scope_seq.load(Acquire);
+            if s1 & 1 == 1 {
+                backoff(&mut spins);
+                continue;
+            }
+            let totals = self.totals();
+            let cur = self.scope_cur.load(Relaxed) as usize;
+            let mut table = [(0u64, 0u64); SCOPE_SLOTS];
+            for (t, s) in table.iter_mut().zip(&self.scopes) {
+                *t = (s.allocs.load(Relaxed), s.bytes.load(Relaxed));
+            }
+            std::sync::atomic::fence(Acquire);
+            if self.scope_seq.load(Relaxed) != s1 {
+                backoff(&mut spins);
+                continue;
+            }
+            let (mut allocs, mut bytes) = (0u64, 0u64);
+            for (a, t) in acc.iter_mut().zip(&table) {
+                a.0 = a.0.wrapping_add(t.0);
+                a.1 = a.1.wrapping_add(t.1);
+            }
+            for t in &table {
+                allocs = allocs.wrapping_add(t.0);
+                bytes = bytes.wrapping_add(t.1);
+            }
+            if let Some(a) = acc.get_mut(cur) {
+                a.0 = a.0.wrapping_add(totals.allocations.wrapping_sub(allocs));
+                a.1 = a.1.wrapping_add(totals.allocated_bytes.wrapping_sub(bytes));
+            }
+            return;
+        }
+    }
+}
+
 /// Spins briefly, then yields the CPU (`sched_yield`: no allocation, no lock).
 pub(super) fn backoff(spins: &mut u32) {
     *spins = spins.saturating_add(1);
@@ -385,6 +537,11 @@ impl Block {
             readers: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             base: Baseline::new(),
+            scope_seq: AtomicU64::new(0),
+            scope_cur: AtomicU32::new(0),
+            tid: AtomicU32::new(0),
+            group: AtomicU32::new(0),
+            scopes: [const { ScopeSlot::new() }; SCOPE_SLOTS],
         }
     }
 }

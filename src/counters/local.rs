@@ -57,6 +57,21 @@ struct Current {
     /// Old size of the `realloc` in flight on the fast path (its new size is
     /// in `in_flight`).
     in_flight_old: Cell<usize>,
+    /// Allocations this thread counted in its own block, for its scope
+    /// switches: one `inc` on the fast path (see `crate::scope`).
+    scope_allocs: Cell<u64>,
+    /// With `countdown`, the bytes this thread counted in its own block:
+    /// `bytes_epoch - countdown` (wrapping). Every allocation it counts
+    /// there takes its size off the countdown (`sample_point`), so the
+    /// bytes cost the fast path nothing; a new countdown moves the epoch
+    /// with it (`set_countdown`), a refused allocation takes its bytes back
+    /// (`uncount_bytes`).
+    bytes_epoch: Cell<u64>,
+    /// `scope_allocs` and the bytes at this thread's last scope switch.
+    scope_base_allocs: Cell<u64>,
+    scope_base_bytes: Cell<u64>,
+    /// This thread's current scope (`crate::scope`; 0 = unscoped).
+    scope: Cell<u32>,
     /// This thread's exact-size counters, read by snapshots through its
     /// block's `local` pointer while the thread runs. In the same
     /// thread-local as the fields above, so that one thread-local offset
@@ -74,6 +89,11 @@ thread_local! {
             countdown: Cell::new(0),
             in_flight: Cell::new(0),
             in_flight_old: Cell::new(0),
+            scope_allocs: Cell::new(0),
+            bytes_epoch: Cell::new(0),
+            scope_base_allocs: Cell::new(0),
+            scope_base_bytes: Cell::new(0),
+            scope: Cell::new(0),
             small: Small::new(),
         }
     };
@@ -134,7 +154,10 @@ fn set_limit(limit: usize) {
 /// call fails (`undo_small_alloc`). Requires `size < fast_limit()`.
 #[inline(always)]
 pub(crate) fn small_alloc_in_flight(size: usize) {
-    CURRENT.with(|c| c.in_flight.set(size));
+    CURRENT.with(|c| {
+        c.in_flight.set(size);
+        c.scope_allocs.set(c.scope_allocs.get().wrapping_add(1));
+    });
     // Only this thread writes its thread-local counters: a plain increment
     // (relaxed load + store, no `lock` prefix).
     with_small(|s| bump::<false>(&s.allocs[size], 1));
@@ -168,6 +191,7 @@ fn count_realloc_owned(old: usize, new: usize, n: u64) {
     // SAFETY: a non-zero limit means `block` is this thread's own block;
     // blocks are never freed.
     let b = unsafe { &*b };
+    CURRENT.with(|c| c.scope_allocs.set(c.scope_allocs.get().wrapping_add(n)));
     bump::<false>(&b.reallocs, n);
     if old < SMALL_SLOTS {
         with_small(|s| bump::<false>(&s.frees[old], n));
@@ -190,6 +214,7 @@ pub(crate) fn undo_realloc() {
     if fast_limit() != 0 {
         count_realloc_owned(old, new, u64::MAX);
     }
+    uncount_bytes(new);
     count_failure_owned();
 }
 
@@ -219,9 +244,68 @@ pub(crate) fn countdown() -> u64 {
     CURRENT.with(|c| c.countdown.get())
 }
 
-/// Sets this thread's sampling countdown.
+/// Sets this thread's sampling countdown, keeping the bytes counted
+/// (`bytes_epoch - countdown`) as they were.
 pub(crate) fn set_countdown(bytes: u64) {
-    CURRENT.with(|c| c.countdown.set(bytes))
+    CURRENT.with(|c| {
+        let e = c.bytes_epoch.get().wrapping_sub(c.countdown.get());
+        c.bytes_epoch.set(e.wrapping_add(bytes));
+        c.countdown.set(bytes);
+    })
+}
+
+/// Takes back the bytes that an allocation refused by the inner allocator
+/// took off this thread's countdown (`sample_point`): called, on a thread
+/// with its own block, by every failure path after a `sample_point`.
+#[cold]
+pub(crate) fn uncount_bytes(size: usize) {
+    CURRENT.with(|c| {
+        c.bytes_epoch
+            .set(c.bytes_epoch.get().wrapping_sub(size as u64))
+    })
+}
+
+/// Counts one allocation of this thread (with its own block) for its scope
+/// switches: the paths off the fast path that count in the block.
+#[inline]
+pub(crate) fn count_scope_alloc(n: u64) {
+    CURRENT.with(|c| c.scope_allocs.set(c.scope_allocs.get().wrapping_add(n)));
+}
+
+/// This thread's current scope (0 = unscoped).
+#[inline]
+pub(crate) fn current_scope() -> u32 {
+    CURRENT.with(|c| c.scope.get())
+}
+
+/// Makes `to` this thread's scope and returns the previous one, booking the
+/// allocations and bytes since the last switch to the previous scope in
+/// the thread's own block. No lock, no allocation, no shared cache line
+/// written: the block is the thread's own.
+#[inline]
+pub(crate) fn switch_scope(to: u32) -> u32 {
+    CURRENT.with(|c| {
+        let from = c.scope.replace(to);
+        let b = c.block.get();
+        if !b.is_null() {
+            // SAFETY: blocks are never freed; a non-null `block` is this
+            // thread's own (only it writes the scope fields).
+            let b = unsafe { &*b };
+            let n = c.scope_allocs.get();
+            let bytes = c.bytes_epoch.get().wrapping_sub(c.countdown.get());
+            let dn = n.wrapping_sub(c.scope_base_allocs.replace(n));
+            let db = bytes.wrapping_sub(c.scope_base_bytes.replace(bytes));
+            b.switch_scope(from, to, dn, db);
+        }
+        from
+    })
+}
+
+/// Books an allocation of `size` bytes counted on a shared block (a thread
+/// without a block of its own) to the thread's scope.
+#[inline]
+pub(crate) fn book_shared(block: &Block, size: usize) {
+    block.book_shared(current_scope(), 1, size as u64);
 }
 
 /// Takes back the fast path's early count of the allocation in flight on
@@ -237,6 +321,8 @@ pub(crate) fn undo_small_alloc() {
             c.store(c.load(Relaxed).wrapping_sub(1), Relaxed);
         }
     });
+    CURRENT.with(|c| c.scope_allocs.set(c.scope_allocs.get().wrapping_sub(1)));
+    uncount_bytes(size);
     count_failure_owned();
 }
 
@@ -268,7 +354,15 @@ fn attach() -> (&'static Block, bool) {
     }
     // SAFETY: `b` is a valid block that this thread now owns.
     let block = unsafe { &*b };
-    block.mark_acquired();
+    let totals = block.mark_acquired();
+    CURRENT.with(|c| {
+        block.settle_scopes(totals, c.scope.get());
+        c.scope_base_allocs.set(c.scope_allocs.get());
+        c.scope_base_bytes
+            .set(c.bytes_epoch.get().wrapping_sub(c.countdown.get()));
+    });
+    block.tid.store(crate::sys::gettid(), Relaxed);
+    block.group.store(0, Relaxed);
     // Count in the thread-local counters only if the exit hook will fold
     // them back before they go away; otherwise everything is counted in the
     // block itself, off the fast path.
@@ -302,6 +396,8 @@ pub(super) fn release_current() {
         // SAFETY: blocks are never freed.
         let b = unsafe { &*p };
         with_small(|s| b.fold_local(s));
+        // the thread's group keeps its counts
+        crate::threads::retire(b.group_or_resolve(true), b.totals_since_acquired());
         registry::release(b);
     }
 }

@@ -63,11 +63,62 @@ mod local;
 mod registry;
 
 pub(crate) use fold::{fold_all, live_bytes};
+pub(crate) use block::{Totals as ThreadTotals, SCOPE_SLOTS};
 pub(crate) use local::{
-    countdown, current_or_attach, fast_free_limit, fast_limit_for, realloc_in_flight, sample_point,
-    set_countdown, small_alloc_in_flight, small_dealloc, thread_totals, undo_realloc,
-    undo_small_alloc,
+    book_shared, count_scope_alloc, countdown, current_or_attach, current_scope,
+    fast_free_limit, fast_limit_for, realloc_in_flight, sample_point, set_countdown,
+    small_alloc_in_flight, small_dealloc, switch_scope, thread_totals, uncount_bytes,
+    undo_realloc, undo_small_alloc,
 };
+
+/// Allocations and allocated bytes by scope id, summed over every block
+/// into `acc` (see `crate::scope`). Does not allocate.
+pub(crate) fn by_scope(acc: &mut [(u64, u64)]) {
+    registry::for_each_block(|b| b.add_by_scope(acc));
+}
+
+/// One live thread's exact counts since it started, with its thread group
+/// (see `crate::threads`).
+pub(crate) struct LiveThread {
+    pub(crate) group: u32,
+    pub(crate) allocations: u64,
+    pub(crate) allocated_bytes: u64,
+    pub(crate) deallocations: u64,
+    pub(crate) freed_bytes: u64,
+}
+
+/// Visits every live thread that has a block of its own. Reads
+/// `/proc/self/task/<tid>/comm` for a thread whose group is not resolved
+/// yet (allocates: never from the allocator).
+pub(crate) fn for_each_live_thread(mut f: impl FnMut(LiveThread)) {
+    let mut b = registry::first();
+    while let Some(block) = b {
+        b = block.next_registered();
+        if !block.in_use() {
+            continue;
+        }
+        let t = block.totals_since_acquired();
+        f(LiveThread {
+            group: block.group_or_resolve(false),
+            allocations: t.allocations,
+            allocated_bytes: t.allocated_bytes,
+            deallocations: t.deallocations,
+            freed_bytes: t.freed_bytes,
+        });
+    }
+}
+
+/// The calling thread's group, resolved and cached in its block on first
+/// use (for the sampler's `thread` label; no allocation, no lock: one
+/// `prctl` the first time). `threads::OTHER` for a thread without a block.
+pub(crate) fn current_group() -> u32 {
+    let p = local::current();
+    if p.is_null() {
+        return crate::threads::OTHER;
+    }
+    // SAFETY: blocks are never freed.
+    unsafe { &*p }.group_or_resolve(true)
+}
 
 /// The counting core's own state and footprint, for monitoring allocscope
 /// itself.

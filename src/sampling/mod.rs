@@ -65,6 +65,10 @@ pub(crate) struct Placement {
 /// sampling interval.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RawBucket {
+    /// The scope the samples were taken in (`crate::scope` id).
+    pub scope: u32,
+    /// The thread group that took them (`crate::threads` id).
+    pub thread: u32,
     /// Return addresses, leaf first, as captured (allocscope's own frames
     /// and the `__rust_alloc`-style shims are still present at the leaf end;
     /// symbolisation drops them).
@@ -170,6 +174,28 @@ pub fn stats() -> Stats {
         memory_bytes: i.resident_bytes,
         reserved_bytes: i.reserved_bytes,
     }
+}
+
+/// Estimated live objects and bytes by scope id (`acc[id] += (objects,
+/// bytes)`), un-biased like the heap profile: each live sample of a
+/// bucket stands for `1 / probability(size, interval)` objects. Lock-free,
+/// does not allocate.
+pub(crate) fn inuse_by_scope(acc: &mut [(f64, f64)]) {
+    store::for_each_bucket(|labels, size, interval, allocs, frees| {
+        let live = allocs.saturating_sub(frees);
+        if live == 0 {
+            return;
+        }
+        let p = probability(size, interval);
+        if p <= 0.0 {
+            return;
+        }
+        if let Some(a) = acc.get_mut(labels.scope() as usize) {
+            let objects = live as f64 / p;
+            a.0 += objects;
+            a.1 += objects * size as f64;
+        }
+    });
 }
 
 /// Sample points reached so far, recorded or dropped: each stands for
@@ -303,7 +329,8 @@ pub(crate) fn begin(buf: &mut FrameBuf) -> Option<Pending<'_>> {
 #[inline(never)]
 pub(crate) fn commit(p: &Pending<'_>, ptr: *mut u8, size: usize) -> bool {
     IN_SAMPLER.with(|c| c.set(true));
-    let ok = store::record(ptr as usize, size as u64, p.interval, p.frames);
+    let labels = store::Labels::new(counters::current_scope(), counters::current_group());
+    let ok = store::record(ptr as usize, size as u64, p.interval, labels, p.frames);
     IN_SAMPLER.with(|c| c.set(false));
     ok
 }

@@ -145,7 +145,9 @@ fn since_epoch() -> u64 {
 #[repr(C)]
 struct BucketRec {
     stack: AtomicU32,
-    _pad: u32,
+    /// The scope and thread group the samples were taken in (see
+    /// [`Labels`]).
+    labels: AtomicU32,
     size: AtomicU64,
     interval: AtomicU64,
     allocs: AtomicU64,
@@ -728,7 +730,13 @@ pub(crate) fn has_room() -> bool {
 /// Records a sampled block: interns its stack and bucket and inserts it in
 /// the live set. False (and the sample is counted as dropped) if the lock
 /// was busy or a cap was reached.
-pub(crate) fn record(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> bool {
+pub(crate) fn record(
+    ptr: usize,
+    size: u64,
+    interval: u64,
+    labels: Labels,
+    frames: &[usize],
+) -> bool {
     if ptr <= TOMB {
         return false;
     }
@@ -740,7 +748,7 @@ pub(crate) fn record(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> 
         HOT.dropped.fetch_add(1, Relaxed);
         return false;
     }
-    let ok = ensure_created() && insert_locked(ptr, size, interval, frames, born);
+    let ok = ensure_created() && insert_locked(ptr, size, interval, labels, frames, born);
     unlock();
     if ok {
         HOT.samples.fetch_add(1, Relaxed);
@@ -751,7 +759,14 @@ pub(crate) fn record(ptr: usize, size: u64, interval: u64, frames: &[usize]) -> 
     ok
 }
 
-fn insert_locked(ptr: usize, size: u64, interval: u64, frames: &[usize], born: u64) -> bool {
+fn insert_locked(
+    ptr: usize,
+    size: u64,
+    interval: u64,
+    labels: Labels,
+    frames: &[usize],
+    born: u64,
+) -> bool {
     if HOT.live_count.load(Relaxed) >= limits().max_live_samples {
         return false;
     }
@@ -762,7 +777,7 @@ fn insert_locked(ptr: usize, size: u64, interval: u64, frames: &[usize], born: u
     let Some(stack) = intern_stack(frames) else {
         return false;
     };
-    let Some(bucket) = intern_bucket(stack, size, interval) else {
+    let Some(bucket) = intern_bucket(stack, size, interval, labels) else {
         return false;
     };
     make_room_locked();
@@ -900,11 +915,12 @@ fn bucket_key(id: u32) -> Option<u64> {
         b.stack.load(Relaxed),
         b.size.load(Relaxed),
         b.interval.load(Relaxed),
+        Labels(b.labels.load(Relaxed)),
     ))
 }
 
-fn bucket_key_of(stack: u32, size: u64, interval: u64) -> u64 {
-    mix(mix(stack as u64 ^ size.rotate_left(20)) ^ interval) | 1
+fn bucket_key_of(stack: u32, size: u64, interval: u64, labels: Labels) -> u64 {
+    mix(mix(mix(stack as u64 ^ size.rotate_left(20)) ^ interval) ^ u64::from(labels.0)) | 1
 }
 
 /// Rebuilds both indexes at their widths (under the lock).
@@ -969,8 +985,8 @@ fn stack_frames(rec: &StackRec) -> Option<&'static [usize]> {
     Some(unsafe { std::slice::from_raw_parts(p.add(off).cast::<usize>(), len) })
 }
 
-fn intern_bucket(stack: u32, size: u64, interval: u64) -> Option<u32> {
-    let key = bucket_key_of(stack, size, interval);
+fn intern_bucket(stack: u32, size: u64, interval: u64, labels: Labels) -> Option<u32> {
+    let key = bucket_key_of(stack, size, interval, labels);
     let idx = &STORE.bucket_index;
     let (table, bits) = idx.table();
     let mut i = index_start(key, bits);
@@ -983,6 +999,7 @@ fn intern_bucket(stack: u32, size: u64, interval: u64) -> Option<u32> {
         if b.stack.load(Relaxed) == stack
             && b.size.load(Relaxed) == size
             && b.interval.load(Relaxed) == interval
+            && b.labels.load(Relaxed) == labels.0
         {
             return Some(v - 1);
         }
@@ -995,6 +1012,7 @@ fn intern_bucket(stack: u32, size: u64, interval: u64) -> Option<u32> {
     b.stack.store(stack, Relaxed);
     b.size.store(size, Relaxed);
     b.interval.store(interval, Relaxed);
+    b.labels.store(labels.0, Relaxed);
     entry.store(id + 1, Relaxed);
     STORE.bucket_count.store(id + 1, Release);
     Some(id)
@@ -1059,7 +1077,10 @@ pub(crate) fn raw_buckets() -> Vec<RawBucket> {
             let counts = h.classes.each_ref().map(|c| c.load(Relaxed));
             counts.iter().any(|c| *c != 0).then(|| Box::new(counts))
         });
+        let labels = Labels(b.labels.load(Relaxed));
         out.push(RawBucket {
+            scope: labels.scope(),
+            thread: labels.thread(),
             stack: frames.to_vec(),
             size: b.size.load(Relaxed),
             interval: b.interval.load(Relaxed),
@@ -1073,6 +1094,46 @@ pub(crate) fn raw_buckets() -> Vec<RawBucket> {
         });
     }
     out
+}
+
+/// Visits every bucket's labels, object size, interval and sampled
+/// allocation and free counts, lock-free and without allocating.
+pub(crate) fn for_each_bucket(mut f: impl FnMut(Labels, u64, u64, u64, u64)) {
+    if STATE.load(Acquire) != 1 {
+        return;
+    }
+    let n = STORE.bucket_count.load(Acquire);
+    for id in 0..n {
+        let Some(b) = STORE.buckets.get(id as usize) else {
+            break;
+        };
+        let allocs = b.allocs.load(Relaxed);
+        let frees = b.frees.load(Relaxed).min(allocs);
+        f(
+            Labels(b.labels.load(Relaxed)),
+            b.size.load(Relaxed),
+            b.interval.load(Relaxed),
+            allocs,
+            frees,
+        );
+    }
+}
+
+/// The scope and the thread group a sample was taken in, packed: scope id
+/// in the low 16 bits, thread group id in the high 16.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Labels(pub(crate) u32);
+
+impl Labels {
+    pub(crate) fn new(scope: u32, thread: u32) -> Labels {
+        Labels((scope & 0xffff) | (thread << 16))
+    }
+    pub(crate) fn scope(self) -> u32 {
+        self.0 & 0xffff
+    }
+    pub(crate) fn thread(self) -> u32 {
+        self.0 >> 16
+    }
 }
 
 /// Counts and memory of the store.
