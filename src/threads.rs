@@ -42,6 +42,11 @@ pub const MAX_GROUPS: usize = 32;
 /// The id of `other`, the group past [`MAX_GROUPS`].
 pub(crate) const OTHER: u32 = MAX_GROUPS as u32;
 
+/// The group a forked child gives the threads that did not survive the
+/// fork and whose group was never resolved: `other` (their names are
+/// gone with them; claiming a group there would need the name table).
+pub(crate) const UNNAMED_AFTER_FORK: u32 = OTHER;
+
 /// The longest group name kept, in bytes.
 const NAME_MAX: usize = 64;
 

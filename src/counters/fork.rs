@@ -75,7 +75,14 @@ mod imp {
                 return;
             }
             b.adopt_after_fork(mapped);
-            // its owner will never exit here: the block is free for reuse
+            // its owner will never exit here: its counts stay in its
+            // thread group (resolved already, or `unnamed`: the thread is
+            // gone, its name with it) and the block is free for reuse
+            let group = match b.group.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => crate::threads::UNNAMED_AFTER_FORK,
+                g => g - 1,
+            };
+            crate::threads::retire(group, b.totals_since_acquired());
             registry::release(b);
         });
         unlock_folds();
