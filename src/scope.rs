@@ -123,6 +123,15 @@ impl Scope {
     /// the usual place, that is a compile-time error, so a bad literal never
     /// reaches a running service. (For names made at run time use
     /// [`Scope::named`], which never panics.)
+    ///
+    /// ```compile_fail
+    /// // an empty name does not compile
+    /// static BAD: allocscope::scope::Scope = allocscope::scope::Scope::new("");
+    /// ```
+    /// ```compile_fail
+    /// // nor does a control character
+    /// static BAD: allocscope::scope::Scope = allocscope::scope::Scope::new("a\nb");
+    /// ```
     pub const fn new(name: &'static str) -> Scope {
         assert!(
             is_valid_name(name),
@@ -462,13 +471,15 @@ pub fn stats() -> Vec<ScopeStats> {
         .iter()
         .zip(&inuse)
         .enumerate()
-        .map(|(id, (&(allocations, allocated_bytes), &(objects, bytes)))| ScopeStats {
-            name: name_of(id as u32),
-            allocations,
-            allocated_bytes,
-            inuse_bytes: bytes.round() as u64,
-            inuse_objects: objects.round() as u64,
-        })
+        .map(
+            |(id, (&(allocations, allocated_bytes), &(objects, bytes)))| ScopeStats {
+                name: name_of(id as u32),
+                allocations,
+                allocated_bytes,
+                inuse_bytes: bytes.round() as u64,
+                inuse_objects: objects.round() as u64,
+            },
+        )
         .collect()
 }
 

@@ -28,7 +28,11 @@ fn names_past_max_scopes_fold_into_other() {
         .map(|i| Scope::named(format!("tenant-{i}")))
         .collect();
     for (i, t) in tenants.iter().enumerate() {
-        let want = if i < 4 { format!("tenant-{i}") } else { "other".into() };
+        let want = if i < 4 {
+            format!("tenant-{i}")
+        } else {
+            "other".into()
+        };
         assert_eq!(t.name(), want);
     }
     // the same folded name again is not counted twice

@@ -58,10 +58,21 @@ static INNER: AllocScope<Failing> = AllocScope::new(Failing);
 
 /// The scopes of this test, in truth-table order (`?` for any other).
 const NAMES: [&str; 12] = [
-    "unscoped", "other", "allocscope", "outer-a", "outer-b", "inner", "tenant-0", "tenant-1",
-    "tenant-2", "task", "reader", "?",
+    "unscoped",
+    "other",
+    "allocscope",
+    "outer-a",
+    "outer-b",
+    "inner",
+    "tenant-0",
+    "tenant-1",
+    "tenant-2",
+    "task",
+    "reader",
+    "?",
 ];
-static TRUTH: [[AtomicU64; 2]; NAMES.len()] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; NAMES.len()];
+static TRUTH: [[AtomicU64; 2]; NAMES.len()] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; NAMES.len()];
 
 fn book(size: usize) {
     let cur = scope::current();
@@ -187,7 +198,11 @@ fn churn(seed: u64, n: usize, tx: &mpsc::Sender<Block>, rx: &mpsc::Receiver<Bloc
 }
 
 fn worker(id: u64, tx: mpsc::Sender<Block>, rx: mpsc::Receiver<Block>) {
-    let outer = if id % 2 == 0 { &OUTER_A } else { &OUTER_B };
+    let outer = if id.is_multiple_of(2) {
+        &OUTER_A
+    } else {
+        &OUTER_B
+    };
     churn(id * 31 + 1, 3000, &tx, &rx); // unscoped
     let _o = outer.enter();
     churn(id * 31 + 2, 3000, &tx, &rx);
@@ -210,7 +225,7 @@ fn worker(id: u64, tx: mpsc::Sender<Block>, rx: mpsc::Receiver<Block>) {
     // a panic unwinds through a guard: the outer scope is back
     let r = std::panic::catch_unwind(|| {
         let _g = INNER_SCOPE.enter();
-        let _v = vec![0u8; 100];
+        let _v = std::hint::black_box(vec![0u8; 100]);
         panic!("unwinding through a scope");
     });
     assert!(r.is_err());
@@ -325,8 +340,14 @@ fn scopes_partition_the_exact_counts() {
             assert_eq!(before[i], after[i], "scope {name} moved while read");
         }
     }
-    assert_eq!(before[NAMES.len() - 1], (0, 0), "allocations in an unknown scope");
-    for name in ["outer-a", "outer-b", "inner", "tenant-0", "task", "unscoped"] {
+    assert_eq!(
+        before[NAMES.len() - 1],
+        (0, 0),
+        "allocations in an unknown scope"
+    );
+    for name in [
+        "outer-a", "outer-b", "inner", "tenant-0", "task", "unscoped",
+    ] {
         let i = NAMES.iter().position(|n| *n == name).unwrap();
         assert!(before[i].0 > 100, "scope {name} saw only {:?}", before[i]);
     }

@@ -46,7 +46,10 @@ fn group_index() -> usize {
     }
     let name = std::str::from_utf8(&buf[..len]).unwrap_or("?");
     let g = threads::group_name(name);
-    GROUPS.iter().position(|n| *n == g).unwrap_or(GROUPS.len() - 1)
+    GROUPS
+        .iter()
+        .position(|n| *n == g)
+        .unwrap_or(GROUPS.len() - 1)
 }
 
 /// The main thread's kernel name (the program's name, at most 15 bytes),
@@ -234,8 +237,17 @@ fn thread_groups_count_exactly_and_keep_exited_threads() {
             );
         }
     }
-    assert_eq!(before[GROUPS.len() - 1], [0; 4], "a thread in no known group");
-    for g in ["request-worker", "indexer", "unnamed", "tokio-runtime-worker"] {
+    assert_eq!(
+        before[GROUPS.len() - 1],
+        [0; 4],
+        "a thread in no known group"
+    );
+    for g in [
+        "request-worker",
+        "indexer",
+        "unnamed",
+        "tokio-runtime-worker",
+    ] {
         let s = stats.iter().find(|s| s.name == g).unwrap();
         assert!(s.allocations > 100, "{g}: {s:?}");
     }
@@ -245,9 +257,11 @@ fn thread_groups_count_exactly_and_keep_exited_threads() {
     assert_eq!(live(SELF), 1);
     // the indexers freed blocks the request workers allocated
     let idx = read("indexer", &stats);
-    assert!(idx[3] > idx[1], "the indexer group freed more than it allocated");
+    assert!(
+        idx[3] > idx[1],
+        "the indexer group freed more than it allocated"
+    );
     barrier.wait();
     alive.join().unwrap();
     drop(main_kept);
 }
-
