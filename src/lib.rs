@@ -25,6 +25,10 @@
 //! `allocscope::server::start(allocscope::server::Config::load()?)?`.
 //!
 //! ## Topics
+//! - [`scope`] — who allocates: allocation scopes ([`scope::Scope`],
+//!   [`scope::InScope`] for futures) with exact counts per scope
+//!   ([`scope::stats`]) and the `scope` label of every heap sample.
+//! - [`threads`] — exact counts per thread name group ([`threads::stats`]).
 //! - [`gc`] — collection cycles: a GOGC-style threshold
 //!   ([`gc::set_threshold`]), a soft memory limit ([`gc::set_memory_limit`]),
 //!   the application's reclaimers ([`gc::register_reclaimer`]), returning
