@@ -8,11 +8,10 @@
 //! `allocations` and `allocated_bytes` equal the truth, and the scopes
 //! partition `allocscope::stats()`.
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 
-use allocscope::scope::{self, InScope, Scope};
+use allocscope::scope::{self, Scope};
 use allocscope::AllocScope;
 
 const FAIL_SIZE: usize = 777_777;
@@ -276,44 +275,8 @@ fn scopes_partition_the_exact_counts() {
         h.join().unwrap();
     }
 
-    // in-scope tasks on a multi-thread runtime, moving between workers
-    let threads_seen = Arc::new(Mutex::new(HashSet::new()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut tasks = Vec::new();
-        for t in 0..32u64 {
-            let seen = Arc::clone(&threads_seen);
-            tasks.push(tokio::spawn(
-                async move {
-                    let mut kept = Vec::new();
-                    for (i, size) in sizes(t + 1000).take(300).enumerate() {
-                        assert_eq!(scope::current(), "task");
-                        kept.push(vec![i as u8; size]);
-                        if kept.len() > 20 {
-                            kept.swap_remove(0);
-                        }
-                        seen.lock().unwrap().insert(std::thread::current().id());
-                        tokio::task::yield_now().await;
-                    }
-                }
-                .in_scope(&TASK),
-            ));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        // polled outside the task: the scope does not leak out of a poll
-        assert_eq!(scope::current(), "unscoped");
-    });
-    rt.shutdown_timeout(std::time::Duration::from_secs(10));
-    assert!(
-        threads_seen.lock().unwrap().len() > 1,
-        "the tasks ran on one worker only"
-    );
+    #[cfg(feature = "server")]
+    tasks_move_between_workers();
 
     // Everything else is joined: only this thread allocates now, in
     // `reader`, so every other scope is frozen and compared exactly.
@@ -367,4 +330,52 @@ fn scopes_partition_the_exact_counts() {
         t2.allocated_bytes
     );
     assert!(t1.alloc_failures > 0, "no refused allocation was exercised");
+}
+
+/// In-scope tasks on a multi-thread tokio runtime, moving between workers
+/// (tokio comes with the `server` feature; ThreadSanitizer's run builds
+/// without it).
+#[cfg(feature = "server")]
+fn tasks_move_between_workers() {
+    use allocscope::scope::InScope;
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    let threads_seen = Arc::new(Mutex::new(HashSet::new()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..32u64 {
+            let seen = Arc::clone(&threads_seen);
+            tasks.push(tokio::spawn(
+                async move {
+                    let mut kept = Vec::new();
+                    for (i, size) in sizes(t + 1000).take(300).enumerate() {
+                        assert_eq!(scope::current(), "task");
+                        kept.push(vec![i as u8; size]);
+                        if kept.len() > 20 {
+                            kept.swap_remove(0);
+                        }
+                        seen.lock().unwrap().insert(std::thread::current().id());
+                        tokio::task::yield_now().await;
+                    }
+                }
+                .in_scope(&TASK),
+            ));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // polled outside the task: the scope does not leak out of a poll
+        assert_eq!(scope::current(), "unscoped");
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(10));
+    assert!(
+        threads_seen.lock().unwrap().len() > 1,
+        "the tasks ran on one worker only"
+    );
 }
