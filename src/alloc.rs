@@ -6,13 +6,13 @@
 //! a panic here aborts it.
 //!
 //! # Where the instructions go
-//! Measured with callgrind (README, "Measured overhead"): an alloc+free pair
-//! of small blocks costs 14 instructions more than `System`'s own with
-//! sampling off, about 14.3 with sampling at the default interval (x86-64,
-//! frame pointers on). Per call, as compiled:
+//! Measured with callgrind (docs/measurements.md, "Measured overhead"): an
+//! alloc+free pair of small blocks costs 15 instructions more than
+//! `System`'s own with sampling off, about 15.3 with sampling at the default
+//! interval (x86-64, frame pointers on). Per call, as compiled:
 //!
 //! An `alloc` of at most 256 bytes on a thread with counters of its own
-//! (8 more than `System::alloc`):
+//! (9 more than `System::alloc`):
 //! 1. the thread-local's offset (`mov $off, rax`; one thread-local holds
 //!    everything the fast path touches, see `counters`);
 //! 2. one compare of the size against the fast-path limit looked up by the
@@ -26,6 +26,9 @@
 //!    (`mov fs:[rax+IN], rdx`);
 //! 4. one non-atomic increment of the exact-size counter in the thread's own
 //!    storage (`inc qword fs:[rax+rdx*8+SMALL]`): bytes are `count × size`;
+//!    and one of the thread's running allocation count
+//!    (`inc qword fs:[rax+SCOPE]`), which scope switches book from (the
+//!    bytes of a scope come from the countdown below: see `crate::scope`);
 //! 5. the sampling countdown, in place (`sub fs:[rax+CD], rdx; jb`);
 //! 6. the inner call is a `call`, not `System`'s tail `jmp`, so that a null
 //!    result can be seen (`test rax, rax; je`, and the return). Wrapping
@@ -48,8 +51,9 @@
 //! over-aligned blocks and frees of blocks placed as sampled take
 //! out-of-line paths (such a free checks the sampler's counting filter,
 //! `sampling::filter_may_contain`, and only on a hit its live set).
-//! `realloc` is counted before the inner call, like `alloc`. No atomic
-//! read-modify-write, no lock and no cache line written by another thread is
+//! `realloc` is counted before the inner call, like `alloc` (with the
+//! running count for scopes). No atomic read-modify-write, no lock and no
+//! cache line written by another thread is
 //! touched on the fast paths: snapshots fold the counters on demand
 //! ([`crate::counters`]).
 
