@@ -53,9 +53,8 @@
 //! `sampling::filter_may_contain`, and only on a hit its live set).
 //! `realloc` is counted before the inner call, like `alloc` (with the
 //! running count for scopes). No atomic read-modify-write, no lock and no
-//! cache line written by another thread is
-//! touched on the fast paths: snapshots fold the counters on demand
-//! ([`crate::counters`]).
+//! cache line written by another thread is touched on the fast paths:
+//! snapshots fold the counters on demand ([`crate::counters`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::any::TypeId;
