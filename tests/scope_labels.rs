@@ -421,5 +421,10 @@ fn invalid_names_are_400s_that_name_the_parameter() {
     ] {
         assert_eq!(get(addr, ok).status, 200, "{ok}");
     }
+    // a name is text in the flamegraph's subtitle, escaped
+    let r = get(addr, "/debug/pprof/heap.svg?scope=%3Cscript%3E");
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains("<script>"), "{}", r.text());
+    assert!(r.text().contains("scope &lt;script&gt;"), "{}", r.text());
     s.shutdown();
 }
