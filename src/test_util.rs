@@ -81,6 +81,12 @@ pub struct ParsedQuery {
     /// `heap`, `allocs`, `heap.svg`: the `min_age=D` filter (`None`: not
     /// given, or 0).
     pub min_age: Result<Option<std::time::Duration>, u16>,
+    /// `heap`, `allocs`, `heap.svg`: the `scope=NAME` filter (`None`: not
+    /// given).
+    pub scope: Result<Option<String>, u16>,
+    /// `heap`, `allocs`, `heap.svg`: the `thread=NAME` filter (`None`: not
+    /// given).
+    pub thread: Result<Option<String>, u16>,
     /// `/debug/pprof/heap`: whether `gc=N` asks for a collection cycle first.
     pub heap_gc: Result<bool, u16>,
     /// `/debug/pprof/heap.svg`: the sample type and whether `diff=baseline`.

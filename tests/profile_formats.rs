@@ -310,7 +310,17 @@ fn pprof_is_laid_out_like_gos_heap_profile() {
     let mut sizes = Vec::new();
     for smp in &m.sample {
         assert_eq!(smp.value.len(), 4);
-        match smp.label.len() {
+        // `scope` and `thread` last (string labels): this fixture's
+        // samples are in no scope
+        let n = smp.label.len();
+        assert!(n >= 3, "{n} labels");
+        assert_eq!(
+            (s(smp.label[n - 2].key), s(smp.label[n - 2].str)),
+            ("scope", "unscoped")
+        );
+        assert_eq!(s(smp.label[n - 1].key), "thread");
+        assert!(!s(smp.label[n - 1].str).is_empty());
+        match n - 2 {
             1 => {}
             2 => {
                 assert_eq!(s(smp.label[1].key), "age");

@@ -369,6 +369,8 @@ impl HeapProfile {
                 );
                 Some(Bucket {
                     frames: b.frames.clone(),
+                    scope: b.scope.clone(),
+                    thread: b.thread.clone(),
                     key: b.key.clone(),
                     locations: b.locations.clone(),
                     size: b.size,
@@ -406,6 +408,8 @@ impl HeapProfile {
                 let bytes = b.short_lived_estimate(SampleType::AllocSpace, threshold);
                 (objects > 0 || bytes > 0).then(|| Bucket {
                     frames: b.frames.clone(),
+                    scope: b.scope.clone(),
+                    thread: b.thread.clone(),
                     key: b.key.clone(),
                     locations: b.locations.clone(),
                     size: b.size,
@@ -553,6 +557,7 @@ mod tests {
                     frees,
                     ages,
                     lifetimes: lifetimes(&[(1, frees as u32)]),
+                    ..RawBucket::default()
                 },
                 RawBucket {
                     stack: vec![0x30],

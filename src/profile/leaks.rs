@@ -88,13 +88,15 @@ fn is_machinery(name: &str) -> bool {
 }
 
 /// Whether a bucket is allocscope's own exporter at work (profiles, the
-/// symbol cache, the leak snapshots): bounded by their own caps, and not
-/// the host's leak.
+/// symbol cache, the leak snapshots; sampled in the `allocscope` scope or
+/// with allocscope's frames): bounded by their own caps, and not the
+/// host's leak.
 fn is_exporters_own(b: &Bucket) -> bool {
-    b.frames().iter().any(|f| {
-        let n = f.name();
-        n.starts_with("allocscope::profile::") || n.starts_with("allocscope::server::")
-    })
+    b.scope() == crate::scope::ALLOCSCOPE.name()
+        || b.frames().iter().any(|f| {
+            let n = f.name();
+            n.starts_with("allocscope::profile::") || n.starts_with("allocscope::server::")
+        })
 }
 
 /// The stack a suspect is grouped and shown by: function names, leaf
@@ -898,5 +900,22 @@ mod tests {
             stacks.contains(&vec!["alloc::alloc::alloc".into()]),
             "{stacks:?}"
         );
+    }
+
+    #[test]
+    fn stacks_are_tracked_across_scopes_and_the_exporters_scope_is_not() {
+        let p = crate::profile::tests::synthetic_labelled(
+            1,
+            &[
+                (&["main", "myapp::leak"], 64, 4, 0, "checkout", "worker"),
+                (&["main", "myapp::leak"], 64, 2, 0, "search", "indexer"),
+                (&["main", "myapp::render"], 64, 8, 0, "allocscope", "main"),
+            ],
+        );
+        assert!(p.buckets().iter().any(is_exporters_own));
+        let mut t = LeakTracker::new(10);
+        t.record(&p);
+        // one stack, its scopes added up; the exporter's scope left out
+        assert_eq!(t.report().tracked_stacks, 1);
     }
 }

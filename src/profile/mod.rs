@@ -10,6 +10,16 @@
 //! ([`HeapProfile::delta_pprof`]) and the leak suspects of a ring of
 //! snapshots ([`LeakTracker`]).
 //!
+//! # Labels
+//! Every sample records the [scope](crate::scope) and the [thread
+//! group](crate::threads) it was taken in: each [`Bucket`] has a
+//! [`scope`](Bucket::scope) and a [`thread`](Bucket::thread) name, buckets
+//! that differ only by them stay apart, and the pprof export labels every
+//! sample with both (`go tool pprof -tags`, `-tagfocus scope=checkout`).
+//! [`HeapProfile::scope`] and [`HeapProfile::thread`] keep one of them.
+//! Views by stack (folded stacks, flamegraphs, diffs, leak suspects,
+//! temporary stacks) add the labels of a stack up.
+//!
 //! Nothing here runs inside the allocator: capturing a profile copies the
 //! sampler's buckets (the sampler guarantees that never blocks an
 //! allocating thread) and then symbolises and formats on the calling thread,
@@ -208,11 +218,16 @@ pub(crate) fn scale_heap_sample(count: u64, size: u64, interval: u64) -> (f64, f
     (count as f64 * scale, bytes * scale)
 }
 
-/// One stack and object size of a [`HeapProfile`], with its sampled counts
-/// and un-sampled estimates.
+/// One stack, object size, scope and thread group of a [`HeapProfile`],
+/// with its sampled counts and un-sampled estimates.
 #[derive(Clone, Debug)]
 pub struct Bucket {
     frames: Arc<[Frame]>,
+    /// The scope its samples were taken in (one `Arc` per name per
+    /// capture).
+    scope: Arc<str>,
+    /// The thread group that took them.
+    thread: Arc<str>,
     /// The folded form of `frames`, computed once per distinct stack.
     key: Arc<str>,
     locations: Arc<[Arc<Location>]>,
@@ -237,6 +252,20 @@ impl Bucket {
     /// ([`Frame::is_inlined`]). Empty when nothing could be captured.
     pub fn frames(&self) -> &[Frame] {
         &self.frames
+    }
+
+    /// The [scope](crate::scope) its samples were taken in: `unscoped`
+    /// outside any, `other` past the bound on names, `allocscope` for the
+    /// exporter's own work.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The [thread group](crate::threads) of the threads that allocated
+    /// its samples (`request-worker` for `request-worker-1`; `main`,
+    /// `unnamed` or `other`).
+    pub fn thread(&self) -> &str {
+        &self.thread
     }
 
     /// The requested size of each object in this bucket, in bytes.
@@ -379,11 +408,14 @@ impl HeapProfile {
         let mut stacks: Vec<Stack> = Vec::new();
         let mut by_symbols: HashMap<Vec<FrameKey>, usize> = HashMap::new();
         let mut by_raw: HashMap<Vec<usize>, usize> = HashMap::new();
-        let mut groups: HashMap<(usize, u64), Acc> = HashMap::new();
+        let mut groups: HashMap<(usize, u64, usize, usize), Acc> = HashMap::new();
+        let mut labels = LabelNames::default();
         for rb in raw {
             if rb.allocs == 0 {
                 continue;
             }
+            let scope = labels.scope(rb.scope);
+            let thread = labels.thread(rb.thread);
             let id = match by_raw.get(&rb.stack) {
                 Some(&id) => id,
                 None => {
@@ -418,7 +450,7 @@ impl HeapProfile {
             let inuse = rb.allocs - frees;
             let (ao, asp) = scale_heap_sample(rb.allocs, rb.size, rb.interval);
             let (io, isp) = scale_heap_sample(inuse, rb.size, rb.interval);
-            let acc = groups.entry((id, rb.size)).or_default();
+            let acc = groups.entry((id, rb.size, scope, thread)).or_default();
             acc.allocs = acc.allocs.saturating_add(rb.allocs);
             acc.frees = acc.frees.saturating_add(frees);
             for (e, v) in acc.est.iter_mut().zip([ao, asp, io, isp]) {
@@ -441,11 +473,13 @@ impl HeapProfile {
 
         let mut buckets: Vec<Bucket> = groups
             .into_iter()
-            .map(|((id, size), mut acc)| {
+            .map(|((id, size, scope, thread), mut acc)| {
                 let st = &stacks[id];
                 acc.live.sort_unstable_by(|a, b| b.cmp(a));
                 Bucket {
                     frames: st.frames.clone(),
+                    scope: labels.names[scope].clone(),
+                    thread: labels.names[thread].clone(),
                     key: st.key.clone(),
                     locations: st.locations.clone(),
                     size,
@@ -480,6 +514,49 @@ impl HeapProfile {
     /// Every bucket, largest in-use bytes first.
     pub fn buckets(&self) -> &[Bucket] {
         &self.buckets
+    }
+
+    /// The profile restricted to the samples taken in the scope named
+    /// `name` ([`Bucket::scope`]): every format follows (the exporter's
+    /// `scope=NAME`). A name no bucket has gives an empty profile.
+    ///
+    /// ```
+    /// # #[cfg(feature = "profile")] {
+    /// use allocscope::profile::{HeapProfile, SampleType};
+    /// let checkout = HeapProfile::capture().scope("checkout");
+    /// assert!(checkout.buckets().iter().all(|b| b.scope() == "checkout"));
+    /// let _ = checkout.folded(SampleType::InuseSpace);
+    /// # }
+    /// ```
+    pub fn scope(&self, name: &str) -> HeapProfile {
+        self.retain(|b| b.scope() == name)
+    }
+
+    /// The profile restricted to the samples taken by the thread group
+    /// named `name` ([`Bucket::thread`]; a thread's own name selects its
+    /// group: `request-worker-1` is `request-worker`, see
+    /// [`threads::group_name`](crate::threads::group_name)). Every format
+    /// follows (the exporter's `thread=NAME`). A name no bucket has gives
+    /// an empty profile.
+    pub fn thread(&self, name: &str) -> HeapProfile {
+        // (the empty name is no thread's: not `unnamed`)
+        let group = if name.is_empty() {
+            name
+        } else {
+            crate::threads::group_name(name)
+        };
+        self.retain(|b| b.thread() == name || b.thread() == group)
+    }
+
+    /// The profile with the buckets `keep` says, as they are.
+    fn retain(&self, keep: impl Fn(&Bucket) -> bool) -> HeapProfile {
+        HeapProfile {
+            buckets: self.buckets.iter().filter(|b| keep(b)).cloned().collect(),
+            interval: self.interval,
+            captured_at: self.captured_at,
+            symbols: self.symbols,
+            frames: self.frames,
+        }
     }
 
     /// The sum of `t`'s estimates over all buckets.
@@ -545,7 +622,51 @@ fn sort_buckets(buckets: &mut [Bucket]) {
         k(a).cmp(&k(b))
             .then_with(|| a.folded_key().cmp(b.folded_key()))
             .then(a.size.cmp(&b.size))
+            .then_with(|| a.scope.cmp(&b.scope))
+            .then_with(|| a.thread.cmp(&b.thread))
     });
+}
+
+/// The scope and thread group names of one capture, each name one `Arc`
+/// (buckets share them), looked up once per id.
+#[derive(Default)]
+struct LabelNames {
+    names: Vec<Arc<str>>,
+    by_name: HashMap<Arc<str>, usize>,
+    scopes: HashMap<u32, usize>,
+    threads: HashMap<u32, usize>,
+}
+
+impl LabelNames {
+    fn intern(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.by_name.get(name) {
+            return i;
+        }
+        let a: Arc<str> = Arc::from(name);
+        self.names.push(a.clone());
+        self.by_name.insert(a, self.names.len() - 1);
+        self.names.len() - 1
+    }
+
+    /// The index of the name of scope `id`.
+    fn scope(&mut self, id: u32) -> usize {
+        if let Some(&i) = self.scopes.get(&id) {
+            return i;
+        }
+        let i = self.intern(crate::scope::name_of(id));
+        self.scopes.insert(id, i);
+        i
+    }
+
+    /// The index of the name of thread group `id`.
+    fn thread(&mut self, id: u32) -> usize {
+        if let Some(&i) = self.threads.get(&id) {
+            return i;
+        }
+        let i = self.intern(&crate::threads::name_of(id));
+        self.threads.insert(id, i);
+        i
+    }
 }
 
 /// "sampled every 512 KiB" / "every allocation recorded".
@@ -580,8 +701,21 @@ pub(crate) mod tests {
     /// A profile built from synthetic locations (no symbolisation), so that
     /// unit tests control every name. Stacks are given root first.
     pub(crate) fn synthetic(interval: u64, entries: &[(&[&str], u64, u64, u64)]) -> HeapProfile {
+        let labelled: Vec<_> = entries
+            .iter()
+            .map(|&(stack, size, allocs, frees)| (stack, size, allocs, frees, "unscoped", "main"))
+            .collect();
+        synthetic_labelled(interval, &labelled)
+    }
+
+    /// [`synthetic`], each entry with its scope and thread group.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn synthetic_labelled(
+        interval: u64,
+        entries: &[(&[&str], u64, u64, u64, &str, &str)],
+    ) -> HeapProfile {
         let mut buckets = Vec::new();
-        for (stack, size, allocs, frees) in entries {
+        for (stack, size, allocs, frees, scope, thread) in entries {
             let locations: Vec<Arc<Location>> = stack
                 .iter()
                 .rev()
@@ -603,6 +737,8 @@ pub(crate) mod tests {
             buckets.push(Bucket {
                 key: folded::stack_key(&frames, Symbols::Names).into(),
                 frames,
+                scope: Arc::from(*scope),
+                thread: Arc::from(*thread),
                 locations: locations.into(),
                 size: *size,
                 sampled_allocs: *allocs,
@@ -744,6 +880,61 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn labels_keep_buckets_apart_and_filter() {
+        let rb = |scope: u32, thread: u32, allocs: u64| RawBucket {
+            stack: vec![0x10, 0x20],
+            size: 64,
+            interval: 1,
+            allocs,
+            scope,
+            thread,
+            ..RawBucket::default()
+        };
+        // thread group ids 32 (the bound), 40 and 99 are all `other`: one
+        // name, one bucket
+        let raw = vec![rb(0, 32, 1), rb(2, 32, 2), rb(2, 40, 4), rb(0, 99, 8)];
+        let p = HeapProfile::from_raw(raw, 1, Symbols::Names);
+        let by: Vec<(&str, &str, u64)> = p
+            .buckets()
+            .iter()
+            .map(|b| (b.scope(), b.thread(), b.sampled_allocs()))
+            .collect();
+        assert_eq!(by, [("unscoped", "other", 9), ("allocscope", "other", 6)]);
+        // names are shared within a capture
+        assert!(Arc::ptr_eq(&p.buckets()[0].thread, &p.buckets()[1].thread));
+        // views by stack add the labels up
+        assert_eq!(p.folded(SampleType::AllocObjects), "0x20;0x10 15\n");
+        assert_eq!(p.temporary_stacks(std::time::Duration::MAX, 5).len(), 0);
+        // filters
+        let a = p.scope("allocscope");
+        assert_eq!(a.buckets().len(), 1);
+        assert_eq!(a.total(SampleType::AllocObjects), 6);
+        assert_eq!(a.interval(), p.interval());
+        assert!(p.scope("checkout").is_empty());
+        assert!(p.scope("").is_empty());
+        assert_eq!(p.thread("other").buckets().len(), 2);
+        // a thread's own name selects its group
+        assert_eq!(p.thread("other-3").buckets().len(), 2);
+        assert!(p.thread("").is_empty());
+        assert!(p.thread("main").is_empty());
+        assert_eq!(
+            p.scope("unscoped")
+                .thread("other")
+                .total(SampleType::AllocObjects),
+            9
+        );
+        assert!(p.scope("unscoped").thread("nope").is_empty());
+        // filters compose with the other views and formats
+        assert!(p
+            .scope("allocscope")
+            .min_age(std::time::Duration::ZERO)
+            .buckets()[0]
+            .scope()
+            .eq("allocscope"));
+        let _ = p.scope("\u{0}").to_pprof(PprofKind::Heap);
+    }
+
+    #[test]
     fn empty_and_degenerate_input_never_panics() {
         let p = HeapProfile::from_raw(Vec::new(), 0, Symbols::Names);
         assert!(p.is_empty());
@@ -757,6 +948,8 @@ pub(crate) mod tests {
                 frees: 0,
                 ages: vec![u64::MAX, 0, 1],
                 lifetimes: Some(Box::new([u32::MAX; crate::sampling::LIFETIME_CLASSES])),
+                scope: u32::MAX,
+                thread: u32::MAX,
             }],
             u64::MAX,
             Symbols::Lines,

@@ -55,6 +55,13 @@ impl HeapProfile {
     /// sample, and `default_sample_type` `inuse_space` ([`PprofKind::Heap`])
     /// or `alloc_space` ([`PprofKind::Allocs`]).
     ///
+    /// **Scopes and threads.** Every sample carries two string labels:
+    /// `scope` ([`Bucket::scope`](super::Bucket::scope)) and `thread` (the
+    /// thread group, [`Bucket::thread`](super::Bucket::thread)), so that
+    /// `go tool pprof -tags` lists them and `-tagfocus scope=checkout`,
+    /// Pyroscope and Parca split by them. A sample's labels are `bytes`,
+    /// then `age` (below) when it has one, then `scope` and `thread`.
+    ///
     /// **Ages.** A bucket's in-use values are split into age groups
     /// (log-scale classes of its live samples' ages, at most one per
     /// doubling): one sample per group, with a numeric label `age` (unit
@@ -87,6 +94,8 @@ impl HeapProfile {
     /// two, its period the larger. One departure: a label named `age`
     /// (the age of in-use samples, meaningless for a difference) is
     /// dropped before merging, so that an unchanged stack cancels out.
+    /// The `scope` and `thread` labels stay: a stack's samples in two
+    /// scopes are two samples of the delta.
     ///
     /// Both profiles should be captured with the same [`Frames`](super::Frames)
     /// and [`Symbols`](super::Symbols); stacks are matched by their
@@ -146,6 +155,8 @@ impl HeapProfile {
         let bytes_key = st.id("bytes");
         let age_key = st.id("age");
         let seconds_unit = st.id("seconds");
+        let scope_key = st.id("scope");
+        let thread_key = st.id("thread");
 
         let mut functions: Vec<Function> = Vec::new();
         let mut function_ids: HashMap<(i64, i64, i64), u64> = HashMap::new();
@@ -221,6 +232,21 @@ impl HeapProfile {
             } else {
                 Vec::new()
             };
+            // `scope` and `thread` come last, after `age` when there is one
+            let names = [
+                Label {
+                    key: scope_key,
+                    str: st.id(&b.scope),
+                    num: 0,
+                    num_unit: 0,
+                },
+                Label {
+                    key: thread_key,
+                    str: st.id(&b.thread),
+                    num: 0,
+                    num_unit: 0,
+                },
+            ];
             // In-use values split by age: one sample per age group, its
             // alloc values equal to its in-use ones (live blocks were
             // allocated too), labelled `age` (seconds, the group's
@@ -246,6 +272,7 @@ impl HeapProfile {
                     num: to_i64(g.age_seconds),
                     num_unit: seconds_unit,
                 });
+                label.extend_from_slice(&names);
                 let (mut ao, mut asp) = (g.objects, g.bytes);
                 // (the groups are oldest first: the youngest is the last)
                 if i + 1 == n && g.age_seconds == 0 {
@@ -258,6 +285,8 @@ impl HeapProfile {
                     label,
                 });
             }
+            let mut label = label;
+            label.extend_from_slice(&names);
             if groups.is_empty() {
                 samples.push(Sample {
                     location_id,
@@ -538,7 +567,13 @@ mod tests {
                     *s += v;
                 }
                 let inuse = smp.value[2] > 0 || smp.value[3] > 0;
-                assert_eq!(smp.label.len(), if inuse { 2 } else { 1 });
+                assert_eq!(smp.label.len(), if inuse { 4 } else { 3 });
+                // scope and thread last, as strings
+                let names: Vec<(&str, &str, i64)> = smp.label[smp.label.len() - 2..]
+                    .iter()
+                    .map(|l| (s(l.key), s(l.str), l.num))
+                    .collect();
+                assert_eq!(names, [("scope", "unscoped", 0), ("thread", "main", 0)]);
                 if inuse {
                     // an age group, labelled; age 0 holds the freed too
                     assert!(smp.value[0] >= smp.value[2] && smp.value[1] >= smp.value[3]);
@@ -691,6 +726,112 @@ mod delta_tests {
         assert!(decode(&after.delta_pprof(&after, PprofKind::Heap))
             .sample
             .is_empty());
+    }
+
+    /// (leaf, scope, thread, inuse_space) of every sample.
+    fn labelled(m: &Profile) -> Vec<(String, String, String, i64)> {
+        let s = |i: i64| m.string_table[i as usize].clone();
+        let mut out: Vec<_> = m
+            .sample
+            .iter()
+            .map(|smp| {
+                let leaf = &m.location[(smp.location_id[0] - 1) as usize];
+                let f = &m.function[(leaf.line[0].function_id - 1) as usize];
+                let label = |k: &str| {
+                    let l: Vec<_> = smp.label.iter().filter(|l| s(l.key) == k).collect();
+                    assert_eq!(l.len(), 1, "one {k} label");
+                    assert_eq!((l[0].num, l[0].num_unit), (0, 0));
+                    s(l[0].str)
+                };
+                (s(f.name), label("scope"), label("thread"), smp.value[3])
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn every_sample_carries_scope_and_thread_and_deltas_keep_them() {
+        use super::super::tests::synthetic_labelled;
+        let before = synthetic_labelled(
+            1,
+            &[
+                (
+                    &["main", "app::cart"],
+                    64,
+                    3,
+                    0,
+                    "checkout",
+                    "request-worker",
+                ),
+                (&["main", "app::cart"], 64, 2, 0, "search", "request-worker"),
+                (&["main", "app::index"], 32, 5, 1, "search", "indexer"),
+            ],
+        );
+        let m = decode(&before.to_pprof(PprofKind::Heap));
+        let want = |cart_search: i64| {
+            vec![
+                (
+                    "app::cart".to_string(),
+                    "checkout".to_string(),
+                    "request-worker".to_string(),
+                    192,
+                ),
+                (
+                    "app::cart".to_string(),
+                    "search".to_string(),
+                    "request-worker".to_string(),
+                    cart_search,
+                ),
+                (
+                    "app::index".to_string(),
+                    "search".to_string(),
+                    "indexer".to_string(),
+                    128,
+                ),
+            ]
+        };
+        assert_eq!(labelled(&m), want(128));
+        // every string once
+        let mut t = m.string_table.clone();
+        t.sort();
+        t.dedup();
+        assert_eq!(t.len(), m.string_table.len());
+        // a delta: unchanged (stack, labels) cancel, the same stack in
+        // another scope does not
+        let after = synthetic_labelled(
+            1,
+            &[
+                (
+                    &["main", "app::cart"],
+                    64,
+                    3,
+                    0,
+                    "checkout",
+                    "request-worker",
+                ),
+                (&["main", "app::cart"], 64, 7, 0, "search", "request-worker"),
+                (&["main", "app::index"], 32, 5, 1, "search", "indexer"),
+            ],
+        );
+        assert!(decode(&after.delta_pprof(&after, PprofKind::Heap))
+            .sample
+            .is_empty());
+        let d = decode(&after.delta_pprof(&before, PprofKind::Heap));
+        assert_eq!(
+            labelled(&d),
+            [(
+                "app::cart".to_string(),
+                "search".to_string(),
+                "request-worker".to_string(),
+                320
+            )]
+        );
+        // the filters keep the labels
+        let c = decode(&before.scope("checkout").to_pprof(PprofKind::Heap));
+        assert_eq!(labelled(&c), want(128)[..1]);
+        let i = decode(&before.thread("indexer-2").to_pprof(PprofKind::Allocs));
+        assert_eq!(labelled(&i), want(128)[2..]);
     }
 
     #[test]

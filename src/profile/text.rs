@@ -17,6 +17,28 @@ impl std::fmt::Write for Counter {
     }
 }
 
+/// A label value in double quotes, `"` and `\` escaped and control
+/// characters written `\u{..}`, so that a `# labels:` line stays one line.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            match c {
+                '"' | '\\' => {
+                    f.write_char('\\')?;
+                    f.write_char(c)?;
+                }
+                c if c.is_control() => write!(f, "{}", c.escape_unicode())?,
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_char('"')
+    }
+}
+
 impl HeapProfile {
     /// The profile in Go's `debug=1` text heap format (the gaps in the
     /// comment lines are tabs):
@@ -34,6 +56,11 @@ impl HeapProfile {
     /// in-use bytes first, with the stack's return addresses leaf first and
     /// a comment line per frame (inlined frames share their address; the
     /// comment address is the return address minus one, inside the call).
+    ///
+    /// After each record line, a comment names its scope and thread group
+    /// the way Go's goroutine profiles name their labels (`# labels:
+    /// {"scope":"checkout", "thread":"request-worker"}`); readers of the
+    /// format skip comment lines.
     ///
     /// Readers scale the counts with the header's interval; buckets sampled
     /// under another interval (the interval was changed at run time) are
@@ -86,6 +113,12 @@ impl HeapProfile {
                     let _ = write!(out, " {:#x}", loc.address);
                 }
                 let _ = out.write_char('\n');
+                let _ = writeln!(
+                    out,
+                    "# labels: {{\"scope\":{}, \"thread\":{}}}",
+                    Quoted(r.b.scope()),
+                    Quoted(r.b.thread())
+                );
                 for loc in r.b.locations.iter() {
                     let pc = loc.address.saturating_sub(1);
                     for f in loc.frames.iter() {
@@ -150,6 +183,10 @@ mod tests {
         assert_eq!(lines.next(), Some("2: 200 [3: 300] @ 0x1000 0x1001"));
         assert_eq!(
             lines.next(),
+            Some("# labels: {\"scope\":\"unscoped\", \"thread\":\"main\"}")
+        );
+        assert_eq!(
+            lines.next(),
             Some("#\t0xfff\tapp::cache::insert\tsrc/synthetic.rs:7")
         );
         assert_eq!(
@@ -158,6 +195,7 @@ mod tests {
         );
         assert_eq!(lines.next(), Some(""));
         assert_eq!(lines.next(), Some("0: 0 [4: 40] @ 0x1000 0x1001"));
+        assert_eq!(Quoted("a\"b\\c\nd").to_string(), "\"a\\\"b\\\\c\\u{a}d\"");
         let empty = synthetic(1, &[]).to_text(PprofKind::Allocs);
         assert!(
             empty.starts_with("heap profile: 0: 0 [0: 0] @ heap/2\n"),

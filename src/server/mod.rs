@@ -355,6 +355,8 @@ pub(crate) fn parse_query_for_tests(query: &str) -> Result<crate::test_util::Par
             .map_err(st),
         svg: pprof::svg_params(&q).map_err(st),
         min_age: pprof::min_age_param(&q).map_err(st),
+        scope: pprof::scope_param(&q).map_err(st),
+        thread: pprof::thread_param(&q).map_err(st),
         lines: pprof::lines_param(&q)
             .map(|s| s == crate::profile::Symbols::Lines)
             .map_err(st),

@@ -287,6 +287,97 @@ pub(crate) fn min_age_param(q: &[(String, String)]) -> Result<Option<Duration>, 
     }
 }
 
+/// `scope=NAME` and `thread=NAME` of `heap`, `allocs` and `heap.svg`: keep
+/// only the samples taken in that scope ([`HeapProfile::scope`]) or by that
+/// thread group ([`HeapProfile::thread`]); both may be given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LabelFilter {
+    pub scope: Option<String>,
+    pub thread: Option<String>,
+}
+
+impl LabelFilter {
+    /// `p` restricted as the filter says.
+    pub(crate) fn apply(&self, p: HeapProfile) -> HeapProfile {
+        match self.apply_to(&p) {
+            Some(f) => f,
+            None => p,
+        }
+    }
+
+    /// `p` restricted as the filter says; `None` when the filter keeps
+    /// everything (no parameter given).
+    fn apply_to(&self, p: &HeapProfile) -> Option<HeapProfile> {
+        match (&self.scope, &self.thread) {
+            (None, None) => None,
+            (Some(s), None) => Some(p.scope(s)),
+            (None, Some(t)) => Some(p.thread(t)),
+            (Some(s), Some(t)) => Some(p.scope(s).thread(t)),
+        }
+    }
+
+    /// What a flamegraph's subtitle says of the filter: `scope checkout,
+    /// thread group indexer`.
+    fn describe(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            self.scope.as_ref().map(|s| format!("scope {s}")),
+            self.thread.as_ref().map(|t| format!("thread group {t}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
+/// `key=NAME` (`scope` or `thread`): none, or a name as scopes take them
+/// (1 to 64 bytes of printable text, [`crate::scope::is_valid_name`]); a
+/// name no sample has is no error (an empty profile). Pure.
+fn name_param(q: &[(String, String)], key: &str, what: &str) -> Result<Option<String>, Reply> {
+    match query_get(q, key) {
+        None => Ok(None),
+        Some(n) if crate::scope::is_valid_name(n) => Ok(Some(n.to_string())),
+        Some(n) => {
+            // a long value is named by its start only
+            let shown: String = n.chars().take(80).collect();
+            let more = if shown.len() < n.len() { "…" } else { "" };
+            Err(Reply::error(
+                400,
+                &format!(
+                    "invalid {key} {shown:?}{more}: expected {what}: 1 to {} bytes of \
+                     printable text (no control characters)",
+                    crate::scope::NAME_MAX
+                ),
+            ))
+        }
+    }
+}
+
+/// `scope=NAME` of `heap`, `allocs` and `heap.svg` (see [`LabelFilter`]).
+/// Pure (the fuzz target `query` calls it).
+pub(crate) fn scope_param(q: &[(String, String)]) -> Result<Option<String>, Reply> {
+    name_param(q, "scope", "a scope name such as scope=checkout")
+}
+
+/// `thread=NAME` of `heap`, `allocs` and `heap.svg` (see [`LabelFilter`]):
+/// a thread group, or a thread's name (its group). Pure (the fuzz target
+/// `query` calls it).
+pub(crate) fn thread_param(q: &[(String, String)]) -> Result<Option<String>, Reply> {
+    name_param(
+        q,
+        "thread",
+        "a thread group such as thread=tokio-runtime-worker",
+    )
+}
+
+/// Both of [`scope_param`] and [`thread_param`].
+pub(crate) fn label_filter(q: &[(String, String)]) -> Result<LabelFilter, Reply> {
+    Ok(LabelFilter {
+        scope: scope_param(q)?,
+        thread: thread_param(q)?,
+    })
+}
+
 /// Whether `gc=N` asks for a collection cycle before the heap profile: as
 /// in Go's handler, any `N > 0` does (and only for `/debug/pprof/heap`).
 /// Pure (the fuzz target `query` calls it).
@@ -336,11 +427,17 @@ pub(crate) fn lines_param(q: &[(String, String)]) -> Result<Symbols, Reply> {
 /// [`HeapProfile::capture_with`]). `raw=1` keeps std's allocation
 /// machinery at the leaf end of the stacks ([`Frames::Raw`]). `min_age=D`
 /// keeps only the in-use samples at least `D` old
-/// ([`HeapProfile::min_age`]). `seconds=N` serves a delta profile
-/// ([`heap_delta`]; not with `min_age`).
+/// ([`HeapProfile::min_age`]). `scope=NAME` and `thread=NAME` keep the
+/// samples of one scope or thread group ([`LabelFilter`]). `seconds=N`
+/// serves a delta profile ([`heap_delta`]; not with `min_age`; with
+/// `scope` and `thread`, both captures filtered).
 pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)]) -> Reply {
     let text = match heap_params(q) {
         Ok(t) => t,
+        Err(r) => return r,
+    };
+    let filter = match label_filter(q) {
+        Ok(f) => f,
         Err(r) => return r,
     };
     let min_age = match min_age_param(q) {
@@ -364,7 +461,9 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
                  the other",
             )
         }
-        Ok(Some(seconds)) => return heap_delta(state, kind, seconds, symbols, frames).await,
+        Ok(Some(seconds)) => {
+            return heap_delta(state, kind, seconds, symbols, frames, filter).await
+        }
         Ok(None) => {}
         Err(r) => return r,
     }
@@ -381,7 +480,7 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
         if gc {
             crate::gc::collect();
         }
-        let mut p = HeapProfile::capture_frames(symbols, frames);
+        let mut p = filter.apply(HeapProfile::capture_frames(symbols, frames));
         if let Some(age) = min_age {
             p = p.min_age(age);
         }
@@ -416,6 +515,7 @@ async fn heap_delta(
     seconds: u64,
     symbols: Symbols,
     frames: Frames,
+    filter: LabelFilter,
 ) -> Reply {
     let Some(turn) = DeltaTurn::take() else {
         return Reply::error(
@@ -431,7 +531,10 @@ async fn heap_delta(
     let first = render(
         state.render_timeout,
         &format!("the first {name} profile of the delta"),
-        move || Ok(HeapProfile::capture_frames(symbols, frames)),
+        {
+            let filter = filter.clone();
+            move || Ok(filter.apply(HeapProfile::capture_frames(symbols, frames)))
+        },
     )
     .await;
     let before = match first {
@@ -453,7 +556,7 @@ async fn heap_delta(
         &format!("the second {name} profile of the delta"),
         move || {
             let _turn = turn;
-            let after = HeapProfile::capture_frames(symbols, frames);
+            let after = filter.apply(HeapProfile::capture_frames(symbols, frames));
             Ok(after.delta_pprof(&before, kind))
         },
     )
@@ -518,10 +621,16 @@ pub(crate) fn temporary_param(q: &[(String, String)]) -> bool {
 /// ([`HeapProfile::min_age`]; not with a diff). `sample=temporary` draws
 /// the estimated bytes allocated by blocks freed within
 /// `temporary_lifetime` ([`HeapProfile::short_lived`]; neither a diff nor
-/// `min_age` apply: those blocks are gone).
+/// `min_age` apply: those blocks are gone). `scope=NAME` and
+/// `thread=NAME` draw the samples of one scope or thread group
+/// ([`LabelFilter`]; with a diff, the baseline is filtered alike).
 pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
     let (sample, diff) = match svg_params(q) {
         Ok(p) => p,
+        Err(r) => return r,
+    };
+    let filter = match label_filter(q) {
+        Ok(f) => f,
         Err(r) => return r,
     };
     let min_age = match min_age_param(q) {
@@ -578,12 +687,16 @@ pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
         },
     };
     let r = render(state.render_timeout, "the heap flamegraph", move || {
-        let mut now = HeapProfile::capture_frames(symbols, frames);
+        let mut now = filter.apply(HeapProfile::capture_frames(symbols, frames));
         let mut svg = Vec::with_capacity(64 * 1024);
         let mut opts = FlamegraphOptions::default();
+        let mut subtitle: Vec<String> = filter.describe().into_iter().collect();
         if let Some(age) = min_age {
             now = now.min_age(age);
-            opts = opts.subtitle(format!("in use for {age:?} or more"));
+            subtitle.push(format!("in use for {age:?} or more"));
+        }
+        if !subtitle.is_empty() {
+            opts = opts.subtitle(subtitle.join(", "));
         }
         if temporary {
             let threshold = crate::profile::temporary_lifetime();
@@ -594,7 +707,9 @@ pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
             ));
         }
         match baseline {
-            Some(b) => now.diff(&b).flamegraph(sample, &opts, &mut svg),
+            Some(b) => now
+                .diff(filter.apply_to(&b).as_ref().unwrap_or(&b))
+                .flamegraph(sample, &opts, &mut svg),
             None => now.flamegraph(sample, &opts, &mut svg),
         }
         .map_err(|e| e.to_string())?;
@@ -648,8 +763,8 @@ pub(crate) fn cmdline() -> Reply {
 /// The profiles listed on the index page: path, description.
 const PROFILES: &[(&str, &str)] = &[
     ("allocs", "A sampling of all past memory allocations (the heap profile with alloc_space as its default view). You can specify the seconds GET parameter (1 to 300) for a delta profile: what was allocated in the next N seconds."),
-    ("heap", "A sampling of memory allocations of live objects. You can specify the seconds GET parameter (1 to 300) for a delta profile: what was allocated and freed in the next N seconds. Add debug=1 for text, lines=1 for the file and line of every frame, raw=1 to keep std's allocation frames (alloc::alloc::realloc, RawVec, …) at the leaf end of the stacks."),
-    ("heap.svg", "The heap profile as a flamegraph (sample=inuse_space|inuse_objects|alloc_space|alloc_objects; diff=baseline for growth since the saved baseline; lines=1 for a frame per source line; raw=1 for std's allocation frames)."),
+    ("heap", "A sampling of memory allocations of live objects. You can specify the seconds GET parameter (1 to 300) for a delta profile: what was allocated and freed in the next N seconds. Add debug=1 for text, lines=1 for the file and line of every frame, raw=1 to keep std's allocation frames (alloc::alloc::realloc, RawVec, …) at the leaf end of the stacks, scope=NAME or thread=NAME for the samples of one scope or thread group (every sample carries scope and thread labels)."),
+    ("heap.svg", "The heap profile as a flamegraph (sample=inuse_space|inuse_objects|alloc_space|alloc_objects; diff=baseline for growth since the saved baseline; lines=1 for a frame per source line; raw=1 for std's allocation frames; scope=NAME, thread=NAME for one scope or thread group)."),
     ("profile", "CPU profile. You can specify the duration in the seconds GET parameter (1 to 300, default 30). After you get the profile file, use the go tool pprof command to investigate the profile."),
     ("cmdline", "The command line invocation of the current program."),
 ];
@@ -798,6 +913,48 @@ mod tests {
             let e = frames_param(&q(&[("raw", bad)])).unwrap_err();
             assert_eq!(e.status, 400, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn scope_and_thread_take_names() {
+        let q = |kv: &[(&str, &str)]| -> Vec<(String, String)> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(label_filter(&[]).ok(), Some(LabelFilter::default()));
+        let f = label_filter(&q(&[("scope", "checkout"), ("thread", "indexer-2")])).unwrap();
+        assert_eq!(f.scope.as_deref(), Some("checkout"));
+        assert_eq!(f.thread.as_deref(), Some("indexer-2"));
+        assert_eq!(
+            f.describe().as_deref(),
+            Some("scope checkout, thread group indexer-2")
+        );
+        assert_eq!(LabelFilter::default().describe(), None);
+        // names no sample has are fine: an empty profile
+        assert!(scope_param(&q(&[("scope", "no such scope")])).is_ok());
+        let long = "x".repeat(65);
+        for (key, bad) in [
+            ("scope", ""),
+            ("scope", long.as_str()),
+            ("scope", "a\nb"),
+            ("thread", "\u{7f}"),
+            ("thread", "a\u{85}b"),
+            ("thread", ""),
+        ] {
+            let e = label_filter(&q(&[(key, bad)])).unwrap_err();
+            assert_eq!(e.status, 400, "{key}={bad:?}");
+            let body = String::from_utf8_lossy(&e.body).into_owned();
+            assert!(body.contains(&format!("invalid {key} ")), "{body}");
+        }
+        // a long value is named by its start only
+        let huge = "y".repeat(4000) + "\n";
+        let e = scope_param(&q(&[("scope", &huge)])).unwrap_err();
+        assert!(e.body.len() < 600, "{}", e.body.len());
+        assert_eq!(
+            scope_param(&q(&[("scope", &"z".repeat(64))])).ok(),
+            Some(Some("z".repeat(64)))
+        );
     }
 
     #[test]

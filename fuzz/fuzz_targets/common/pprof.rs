@@ -76,6 +76,21 @@ pub fn run(data: &[u8]) {
     assert_eq!((s(period.ty), s(period.unit)), ("space", "bytes"));
     assert_eq!(decoded.period, i64::try_from(current_interval).unwrap());
 
+    // Every sample: its numeric labels (`bytes`, `age`) first, then the
+    // string labels `scope` and `thread`, in that order. The checks below
+    // look at the numeric ones.
+    let nums = |smp: &pprof::protos::Sample| -> Vec<pprof::protos::Label> {
+        let n = smp.label.len();
+        assert!(n >= 2, "scope and thread labels");
+        assert_eq!(s(smp.label[n - 2].key), "scope");
+        assert_eq!(s(smp.label[n - 1].key), "thread");
+        for l in &smp.label[n - 2..] {
+            assert!(l.str != 0 && l.num == 0 && l.num_unit == 0);
+            assert!(!s(l.str).is_empty());
+        }
+        assert!(smp.label[..n - 2].iter().all(|l| l.str == 0));
+        smp.label[..n - 2].to_vec()
+    };
     // Per bucket with a non-zero value, in bucket order: one sample when
     // nothing is in use; else one sample per age group (labelled `age`, in
     // seconds, alloc values = in-use values but for the freed, which go
@@ -98,6 +113,18 @@ pub fn run(data: &[u8]) {
         } else {
             vec![("bytes", to_i64(b.size()))]
         };
+        // its scope and thread, on each of its samples
+        let names = |smp: &pprof::protos::Sample| -> Vec<(String, String)> {
+            smp.label
+                .iter()
+                .filter(|l| l.str != 0)
+                .map(|l| (s(l.key).to_string(), s(l.str).to_string()))
+                .collect()
+        };
+        let want_names = vec![
+            ("scope".to_string(), b.scope().to_string()),
+            ("thread".to_string(), b.thread().to_string()),
+        ];
         let mut mine = Vec::new();
         if values[2] == 0 && values[3] == 0 {
             mine.push(samples.next().expect("a sample per bucket"));
@@ -105,9 +132,10 @@ pub fn run(data: &[u8]) {
             // this bucket's age groups: labelled `age`, with its object
             // size and its stack (the next bucket's groups follow at once)
             let ours = |smp: &&pprof::protos::Sample, first: Option<&&pprof::protos::Sample>| {
-                smp.label.iter().any(|l| s(l.key) == "age")
-                    && smp
-                        .label
+                let numeric = nums(smp);
+                numeric.iter().any(|l| s(l.key) == "age")
+                    && names(smp) == want_names
+                    && numeric
                         .iter()
                         .filter(|l| s(l.key) == "bytes")
                         .map(|l| (s(l.key), l.num))
@@ -115,7 +143,8 @@ pub fn run(data: &[u8]) {
                     && first.is_none_or(|f| f.location_id == smp.location_id)
             };
             while let Some(smp) = samples.next_if(|smp| ours(smp, mine.first())) {
-                let age = smp.label.last().expect("age label");
+                let numeric = nums(smp);
+                let age = numeric.last().expect("age label");
                 assert_eq!((s(age.key), s(age.num_unit)), ("age", "seconds"));
                 assert!(age.num >= 0);
                 if age.num == 0 {
@@ -123,7 +152,7 @@ pub fn run(data: &[u8]) {
                 } else {
                     assert_eq!(smp.value[0..2], smp.value[2..4]);
                 }
-                let rest: Vec<(&str, i64)> = smp.label[..smp.label.len() - 1]
+                let rest: Vec<(&str, i64)> = numeric[..numeric.len() - 1]
                     .iter()
                     .map(|l| (s(l.key), l.num))
                     .collect();
@@ -145,10 +174,12 @@ pub fn run(data: &[u8]) {
         }
         for smp in &mine {
             assert_eq!(smp.location_id, mine[0].location_id);
+            assert_eq!(names(smp), want_names);
         }
         let last = mine.last().expect("samples");
-        if !last.label.iter().any(|l| s(l.key) == "age") {
-            let sizes: Vec<(&str, i64)> = last.label.iter().map(|l| (s(l.key), l.num)).collect();
+        let last_nums = nums(last);
+        if !last_nums.iter().any(|l| s(l.key) == "age") {
+            let sizes: Vec<(&str, i64)> = last_nums.iter().map(|l| (s(l.key), l.num)).collect();
             assert_eq!(sizes, size_label);
         }
         if values.iter().all(|v| *v < i64::MAX) {

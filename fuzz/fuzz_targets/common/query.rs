@@ -49,6 +49,27 @@ fn check(q: &str, p: &ParsedQuery) {
         (Ok(Some(d)), v) => assert!(!d.is_zero() && v.is_some(), "{q:?}"),
         (Err(st), v) => assert!(*st == 400 && v.is_some(), "{q:?}"),
     }
+    // scope= and thread=: a name as scopes take them (1 to 64 bytes of
+    // printable text), given back as is; a refused one is a 400, was
+    // given, and is not such a name.
+    for (parsed, key) in [(&p.scope, "scope"), (&p.thread, "thread")] {
+        match (parsed, get(p, key)) {
+            (Ok(None), v) => assert!(v.is_none(), "{q:?}"),
+            (Ok(Some(n)), v) => {
+                assert_eq!(Some(n.as_str()), v, "{q:?}");
+                assert!(allocscope::scope::is_valid_name(n), "{q:?}");
+                assert!(!n.is_empty() && n.len() <= 64, "{q:?}");
+                assert!(!n.chars().any(|c| c.is_control()), "{q:?}");
+            }
+            (Err(st), v) => {
+                assert_eq!(*st, 400, "{q:?}");
+                assert!(
+                    v.is_some_and(|v| !allocscope::scope::is_valid_name(v)),
+                    "{q:?}"
+                );
+            }
+        }
+    }
     // CPU profile seconds: default 30, else 1..=300.
     match (&p.cpu_seconds, get(p, "seconds")) {
         (Ok(s), None) => assert_eq!(*s, DEFAULT_CPU_SECONDS),
