@@ -194,6 +194,19 @@ fn name_cell(name: &str, param: &str, class: &str, link: bool) -> String {
     }
 }
 
+/// A rate cell, linked to the allocated-bytes flamegraph of the scope or
+/// group when profiles are visible.
+fn rate_cell(rate: &str, name: &str, param: &str, link: bool) -> String {
+    if link {
+        format!(
+            "<td><a href=\"/debug/pprof/heap.svg?sample=alloc_space&amp;{param}={}\">{rate}</a></td>",
+            encode_query_value(name)
+        )
+    } else {
+        format!("<td>{rate}</td>")
+    }
+}
+
 /// The "Memory by scope" and "Allocation by thread group" sections.
 pub(crate) fn usage_section(state: &State) -> String {
     let scopes = crate::scope::stats();
@@ -203,11 +216,7 @@ pub(crate) fn usage_section(state: &State) -> String {
     let mut base = state.rates.0.lock().unwrap_or_else(|p| p.into_inner());
     let window = now.saturating_duration_since(base.at);
     let secs = window.as_secs_f64();
-    let since = if window < Duration::from_secs(1) {
-        "the last second".to_string()
-    } else {
-        format!("the last {} s", window.as_secs())
-    };
+    let since = format!("the last {secs:.1} s");
 
     // scopes: in use (estimated) first, then allocated
     let mut rows: Vec<&crate::scope::ScopeStats> = scopes
@@ -235,9 +244,14 @@ pub(crate) fn usage_section(state: &State) -> String {
                 "\u{2013}".to_string()
             };
             format!(
-                "<tr>{}<td>{}/s</td><td>{}</td><td>{}</td><td>{share}</td></tr>",
+                "<tr>{}{}<td>{}</td><td>{}</td><td>{share}</td></tr>",
                 name_cell(s.name, "scope", "scope", link),
-                bytes(per_sec(s.allocated_bytes, before, secs)),
+                rate_cell(
+                    &format!("{}/s", bytes(per_sec(s.allocated_bytes, before, secs))),
+                    s.name,
+                    "scope",
+                    link
+                ),
                 bytes(s.allocated_bytes as f64),
                 bytes(s.inuse_bytes as f64),
             )
@@ -252,9 +266,14 @@ pub(crate) fn usage_section(state: &State) -> String {
                 .find(|(n, ..)| *n == g.name)
                 .map_or((0, 0, 0), |b| (b.1, b.2, b.3));
             format!(
-                "<tr>{}<td>{}/s</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td></tr>",
+                "<tr>{}{}<td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td></tr>",
                 name_cell(&g.name, "thread", "thread", link),
-                bytes(per_sec(g.allocated_bytes, ab, secs)),
+                rate_cell(
+                    &format!("{}/s", bytes(per_sec(g.allocated_bytes, ab, secs))),
+                    &g.name,
+                    "thread",
+                    link
+                ),
                 per_sec(g.allocations, a, secs),
                 per_sec(g.deallocations, d, secs),
                 bytes(g.allocated_bytes as f64),
@@ -277,8 +296,9 @@ pub(crate) fn usage_section(state: &State) -> String {
         String::new()
     };
     let links = if link {
-        " Each name opens its flamegraph, <code>/debug/pprof/heap.svg?scope=NAME</code> or \
-         <code>?thread=NAME</code>."
+        " Each name opens its flamegraph of in-use bytes, \
+         <code>/debug/pprof/heap.svg?scope=NAME</code> or <code>?thread=NAME</code>; each \
+         allocated/s, its flamegraph of allocated bytes (<code>sample=alloc_space</code>)."
     } else {
         ""
     };
