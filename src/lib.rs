@@ -80,9 +80,9 @@ pub mod server;
 pub mod size_class;
 mod stats;
 mod sys;
+pub mod threads;
 #[cfg(feature = "test-util")]
 pub mod test_util;
-pub mod threads;
 
 pub use alloc::AllocScope;
 pub use error::Error;

@@ -462,15 +462,13 @@ pub fn stats() -> Vec<ScopeStats> {
         .iter()
         .zip(&inuse)
         .enumerate()
-        .map(
-            |(id, (&(allocations, allocated_bytes), &(objects, bytes)))| ScopeStats {
-                name: name_of(id as u32),
-                allocations,
-                allocated_bytes,
-                inuse_bytes: bytes.round() as u64,
-                inuse_objects: objects.round() as u64,
-            },
-        )
+        .map(|(id, (&(allocations, allocated_bytes), &(objects, bytes)))| ScopeStats {
+            name: name_of(id as u32),
+            allocations,
+            allocated_bytes,
+            inuse_bytes: bytes.round() as u64,
+            inuse_objects: objects.round() as u64,
+        })
         .collect()
 }
 

@@ -77,11 +77,7 @@ impl Group {
 
     fn name_is(&self, name: &[u8]) -> bool {
         usize::from(self.len.load(Relaxed)) == name.len()
-            && self
-                .name
-                .iter()
-                .zip(name)
-                .all(|(a, b)| a.load(Relaxed) == *b)
+            && self.name.iter().zip(name).all(|(a, b)| a.load(Relaxed) == *b)
     }
 
     fn name(&self) -> String {
@@ -156,7 +152,10 @@ fn main_comm() -> Option<sys::Comm> {
         return Some(sys::Comm::from_bytes(buf));
     }
     let comm = sys::task_comm(sys::getpid())?;
-    if MAIN_STATE.compare_exchange(0, 1, Acquire, Relaxed).is_ok() {
+    if MAIN_STATE
+        .compare_exchange(0, 1, Acquire, Relaxed)
+        .is_ok()
+    {
         for (d, s) in MAIN_NAME.iter().zip(comm.as_bytes()) {
             d.store(*s, Relaxed);
         }

@@ -62,12 +62,13 @@ mod fork;
 mod local;
 mod registry;
 
-pub(crate) use block::{Totals as ThreadTotals, SCOPE_SLOTS};
 pub(crate) use fold::{fold_all, live_bytes};
+pub(crate) use block::{Totals as ThreadTotals, SCOPE_SLOTS};
 pub(crate) use local::{
-    book_shared, count_scope_alloc, countdown, current_or_attach, current_scope, fast_free_limit,
-    fast_limit_for, realloc_in_flight, sample_point, set_countdown, small_alloc_in_flight,
-    small_dealloc, switch_scope, thread_totals, uncount_bytes, undo_realloc, undo_small_alloc,
+    book_shared, count_scope_alloc, countdown, current_or_attach, current_scope,
+    fast_free_limit, fast_limit_for, realloc_in_flight, sample_point, set_countdown,
+    small_alloc_in_flight, small_dealloc, switch_scope, thread_totals, uncount_bytes,
+    undo_realloc, undo_small_alloc,
 };
 
 /// Allocations and allocated bytes by scope id, summed over every block
