@@ -655,7 +655,21 @@ fn routes_mount_in_a_host_warp_app() {
         )
     });
     assert_eq!(get(a, "/hello").text(), "hi from the host");
-    assert_eq!(get(a, "/metrics").status, 200);
+    // on the host's runtime too, the exporter's requests count in the
+    // scope `allocscope` (their futures are wrapped): at least the text
+    // of the scrapes was allocated there
+    let before = exporter_scope();
+    let mut body = 0;
+    for _ in 0..3 {
+        let r = get(a, "/metrics");
+        assert_eq!(r.status, 200);
+        body += r.body.len() as u64;
+    }
+    let after = exporter_scope();
+    assert!(
+        after.1 - before.1 >= body,
+        "{before:?} -> {after:?} for {body} bytes of scrapes"
+    );
     assert_eq!(get(a, "/debug/pprof/").status, 200);
     assert_eq!(get(a, "/nope").status, 404);
     tx.send(()).unwrap();
