@@ -2,6 +2,12 @@
 //! do (request-like churn, a cache that grows, a slow leak), with allocscope
 //! as its global allocator and the exporter serving every view of it.
 //!
+//! It uses scopes as a service would, so that the landing page's "Memory
+//! by scope" table says who holds what: the request workers' requests run
+//! in `handle_request`, the async API handlers in `api` (`in_scope` on
+//! their futures, which move between the runtime's workers), the cache in
+//! `cache`, the leak in `leak`; the exporter's own work is `allocscope`.
+//!
 //! `cargo run --release`, then open the printed URL (Ctrl-C to stop;
 //! `ALLOCSCOPE_DEMO_SECONDS=N` stops after N seconds). Configuration as for
 //! any allocscope service: `config/allocscope.toml` or `ALLOCSCOPE_<KEY>`,
@@ -10,11 +16,58 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use allocscope::scope::{InScope, Scope};
 use allocscope::server::{self, Config};
 use allocscope::AllocScope;
 
 #[global_allocator]
 static ALLOC: AllocScope = AllocScope::system();
+
+/// The request workers' requests.
+static HANDLE_REQUEST: Scope = Scope::new("handle_request");
+/// The async API handlers (futures on a tokio runtime).
+static API: Scope = Scope::new("api");
+/// The cache: its fills, and its shedding when a collection cycle asks.
+static CACHE: Scope = Scope::new("cache");
+/// The slow leak.
+static LEAK: Scope = Scope::new("leak");
+
+/// One async API request: a lookup that awaits, then a JSON answer.
+async fn api_request(i: u64) -> usize {
+    let ids: Vec<u64> = (0..i % 32).collect();
+    tokio::task::yield_now().await;
+    let body = format!("{{\"request\":{i},\"ids\":{ids:?}}}");
+    body.len()
+}
+
+/// The async API: 20 requests every 20 ms, each a task in the scope `api`
+/// on a runtime of two workers named `api-worker` (so the tasks move
+/// between threads, and the scope follows them).
+fn spawn_api() -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("api-worker")
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("api-acceptor".into())
+        .spawn(move || {
+            rt.block_on(async {
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                let mut i = 0u64;
+                loop {
+                    tick.tick().await;
+                    for _ in 0..20 {
+                        i += 1;
+                        tokio::spawn(async move {
+                            std::hint::black_box(api_request(i).in_scope(&API).await);
+                        });
+                    }
+                }
+            })
+        })?;
+    Ok(())
+}
 
 /// One request: parse, build a response, throw it all away.
 fn handle_request(i: u64) -> usize {
@@ -113,7 +166,7 @@ fn main() -> ExitCode {
             .spawn(move || {
                 let mut i = 0u64;
                 loop {
-                    std::hint::black_box(handle_request(i * 2 + w));
+                    std::hint::black_box(HANDLE_REQUEST.within(|| handle_request(i * 2 + w)));
                     i += 1;
                     // bursts of requests with pauses: busy, not a CPU hog
                     if i.is_multiple_of(200) {
@@ -123,6 +176,9 @@ fn main() -> ExitCode {
             })
             .expect("spawn a worker");
     }
+    if let Err(e) = spawn_api() {
+        eprintln!("allocscope demo: cannot start the async API ({e}); going on without it");
+    }
     let cache = std::sync::Arc::new(std::sync::Mutex::new(Cache {
         map: HashMap::new(),
     }));
@@ -130,7 +186,7 @@ fn main() -> ExitCode {
     // half of the cache
     let shed = cache.clone();
     let _reclaimer = allocscope::gc::register_reclaimer("demo-cache", move |_pressure| {
-        shed.lock().map_or(0, |mut c| c.shed())
+        CACHE.within(|| shed.lock().map_or(0, |mut c| c.shed()))
     });
     let mut leaked = Vec::new();
     let mut tick = 0u64;
@@ -138,9 +194,9 @@ fn main() -> ExitCode {
         std::thread::sleep(Duration::from_secs(1));
         tick += 1;
         if let Ok(mut c) = cache.lock() {
-            c.fill(tick);
+            CACHE.within(|| c.fill(tick));
         }
-        leak_a_little(&mut leaked);
+        LEAK.within(|| leak_a_little(&mut leaked));
         if limit.is_some_and(|l| start.elapsed().as_secs() >= l) {
             break;
         }

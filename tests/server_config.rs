@@ -16,7 +16,8 @@ fn load_file_then_environment_and_apply() {
     std::fs::write(
         &file,
         "# a service's file\naddr = \"127.0.0.1:1\"\nsample_interval = \"64KiB\"\n\
-         log_interval = \"250ms\"\nheader_read_timeout = \"5s\"\nmax_connections = 64\n",
+         log_interval = \"250ms\"\nheader_read_timeout = \"5s\"\nmax_connections = 64\n\
+         max_scopes = 100\n",
     )
     .unwrap();
     std::env::set_var("ALLOCSCOPE_CONFIG", &file);
@@ -29,6 +30,7 @@ fn load_file_then_environment_and_apply() {
     assert_eq!(c.header_read_timeout, Duration::from_secs(5));
     assert_eq!(c.idle_timeout, Duration::from_secs(120));
     assert_eq!(c.max_connections, 64);
+    assert_eq!(c.max_scopes, 100);
     std::env::remove_var("ALLOCSCOPE_IDLE_TIMEOUT");
 
     let s = server::start(c).expect("start");
@@ -36,6 +38,11 @@ fn load_file_then_environment_and_apply() {
         allocscope::sampling::interval(),
         64 * 1024,
         "start() applies it"
+    );
+    assert_eq!(
+        allocscope::scope::max_scopes(),
+        100,
+        "start() applies max_scopes"
     );
     assert_ne!(s.local_addr().port(), 0);
     s.shutdown();
@@ -58,6 +65,9 @@ fn load_file_then_environment_and_apply() {
         ("IDLE_TIMEOUT", "forever", "1s to 1h"),
         ("MAX_CONNECTIONS", "0", "1 to 65536"),
         ("MAX_CONNECTIONS", "1e6", "1 to 65536"),
+        ("MAX_SCOPES", "0", "1 to 509"),
+        ("MAX_SCOPES", "510", "1 to 509"),
+        ("MAX_SCOPES", "many", "1 to 509"),
     ] {
         let var = format!("ALLOCSCOPE_{key}");
         std::env::set_var(&var, value);

@@ -111,8 +111,30 @@ fn landing_page_metrics_index_cmdline() {
         "start() applies the configured sample interval"
     );
     assert_eq!(allocscope::sampling::interval(), INTERVAL);
-    let series = m.lines().filter(|l| !l.starts_with('#')).count();
+    // the per-scope and per-thread-group series depend on the process's
+    // threads (tests/scope_metrics.rs budgets them)
+    let series = m
+        .lines()
+        .filter(|l| {
+            !l.starts_with('#')
+                && !l.starts_with("allocscope_scope_")
+                && !l.starts_with("allocscope_thread_")
+        })
+        .count();
     assert!(series < 250, "{series} series");
+    for name in [
+        "allocscope_scope_allocations_total{scope=\"allocscope\"}",
+        "allocscope_scope_allocated_bytes_total{scope=\"unscoped\"}",
+        "allocscope_scope_inuse_bytes{scope=\"other\"}",
+        "allocscope_scope_inuse_objects{scope=\"allocscope\"}",
+        "allocscope_scope_folded_names_total ",
+        "allocscope_thread_allocations_total{thread=\"allocscope-http\"}",
+        "allocscope_thread_allocated_bytes_total{thread=",
+        "allocscope_thread_deallocations_total{thread=",
+        "allocscope_thread_freed_bytes_total{thread=",
+    ] {
+        assert!(m.contains(name), "{name} missing from /metrics");
+    }
 
     let r = get(a, "/debug/pprof/");
     assert_eq!(r.status, 200);
@@ -499,6 +521,115 @@ fn shutdown_with_an_idle_connection_and_drop() {
     }
 }
 
+/// The counts of the scope `allocscope`: (allocations, allocated bytes).
+fn exporter_scope() -> (u64, u64) {
+    allocscope::scope::stats()
+        .into_iter()
+        .find(|s| s.name == "allocscope")
+        .map(|s| (s.allocations, s.allocated_bytes))
+        .expect("the built-in scope allocscope")
+}
+
+/// The counts of the thread group `allocscope-http`, the exporter's
+/// runtime threads: (allocations, allocated bytes).
+fn exporter_threads() -> (u64, u64) {
+    allocscope::threads::stats()
+        .into_iter()
+        .filter(|g| g.name == "allocscope-http")
+        .fold((0, 0), |(a, b), g| {
+            (a + g.allocations, b + g.allocated_bytes)
+        })
+}
+
+/// The exporter's own work runs in the scope `allocscope`: what a scrape,
+/// the landing page and a flamegraph allocate is counted there, and
+/// everything the exporter's runtime threads allocate is (their group's
+/// growth is inside the scope's, read around it).
+#[test]
+fn the_exporters_work_counts_in_scope_allocscope() {
+    let s = start(config());
+    let a = s.local_addr();
+    // the runtime's threads exist, with the blocking one of a render
+    assert_eq!(get(a, "/debug/pprof/heap.svg").status, 200);
+    let scope0 = exporter_scope();
+    let threads0 = exporter_threads();
+    let mut body = 0;
+    for _ in 0..5 {
+        let r = get(a, "/metrics");
+        assert_eq!(r.status, 200);
+        body += r.body.len() as u64;
+    }
+    let threads1 = exporter_threads();
+    let scope1 = exporter_scope();
+    let (allocs, bytes) = (scope1.0 - scope0.0, scope1.1 - scope0.1);
+    eprintln!(
+        "5 scrapes: {allocs} allocations, {bytes} bytes in scope allocscope; \
+         the exporter's threads: {} allocations, {} bytes",
+        threads1.0 - threads0.0,
+        threads1.1 - threads0.1
+    );
+    assert!(allocs >= 5 * 50, "{allocs} allocations in 5 scrapes");
+    assert!(bytes >= body, "{bytes} bytes for {body} bytes of scrapes");
+    assert!(
+        allocs >= threads1.0 - threads0.0,
+        "the exporter's threads allocated outside the scope: {allocs} < {}",
+        threads1.0 - threads0.0
+    );
+    assert!(bytes >= threads1.1 - threads0.1);
+
+    // the landing page and a flamegraph (rendered on a blocking thread)
+    let before = exporter_scope();
+    assert_eq!(get(a, "/").status, 200);
+    assert_eq!(
+        get(a, "/debug/pprof/heap.svg?sample=alloc_space").status,
+        200
+    );
+    let after = exporter_scope();
+    assert!(after.1 - before.1 >= 10_000, "{before:?} -> {after:?}");
+    s.shutdown();
+}
+
+/// The landing page's "Memory by scope" and "Allocation by thread group"
+/// tables: every scope that allocated, each linked to its filtered
+/// flamegraph with its name percent-encoded.
+#[test]
+fn landing_page_tables_of_scopes_and_thread_groups() {
+    let s = start(config());
+    let a = s.local_addr();
+    let odd = allocscope::scope::Scope::named("tenant <7> & co");
+    let kept = odd.within(|| vec![7u8; 100_000]);
+    let page = get(a, "/").text();
+    for needle in [
+        "<h2>Memory by scope</h2>",
+        "<table id=\"scopes\">",
+        "<h2>Allocation by thread group</h2>",
+        "<table id=\"threadgroups\">",
+        "href=\"/debug/pprof/heap.svg?scope=allocscope\">allocscope</a>",
+        "href=\"/debug/pprof/heap.svg?scope=unscoped\">unscoped</a>",
+        "href=\"/debug/pprof/heap.svg?scope=tenant%20%3C7%3E%20%26%20co\">tenant &lt;7&gt; &amp; co</a>",
+        "href=\"/debug/pprof/heap.svg?thread=allocscope-http\">allocscope-http</a>",
+        "allocated/s",
+        "share of in use",
+        "live threads",
+    ] {
+        assert!(page.contains(needle), "{needle} not on the landing page");
+    }
+    assert!(!page.contains("tenant <7>"), "names are escaped");
+    // a second view later: rates over the time between the views
+    std::thread::sleep(Duration::from_millis(2100));
+    let page = get(a, "/").text();
+    let window: f64 = page
+        .split_once("Rates are over the last ")
+        .and_then(|(_, rest)| rest.split_once(" s")?.0.parse().ok())
+        .expect("the rates' window on the page");
+    assert!(
+        (2.0..120.0).contains(&window),
+        "rates over {window} s: since the exporter's start, the first view being too recent"
+    );
+    drop(kept);
+    s.shutdown();
+}
+
 #[test]
 fn routes_mount_in_a_host_warp_app() {
     use warp::Filter;
@@ -524,7 +655,21 @@ fn routes_mount_in_a_host_warp_app() {
         )
     });
     assert_eq!(get(a, "/hello").text(), "hi from the host");
-    assert_eq!(get(a, "/metrics").status, 200);
+    // on the host's runtime too, the exporter's requests count in the
+    // scope `allocscope` (their futures are wrapped): at least the text
+    // of the scrapes was allocated there
+    let before = exporter_scope();
+    let mut body = 0;
+    for _ in 0..3 {
+        let r = get(a, "/metrics");
+        assert_eq!(r.status, 200);
+        body += r.body.len() as u64;
+    }
+    let after = exporter_scope();
+    assert!(
+        after.1 - before.1 >= body,
+        "{before:?} -> {after:?} for {body} bytes of scrapes"
+    );
     assert_eq!(get(a, "/debug/pprof/").status, 200);
     assert_eq!(get(a, "/nope").status, 404);
     tx.send(()).unwrap();

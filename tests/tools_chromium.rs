@@ -424,3 +424,148 @@ fn demo_leak_is_the_top_suspect_on_the_landing_page() {
     drop(d);
     drop(demo);
 }
+
+/// The demo's scopes on the landing page: the "Memory by scope" table lists
+/// the demo's own scopes (`handle_request`, `api`, `cache`, `leak`) and the
+/// exporter's (`allocscope`); following a scope's link opens its
+/// flamegraph (`/debug/pprof/heap.svg?scope=NAME`), and so does a thread
+/// group's (`?thread=NAME`). The checks inside the flamegraphs hold whether
+/// or not the flamegraph is filtered: the leak's function is in the leak's
+/// in-use flamegraph, the request handler in the request handler's
+/// allocated-bytes flamegraph.
+#[test]
+fn demo_scopes_on_the_landing_page_link_to_their_flamegraphs() {
+    let _one = one_at_a_time();
+    if !have("/usr/bin/chromium") || !have("/usr/bin/chromedriver") {
+        return;
+    }
+    struct Demo(Child);
+    impl Drop for Demo {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let port = free_port();
+    let demo = Demo(
+        Command::new(env!("CARGO_BIN_EXE_allocscope-demo"))
+            .env("ALLOCSCOPE_ADDR", format!("127.0.0.1:{port}"))
+            .env("ALLOCSCOPE_LOG_INTERVAL", "0")
+            // the demo's 64 KiB leak of each second sampled every time
+            .env("ALLOCSCOPE_SAMPLE_INTERVAL", "16KiB")
+            .env("ALLOCSCOPE_DEMO_SECONDS", "120")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the demo"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let d = Driver::start();
+    let wanted = ["handle_request", "api", "cache", "leak", "allocscope"];
+    let t = Instant::now();
+    let listed = loop {
+        d.go(&format!("{base}/"));
+        let listed = d.script(
+            "return Array.prototype.map.call(document.querySelectorAll('#scopes a.scope'),\
+             function(a){return a.textContent;});",
+        );
+        let names: Vec<String> = listed
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if wanted.iter().all(|w| names.iter().any(|n| n == w)) {
+            break names;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the scope table lists {names:?}, not all of {wanted:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("scopes on the landing page: {listed:?}");
+    let groups = d.script(
+        "return Array.prototype.map.call(document.querySelectorAll('#threadgroups a.thread'),\
+         function(a){return a.textContent;});",
+    );
+    for g in ["request-worker", "api-worker", "allocscope-http"] {
+        assert!(
+            groups
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(g))),
+            "thread group {g} not in {groups}"
+        );
+    }
+    d.script("document.getElementById('scopes').scrollIntoView(); return null;");
+    d.screenshot("landing-scopes.png");
+
+    // click the leak's name: its in-use flamegraph
+    let leak = d.element("#scopes a.scope[href='/debug/pprof/heap.svg?scope=leak']");
+    d.call("POST", &format!("/element/{leak}/click"), Some(json!({})));
+    d.wait_for(
+        "return location.pathname==='/debug/pprof/heap.svg'&&location.search==='?scope=leak'\
+         &&document.getElementById('frames')!==null&&typeof search==='function';",
+        "the leak scope's flamegraph",
+    );
+    d.script("search('leak_a_little'); return null;");
+    let matched = d.wait_for(
+        "var m=document.getElementById('matched');return m&&m.textContent.indexOf('Matched')>=0?m.textContent:'';",
+        "leak_a_little in the leak scope's flamegraph",
+    );
+    assert!(
+        matched.as_str().is_some_and(|m| m.contains('%')),
+        "{matched}"
+    );
+    d.screenshot("flamegraph-scope-leak.png");
+
+    // the request handler's allocated-bytes link, and a thread group's link
+    d.go(&format!("{base}/"));
+    let href = d.script(
+        "var a=document.querySelector(\"#scopes a[href*='scope=handle_request'][href*='alloc_space']\");\
+         return a?a.getAttribute('href'):'';",
+    );
+    let href = href.as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        href,
+        "/debug/pprof/heap.svg?sample=alloc_space&scope=handle_request"
+    );
+    d.go(&format!("{base}{href}"));
+    d.wait_for(
+        "return document.getElementById('frames')!==null&&typeof search==='function';",
+        "the request handler's allocated-bytes flamegraph",
+    );
+    d.script("search('handle_request'); return null;");
+    d.wait_for(
+        "var m=document.getElementById('matched');return m&&m.textContent.indexOf('Matched')>=0?m.textContent:'';",
+        "handle_request in its flamegraph",
+    );
+    d.go(&format!("{base}/"));
+    let href = d.script(
+        "var a=document.querySelector(\"#threadgroups a.thread[href$='thread=request-worker']\");\
+         return a?a.getAttribute('href'):'';",
+    );
+    assert_eq!(
+        href.as_str(),
+        Some("/debug/pprof/heap.svg?thread=request-worker")
+    );
+    d.go(&format!(
+        "{base}/debug/pprof/heap.svg?thread=request-worker"
+    ));
+    d.wait_for(
+        "return document.getElementById('frames')!==null;",
+        "the request workers' flamegraph",
+    );
+    drop(d);
+    drop(demo);
+}

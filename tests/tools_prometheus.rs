@@ -2,7 +2,8 @@
 //! Prometheus server (1 s scrape interval, a temp dir for its TSDB) run on
 //! loopback; after two scrapes the test reads `allocscope_heap_live_bytes`
 //! and `rate(allocscope_heap_allocations_total[30s])` through Prometheus's
-//! HTTP API and checks that the target is up. Skipped (with a message) when
+//! HTTP API and checks that the target is up, then the per-scope and
+//! per-thread-group series of the demo's scopes and workers. Skipped (with a message) when
 //! `prometheus` is missing, failing instead when `ALLOCSCOPE_REQUIRE_TOOLS=1`.
 mod demo;
 mod http;
@@ -188,6 +189,39 @@ fn prometheus_scrapes_the_demo() {
     // counters only go up between scrapes as Prometheus saw them
     let resets = query(&prom, "resets(allocscope_heap_allocations_total[1m])");
     assert_eq!(resets, vec![0.0]);
+
+    // who allocates: the demo's scopes and thread groups, as series
+    // Prometheus stored with their labels
+    let by_scope = query(
+        &prom,
+        "rate(allocscope_scope_allocations_total{scope=\"handle_request\"}[30s])",
+    );
+    assert_eq!(by_scope.len(), 1, "{by_scope:?}");
+    assert!(
+        by_scope[0] > 100.0,
+        "handle_request allocations/s {by_scope:?}"
+    );
+    for scope in ["cache", "leak", "api", "allocscope", "unscoped"] {
+        let v = query(
+            &prom,
+            &format!("allocscope_scope_allocated_bytes_total{{scope=\"{scope}\"}}"),
+        );
+        assert!(v.len() == 1 && v[0] > 0.0, "scope {scope}: {v:?}");
+    }
+    let workers = query(
+        &prom,
+        "rate(allocscope_thread_allocations_total{thread=\"request-worker\"}[30s])",
+    );
+    assert!(
+        workers.len() == 1 && workers[0] > 100.0,
+        "request-worker allocations/s {workers:?}"
+    );
+    let resets = query(
+        &prom,
+        "sum(resets(allocscope_scope_allocations_total[1m])) + \
+         sum(resets(allocscope_thread_allocations_total[1m]))",
+    );
+    assert_eq!(resets, vec![0.0], "scope and thread counters only go up");
 
     assert!(
         demo.running(),

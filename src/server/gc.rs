@@ -338,7 +338,8 @@ pub(crate) async fn collect(q: &[(String, String)]) -> Reply {
             &format!("unknown parameter {k:?}: POST /gc/collect takes no parameters"),
         );
     }
-    match tokio::task::spawn_blocking(crate::gc::collect).await {
+    match tokio::task::spawn_blocking(|| crate::scope::ALLOCSCOPE.within(crate::gc::collect)).await
+    {
         Ok(c) => json(StatusCode::OK, cycle_json(&c)),
         Err(e) => error(500, &format!("the collection cycle failed: {e}")),
     }

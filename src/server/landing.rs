@@ -6,10 +6,16 @@
 //! with a token) and `/gc` (the collector's state); the flamegraph is
 //! `/debug/pprof/heap.svg` embedded; the leak suspects are the exporter's
 //! newest report (`super::leaks`). The threshold form and the "collect
-//! now" button POST to `/gc?set=…` and `/gc/collect`.
+//! now" button POST to `/gc?set=…` and `/gc/collect`. The "Memory by
+//! scope" and "Allocation by thread group" tables read
+//! [`crate::scope::stats`] and [`crate::threads::stats`]; their rates are
+//! taken against the previous sample the exporter kept ([`Rates`]).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::log::{mib, LogSample};
-use super::{Reply, State};
+use super::{encode_query_value, Reply, State};
 
 pub(crate) use crate::profile::xml_escape as escape;
 
@@ -89,6 +95,231 @@ const SCRIPT: &str = r#"
 })();
 "#;
 
+/// One reading of the per-scope and per-thread-group counters, for rates.
+#[derive(Debug)]
+struct UsageSample {
+    at: Instant,
+    /// (scope, allocations, allocated bytes)
+    scopes: Vec<(String, u64, u64)>,
+    /// (group, allocations, allocated bytes, deallocations)
+    groups: Vec<(String, u64, u64, u64)>,
+}
+
+impl UsageSample {
+    fn of(
+        at: Instant,
+        scopes: &[crate::scope::ScopeStats],
+        groups: &[crate::threads::GroupStats],
+    ) -> UsageSample {
+        UsageSample {
+            at,
+            scopes: scopes
+                .iter()
+                .map(|s| (s.name.to_string(), s.allocations, s.allocated_bytes))
+                .collect(),
+            groups: groups
+                .iter()
+                .map(|g| {
+                    (
+                        g.name.clone(),
+                        g.allocations,
+                        g.allocated_bytes,
+                        g.deallocations,
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The landing page has no history of its own: the exporter keeps the
+/// counters as they were at its start, then at the last view of the page
+/// at least [`RATE_MIN_WINDOW`] earlier, and the tables' rates are taken
+/// against that sample (the page says over how long).
+#[derive(Debug)]
+pub(crate) struct Rates(Mutex<UsageSample>);
+
+/// The shortest window a rate is taken over: a view sooner after the
+/// previous one is compared with the older sample.
+const RATE_MIN_WINDOW: Duration = Duration::from_secs(2);
+
+impl Rates {
+    /// The counters now, as the first sample (at the exporter's start).
+    pub(crate) fn new() -> Rates {
+        Rates(Mutex::new(UsageSample::of(
+            Instant::now(),
+            &crate::scope::stats(),
+            &crate::threads::stats(),
+        )))
+    }
+}
+
+/// Per second over `secs`, 0 for an empty window or a counter that went
+/// back (it does not; never a negative rate).
+fn per_sec(now: u64, before: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        now.saturating_sub(before) as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// Bytes in the largest binary unit below them, one decimal (`1.5 MiB`).
+fn bytes(b: f64) -> String {
+    let mut v = b;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < 3 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", ["B", "KiB", "MiB", "GiB"][unit])
+    }
+}
+
+/// A name cell: the name, linked to its filtered flamegraph when profiles
+/// are visible (`param` is `scope` or `thread`).
+fn name_cell(name: &str, param: &str, class: &str, link: bool) -> String {
+    if link {
+        format!(
+            "<td style=\"text-align:left\"><a class=\"{class}\" \
+             href=\"/debug/pprof/heap.svg?{param}={}\">{}</a></td>",
+            encode_query_value(name),
+            escape(name)
+        )
+    } else {
+        format!("<td style=\"text-align:left\">{}</td>", escape(name))
+    }
+}
+
+/// A rate cell, linked to the allocated-bytes flamegraph of the scope or
+/// group when profiles are visible.
+fn rate_cell(rate: &str, name: &str, param: &str, link: bool) -> String {
+    if link {
+        format!(
+            "<td><a href=\"/debug/pprof/heap.svg?sample=alloc_space&amp;{param}={}\">{rate}</a></td>",
+            encode_query_value(name)
+        )
+    } else {
+        format!("<td>{rate}</td>")
+    }
+}
+
+/// The "Memory by scope" and "Allocation by thread group" sections.
+pub(crate) fn usage_section(state: &State) -> String {
+    let scopes = crate::scope::stats();
+    let groups = crate::threads::stats();
+    let now = Instant::now();
+    let link = state.policy.profiles_visible();
+    let mut base = state.rates.0.lock().unwrap_or_else(|p| p.into_inner());
+    let window = now.saturating_duration_since(base.at);
+    let secs = window.as_secs_f64();
+    let since = format!("the last {secs:.1} s");
+
+    // scopes: in use (estimated) first, then allocated
+    let mut rows: Vec<&crate::scope::ScopeStats> = scopes
+        .iter()
+        .filter(|s| s.allocations > 0 || s.inuse_bytes > 0)
+        .collect();
+    rows.sort_by(|a, b| {
+        b.inuse_bytes
+            .cmp(&a.inuse_bytes)
+            .then(b.allocated_bytes.cmp(&a.allocated_bytes))
+            .then(a.name.cmp(b.name))
+    });
+    let inuse_total: u64 = rows.iter().map(|s| s.inuse_bytes).sum();
+    let scope_rows: String = rows
+        .iter()
+        .map(|s| {
+            let before = base
+                .scopes
+                .iter()
+                .find(|(n, ..)| n == s.name)
+                .map_or(0, |b| b.2);
+            let share = if inuse_total > 0 {
+                format!("{:.1}%", s.inuse_bytes as f64 * 100.0 / inuse_total as f64)
+            } else {
+                "\u{2013}".to_string()
+            };
+            format!(
+                "<tr>{}{}<td>{}</td><td>{}</td><td>{share}</td></tr>",
+                name_cell(s.name, "scope", "scope", link),
+                rate_cell(
+                    &format!("{}/s", bytes(per_sec(s.allocated_bytes, before, secs))),
+                    s.name,
+                    "scope",
+                    link
+                ),
+                bytes(s.allocated_bytes as f64),
+                bytes(s.inuse_bytes as f64),
+            )
+        })
+        .collect();
+    let group_rows: String = groups
+        .iter()
+        .map(|g| {
+            let (a, ab, d) = base
+                .groups
+                .iter()
+                .find(|(n, ..)| *n == g.name)
+                .map_or((0, 0, 0), |b| (b.1, b.2, b.3));
+            format!(
+                "<tr>{}{}<td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td></tr>",
+                name_cell(&g.name, "thread", "thread", link),
+                rate_cell(
+                    &format!("{}/s", bytes(per_sec(g.allocated_bytes, ab, secs))),
+                    &g.name,
+                    "thread",
+                    link
+                ),
+                per_sec(g.allocations, a, secs),
+                per_sec(g.deallocations, d, secs),
+                bytes(g.allocated_bytes as f64),
+                g.live_threads,
+            )
+        })
+        .collect();
+    if window >= RATE_MIN_WINDOW {
+        *base = UsageSample::of(now, &scopes, &groups);
+    }
+    drop(base);
+    let info = crate::scope::info();
+    let folded = if info.folded_names > 0 || info.rejected_names > 0 {
+        format!(
+            " {} new names past <code>max_scopes</code> ({}) and {} names that are not valid \
+             were counted under <code>other</code>.",
+            info.folded_names, info.max_scopes, info.rejected_names
+        )
+    } else {
+        String::new()
+    };
+    let links = if link {
+        " Each name opens its flamegraph of in-use bytes, \
+         <code>/debug/pprof/heap.svg?scope=NAME</code> or <code>?thread=NAME</code>; each \
+         allocated/s, its flamegraph of allocated bytes (<code>sample=alloc_space</code>)."
+    } else {
+        ""
+    };
+    format!(
+        "<h2>Memory by scope</h2>\n<p>Allocations are counted exactly in the scope they were \
+         made in (<code>allocscope::scope</code>; <code>unscoped</code> outside any, \
+         <code>allocscope</code> for this exporter's own work). Rates are over {since} \
+         (since the exporter started or this page's earlier view); in use is estimated from the \
+         heap samples.{links}{folded}</p>\n\
+         <table id=\"scopes\"><thead><tr><th>scope</th><th>allocated/s</th>\
+         <th>allocated in all</th><th>in use (est.)</th><th>share of in use</th></tr></thead>\
+         <tbody>{scope_rows}</tbody></table>\n\
+         <h2>Allocation by thread group</h2>\n<p>Threads grouped by name without trailing digits \
+         (<code>allocscope::threads</code>): what each group's threads allocated and freed, \
+         exited threads included, not what they own. Rates over {since}.</p>\n\
+         <table id=\"threadgroups\"><thead><tr><th>thread group</th><th>allocated/s</th>\
+         <th>allocations/s</th><th>frees/s</th><th>allocated in all</th><th>live threads</th>\
+         </tr></thead><tbody>{group_rows}</tbody></table>"
+    )
+}
+
 /// How many temporary stacks the landing page lists.
 const TEMPORARY_ROWS: usize = 10;
 
@@ -106,7 +337,11 @@ pub(crate) async fn temporary_section(state: &State) -> String {
         state.render_timeout,
         "the temporary allocations",
         move || {
-            Ok(crate::profile::HeapProfile::capture().temporary_stacks(threshold, TEMPORARY_ROWS))
+            // on a blocking thread: the exporter's work there too
+            crate::scope::ALLOCSCOPE.within(|| {
+                Ok(crate::profile::HeapProfile::capture()
+                    .temporary_stacks(threshold, TEMPORARY_ROWS))
+            })
         },
     )
     .await;
@@ -152,6 +387,7 @@ pub(crate) async fn temporary_section(state: &State) -> String {
 
 /// The page; `temporary` is [`temporary_section`]'s.
 pub(crate) fn page(state: &State, temporary: &str) -> Reply {
+    let usage = usage_section(state);
     let now = LogSample::take();
     let sampler = crate::sampling::stats();
     let program = std::env::args()
@@ -383,6 +619,7 @@ pub(crate) fn page(state: &State, temporary: &str) -> Reply {
          aria-label=\"live heap over time\"><polyline id=\"line\" fill=\"none\" stroke=\"#1a5fb4\" \
          stroke-width=\"2\" points=\"\"/><text id=\"sparkmax\" x=\"4\" y=\"12\" font-size=\"10\" \
          fill=\"#666\"></text></svg>\n\
+         {usage}\n\
          <h2>Leak suspects</h2>\n{leaks}\n\
          <h2>Collection cycles</h2>\n{collection}\n\
          <h2>Views</h2>\n<ul>{links}</ul>\n\

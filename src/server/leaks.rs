@@ -81,7 +81,10 @@ pub(crate) async fn run(leaks: Arc<Leaks>, mut shutdown: watch::Receiver<bool>) 
             () = super::shutting_down(&mut shutdown) => return,
         }
         let l = leaks.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || l.snapshot()).await {
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || crate::scope::ALLOCSCOPE.within(|| l.snapshot()))
+                .await
+        {
             tracing::warn!(target: "allocscope", "leak snapshot failed: {e}");
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! Owns the metric names, their help texts and the [`HeapCollector`], which
 //! takes ONE snapshot of each source per scrape ([`crate::stats`],
-//! [`crate::sampling::stats`], [`crate::counters::info`]) so that every figure of a
+//! [`crate::sampling::stats`], [`crate::counters::info`], [`crate::scope::stats`],
+//! [`crate::threads::stats`]) so that every figure of a
 //! scrape comes from the same moment. A section that fails is left out and
 //! counted in `allocscope_exporter_scrape_errors_total`: a scrape returns
 //! partial data rather than none, never an error.
@@ -142,6 +143,26 @@ metrics! {
         "Heap profiles written to near_limit_profile_dir near the memory limit.";
     COLLECTION_POLL_SECONDS_TOTAL = COUNTER "allocscope_collection_poll_seconds_total":
         "Time the collector thread spent checking live bytes against the goal and the limit.";
+    SCOPE_ALLOCATIONS_TOTAL = COUNTER "allocscope_scope_allocations_total" ["scope"]:
+        "Allocations made in each scope (exact; a reallocation counts as one): the innermost scope entered, unscoped outside any, allocscope for the exporter's own work, other past max_scopes.";
+    SCOPE_ALLOCATED_BYTES_TOTAL = COUNTER "allocscope_scope_allocated_bytes_total" ["scope"]:
+        "Bytes allocated in each scope (exact; a reallocation counts its new size).";
+    SCOPE_INUSE_BYTES = GAUGE "allocscope_scope_inuse_bytes" ["scope"]:
+        "Estimated bytes allocated in each scope and not yet freed, from the heap sampler (un-biased as the heap profile; 0 with sampling off).";
+    SCOPE_INUSE_OBJECTS = GAUGE "allocscope_scope_inuse_objects" ["scope"]:
+        "Estimated objects allocated in each scope and not yet freed, from the heap sampler (0 with sampling off).";
+    SCOPE_FOLDED_NAMES_TOTAL = COUNTER "allocscope_scope_folded_names_total":
+        "Distinct scope names counted under other because max_scopes names were already in use.";
+    SCOPE_REJECTED_NAMES_TOTAL = COUNTER "allocscope_scope_rejected_names_total":
+        "Run-time scope names refused as not valid (empty, longer than 64 bytes, control characters) and counted under other.";
+    THREAD_ALLOCATIONS_TOTAL = COUNTER "allocscope_thread_allocations_total" ["thread"]:
+        "Allocations made by the threads of each thread group (the thread name without trailing digits and separators), exited threads included.";
+    THREAD_ALLOCATED_BYTES_TOTAL = COUNTER "allocscope_thread_allocated_bytes_total" ["thread"]:
+        "Bytes allocated by the threads of each thread group, exited threads included.";
+    THREAD_DEALLOCATIONS_TOTAL = COUNTER "allocscope_thread_deallocations_total" ["thread"]:
+        "Frees made by the threads of each thread group, whichever thread allocated the blocks.";
+    THREAD_FREED_BYTES_TOTAL = COUNTER "allocscope_thread_freed_bytes_total" ["thread"]:
+        "Bytes freed by the threads of each thread group, whichever thread allocated the blocks.";
     LEAK_SUSPECTS = GAUGE "allocscope_leak_suspects":
         "Stacks whose leak score is at least the threshold (2.0): their in-use bytes grow steadily and are kept (GET /debug/leaks); exported by the exporter's /metrics.";
     LEAK_SNAPSHOTS_MEMORY_BYTES = GAUGE "allocscope_leak_snapshots_memory_bytes":
@@ -169,6 +190,12 @@ pub struct Snapshot {
     pub container: Option<ContainerMemory>,
     /// The process's resident memory, where it can be read.
     pub resident_bytes: Option<u64>,
+    /// Every scope's counts.
+    pub scopes: Vec<crate::scope::ScopeStats>,
+    /// The scope registry's state (names folded into `other`).
+    pub scope_info: crate::scope::Info,
+    /// Every thread group's counts.
+    pub threads: Vec<crate::threads::GroupStats>,
 }
 
 impl Snapshot {
@@ -182,6 +209,9 @@ impl Snapshot {
             limit_source: crate::gc::limit_source(),
             container: crate::gc::container_memory(),
             resident_bytes: crate::sys::resident_bytes(),
+            scopes: crate::scope::stats(),
+            scope_info: crate::scope::info(),
+            threads: crate::threads::stats(),
         }
     }
 }
@@ -196,6 +226,8 @@ const SECTIONS: &[(&str, Section)] = &[
     ("counters", counters_section),
     ("collector", collector_section),
     ("memory limit", limit_section),
+    ("scopes", scope_section),
+    ("thread groups", thread_section),
 ];
 
 /// A prometheus [`Collector`] for everything allocscope knows. Register it
@@ -268,6 +300,13 @@ impl Collector for HeapCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        // the exporter's own work: counted under the scope `allocscope`
+        crate::scope::ALLOCSCOPE.within(|| self.collect_now())
+    }
+}
+
+impl HeapCollector {
+    fn collect_now(&self) -> Vec<MetricFamily> {
         match catch_unwind(Snapshot::take) {
             Ok(snap) => self.families(&snap),
             Err(_) => {
@@ -325,6 +364,10 @@ impl Metrics {
     /// One scrape in the Prometheus text format ([`CONTENT_TYPE`]). Never
     /// fails: what could not be encoded is left out and logged.
     pub fn render(&self) -> Vec<u8> {
+        crate::scope::ALLOCSCOPE.within(|| self.render_now())
+    }
+
+    fn render_now(&self) -> Vec<u8> {
         let families = self.registry.gather();
         let mut buf = Vec::with_capacity(16 * 1024);
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
@@ -573,6 +616,109 @@ fn limit_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
     }
 }
 
+/// One series per name, in the order first seen: values of a name seen
+/// twice are added (names are unique in both sources; this keeps a scrape
+/// valid should that ever change).
+fn by_name<'a, const N: usize>(
+    rows: impl Iterator<Item = (&'a str, [u64; N])>,
+) -> Vec<(&'a str, [u64; N])> {
+    let mut out: Vec<(&str, [u64; N])> = Vec::new();
+    for (name, v) in rows {
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, acc)) => {
+                for (a, x) in acc.iter_mut().zip(v) {
+                    *a = a.wrapping_add(x);
+                }
+            }
+            None => out.push((name, v)),
+        }
+    }
+    out
+}
+
+/// The families of labelled rows: `defs[i]` takes value `i` of each row,
+/// as a counter or a gauge as declared.
+fn labelled<const N: usize>(
+    defs: [&Def; N],
+    rows: &[(&str, [u64; N])],
+    out: &mut Vec<MetricFamily>,
+) {
+    if rows.is_empty() {
+        // a family without series is not valid text format
+        return;
+    }
+    for (i, def) in defs.into_iter().enumerate() {
+        let metrics = rows
+            .iter()
+            .map(|(name, v)| {
+                let labels = vec![label(def.labels[0], name)];
+                if def.kind == COUNTER {
+                    counter_metric(v[i] as f64, labels)
+                } else {
+                    gauge_metric(v[i] as f64, labels)
+                }
+            })
+            .collect();
+        out.push(family(def, metrics));
+    }
+}
+
+fn scope_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
+    let rows = by_name(s.scopes.iter().map(|sc| {
+        (
+            sc.name,
+            [
+                sc.allocations,
+                sc.allocated_bytes,
+                sc.inuse_bytes,
+                sc.inuse_objects,
+            ],
+        )
+    }));
+    labelled(
+        [
+            &SCOPE_ALLOCATIONS_TOTAL,
+            &SCOPE_ALLOCATED_BYTES_TOTAL,
+            &SCOPE_INUSE_BYTES,
+            &SCOPE_INUSE_OBJECTS,
+        ],
+        &rows,
+        out,
+    );
+    out.push(counter(
+        &SCOPE_FOLDED_NAMES_TOTAL,
+        s.scope_info.folded_names as f64,
+    ));
+    out.push(counter(
+        &SCOPE_REJECTED_NAMES_TOTAL,
+        s.scope_info.rejected_names as f64,
+    ));
+}
+
+fn thread_section(s: &Snapshot, _: bool, out: &mut Vec<MetricFamily>) {
+    let rows = by_name(s.threads.iter().map(|g| {
+        (
+            g.name.as_str(),
+            [
+                g.allocations,
+                g.allocated_bytes,
+                g.deallocations,
+                g.freed_bytes,
+            ],
+        )
+    }));
+    labelled(
+        [
+            &THREAD_ALLOCATIONS_TOTAL,
+            &THREAD_ALLOCATED_BYTES_TOTAL,
+            &THREAD_DEALLOCATIONS_TOTAL,
+            &THREAD_FREED_BYTES_TOTAL,
+        ],
+        &rows,
+        out,
+    );
+}
+
 /// Families a scrape leaves out where their source cannot be read here.
 #[cfg(test)]
 const OPTIONAL: &[&str] = &[
@@ -581,6 +727,12 @@ const OPTIONAL: &[&str] = &[
     "allocscope_heap_retained_bytes",
     "allocscope_container_memory_limit_bytes",
     "allocscope_container_memory_usage_bytes",
+    // no thread group has counts without allocscope as the global
+    // allocator (as in these unit tests)
+    "allocscope_thread_allocations_total",
+    "allocscope_thread_allocated_bytes_total",
+    "allocscope_thread_deallocations_total",
+    "allocscope_thread_freed_bytes_total",
 ];
 
 /// Compiled features, for `allocscope_build_info`.
@@ -712,7 +864,18 @@ mod tests {
 
     #[test]
     fn series_budget() {
-        let series = |t: &str| t.lines().filter(|l| !l.starts_with('#')).count();
+        // without the per-scope and per-thread-group series, which depend on
+        // the process (tests/scope_metrics.rs budgets them: 16 scopes and 16
+        // groups stay under 300 series in all)
+        let series = |t: &str| {
+            t.lines()
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && !l.starts_with("allocscope_scope_")
+                        && !l.starts_with("allocscope_thread_")
+                })
+                .count()
+        };
         let default = series(&scrape(false));
         assert!(default < 250, "{default} series by default");
         let full = series(&scrape(true));

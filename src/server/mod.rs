@@ -42,6 +42,7 @@ use tokio::sync::watch;
 use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::Filter;
 
+use crate::scope::{InScope, ALLOCSCOPE};
 use crate::Error;
 use auth::{Access, Policy, Verdict};
 
@@ -232,6 +233,9 @@ pub(crate) struct State {
     /// Whether the leak snapshots' task must be started by the first
     /// request (a host mounting [`routes`]), and whether it was.
     leaks_lazy: std::sync::atomic::AtomicBool,
+    /// The landing page's earlier sample of the scope and thread-group
+    /// counters, for its rates.
+    rates: landing::Rates,
 }
 
 impl State {
@@ -251,6 +255,7 @@ impl State {
             shutdown,
             started: Instant::now(),
             baseline: Mutex::new(None),
+            rates: landing::Rates::new(),
         }
     }
 
@@ -430,7 +435,7 @@ where
         .leaks_lazy
         .swap(false, std::sync::atomic::Ordering::Relaxed)
     {
-        tokio::spawn(leaks::run(state.leaks.clone(), state.shutdown.clone()));
+        tokio::spawn(leaks::run(state.leaks.clone(), state.shutdown.clone()).in_scope(&ALLOCSCOPE));
     }
     let json_errors = route.json_errors();
     let reply = match pipeline(route, method, &query, &headers, body, &state).await {
@@ -556,7 +561,11 @@ fn filter(
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .and(warp::any().map(move || state.clone()))
-        .then(handle)
+        .then(|route, method, query, headers, body, state| {
+            // the exporter's own work counts under the scope `allocscope`,
+            // on whatever runtime serves it (a host's, for `routes`)
+            handle(route, method, query, headers, body, state).in_scope(&ALLOCSCOPE)
+        })
 }
 
 /// The exporter's routes as a warp filter, for a host that serves them in
@@ -586,8 +595,8 @@ pub fn routes(
     filter(Arc::new(state))
 }
 
-/// Applies the process-wide settings of `config`: the sample interval and
-/// the collector's (threshold, memory limit, release to the OS, time
+/// Applies the process-wide settings of `config`: the sample interval, the
+/// bound on scope names (`max_scopes`) and the collector's (threshold, memory limit, release to the OS, time
 /// share, near-limit profiles), and starts the collector thread. [`start`]
 /// calls it. A value [`Config::validate`] would refuse is logged and left
 /// as it was.
@@ -601,6 +610,7 @@ pub fn apply(config: &Config) {
         crate::gc::set_time_share(config.collector_time_share).err(),
         crate::profile::set_near_limit_profiles(config.near_limit_profiles()).err(),
         crate::profile::set_temporary_lifetime(config.temporary_lifetime).err(),
+        crate::scope::set_max_scopes(config.max_scopes).err(),
     ];
     for e in refused.into_iter().flatten() {
         tracing::warn!(target: "allocscope", "{e}");
@@ -614,7 +624,9 @@ pub fn apply(config: &Config) {
 /// the interval is zero.
 pub async fn log_line_loop(config: &Config) {
     let (_tx, rx) = watch::channel(false);
-    log::run(config.log_interval, rx).await
+    log::run(config.log_interval, rx)
+        .in_scope(&ALLOCSCOPE)
+        .await
 }
 
 async fn recover(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
@@ -706,6 +718,13 @@ impl Drop for OwnRuntime {
     }
 }
 
+/// Makes `allocscope` the calling thread's scope for the rest of its life
+/// (the exporter's own threads only; the guard is never dropped, so the
+/// thread never leaves it).
+fn enter_exporter_scope() {
+    std::mem::forget(ALLOCSCOPE.enter());
+}
+
 /// Starts the exporter on its own small tokio runtime in a background
 /// thread (whether or not the host uses tokio), and applies the
 /// configuration's sample interval.
@@ -741,6 +760,10 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
             .worker_threads(config.worker_threads)
             .max_blocking_threads(4)
             .thread_name("allocscope-http")
+            // everything the exporter's threads do (requests, renders on
+            // its blocking threads, leak snapshots, the log line) counts
+            // under the scope `allocscope`
+            .on_thread_start(enter_exporter_scope)
             .enable_all()
             .build()
             .map_err(io("cannot create the exporter's tokio runtime"))?,
@@ -759,6 +782,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
     let thread = std::thread::Builder::new()
         .name("allocscope-server".into())
         .spawn(move || {
+            enter_exporter_scope();
             rt.block_on(async move {
                 tokio::spawn(log::run(log_every, rx.clone()));
                 tokio::spawn(leak_snapshots);
