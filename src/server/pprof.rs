@@ -67,6 +67,8 @@ where
             .map_err(|_| Reply::error(503, "the exporter is shutting down"))?;
         let job = tokio::task::spawn_blocking(move || {
             let _turn = permit;
+            // the exporter's own work, also on a host's blocking threads
+            let _scope = crate::scope::ALLOCSCOPE.enter();
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
                 .unwrap_or_else(|_| Err("the renderer panicked".to_string()))
         });
