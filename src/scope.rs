@@ -213,6 +213,10 @@ impl Scope {
     /// when a panic unwinds through it); the previous scope is restored
     /// then. Guards are meant to drop in the reverse order of their
     /// creation, as they do in ordinary code.
+    ///
+    /// No lock, no allocation: the scope's id is one relaxed load. Only the
+    /// first use of a `Scope` (`enter`, `within` or `in_scope`) interns its
+    /// name, which takes the registry's lock once.
     #[inline]
     pub fn enter(&self) -> Entered {
         Entered {

@@ -32,6 +32,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
 
+
 use crate::counters;
 use crate::sys;
 
@@ -197,6 +198,31 @@ pub(crate) fn group_of_task(tid: u32) -> u32 {
     group_of(tid, sys::task_comm(tid))
 }
 
+/// Thread exits begun and finished: a reader that overlaps one (its
+/// counts move from its live block to its group) reads again, so that a
+/// group's counts never go down between two reads (they are Prometheus
+/// counters).
+static EXITS_BEGUN: AtomicU64 = AtomicU64::new(0);
+static EXITS_DONE: AtomicU64 = AtomicU64::new(0);
+
+/// Marks a thread's exit in progress until dropped (from its exit hook,
+/// around [`retire`] and the release of its block). Two atomic adds; never
+/// waits.
+pub(crate) struct Exiting(());
+
+impl Exiting {
+    pub(crate) fn begin() -> Exiting {
+        EXITS_BEGUN.fetch_add(1, SeqCst);
+        Exiting(())
+    }
+}
+
+impl Drop for Exiting {
+    fn drop(&mut self) {
+        EXITS_DONE.fetch_add(1, SeqCst);
+    }
+}
+
 /// Adds an exiting thread's counts to its group (from its exit hook).
 pub(crate) fn retire(group: u32, t: counters::ThreadTotals) {
     if let Some(g) = GROUPS.get(group as usize) {
@@ -240,6 +266,28 @@ pub struct GroupStats {
 /// thread's counters (and `/proc` for a thread whose group is not known
 /// yet). See the [module docs](self) for what the groups mean.
 pub fn stats() -> Vec<GroupStats> {
+    // read again while a thread's exit overlaps the read (a few tries: an
+    // exit is short; past them, a read that may count one thread twice or
+    // not at all beats waiting on threads that keep exiting)
+    let mut out = Vec::new();
+    for _ in 0..64 {
+        let done = EXITS_DONE.load(SeqCst);
+        if EXITS_BEGUN.load(SeqCst) != done {
+            std::thread::yield_now();
+            continue;
+        }
+        out = read_groups();
+        if EXITS_BEGUN.load(SeqCst) == done {
+            return out;
+        }
+    }
+    if out.is_empty() {
+        out = read_groups();
+    }
+    out
+}
+
+fn read_groups() -> Vec<GroupStats> {
     let mut out: Vec<GroupStats> = Vec::new();
     let mut add = |id: u32, a: u64, ab: u64, d: u64, fb: u64, live: u64| {
         let name = name_of(id);

@@ -396,7 +396,9 @@ pub(super) fn release_current() {
         // SAFETY: blocks are never freed.
         let b = unsafe { &*p };
         with_small(|s| b.fold_local(s));
-        // the thread's group keeps its counts
+        // the thread's group keeps its counts (readers of the groups read
+        // again if they overlap this)
+        let _exiting = crate::threads::Exiting::begin();
         crate::threads::retire(b.group_or_resolve(true), b.totals_since_acquired());
         registry::release(b);
     }
