@@ -32,7 +32,6 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
 
-
 use crate::counters;
 use crate::sys;
 
@@ -198,28 +197,30 @@ pub(crate) fn group_of_task(tid: u32) -> u32 {
     group_of(tid, sys::task_comm(tid))
 }
 
-/// Thread exits begun and finished: a reader that overlaps one (its
-/// counts move from its live block to its group) reads again, so that a
-/// group's counts never go down between two reads (they are Prometheus
-/// counters).
-static EXITS_BEGUN: AtomicU64 = AtomicU64::new(0);
-static EXITS_DONE: AtomicU64 = AtomicU64::new(0);
+/// Threads' starts and exits begun and finished: a reader that overlaps
+/// one (at an exit a thread's counts move from its live block to its
+/// group; at a start a reused block takes its new owner's baseline) reads
+/// again, so that a group's counts never go down between two reads (they
+/// are Prometheus counters).
+static TRANSITIONS_BEGUN: AtomicU64 = AtomicU64::new(0);
+static TRANSITIONS_DONE: AtomicU64 = AtomicU64::new(0);
 
-/// Marks a thread's exit in progress until dropped (from its exit hook,
-/// around [`retire`] and the release of its block). Two atomic adds; never
-/// waits.
-pub(crate) struct Exiting(());
+/// Marks a thread's start or exit in progress until dropped: from its
+/// first allocation's attach (around taking a block and setting its
+/// baseline) and its exit hook (around [`retire`] and the release of its
+/// block). Two atomic adds; never waits, never allocates.
+pub(crate) struct Transition(());
 
-impl Exiting {
-    pub(crate) fn begin() -> Exiting {
-        EXITS_BEGUN.fetch_add(1, SeqCst);
-        Exiting(())
+impl Transition {
+    pub(crate) fn begin() -> Transition {
+        TRANSITIONS_BEGUN.fetch_add(1, SeqCst);
+        Transition(())
     }
 }
 
-impl Drop for Exiting {
+impl Drop for Transition {
     fn drop(&mut self) {
-        EXITS_DONE.fetch_add(1, SeqCst);
+        TRANSITIONS_DONE.fetch_add(1, SeqCst);
     }
 }
 
@@ -266,18 +267,18 @@ pub struct GroupStats {
 /// thread's counters (and `/proc` for a thread whose group is not known
 /// yet). See the [module docs](self) for what the groups mean.
 pub fn stats() -> Vec<GroupStats> {
-    // read again while a thread's exit overlaps the read (a few tries: an
-    // exit is short; past them, a read that may count one thread twice or
-    // not at all beats waiting on threads that keep exiting)
+    // read again while a thread's start or exit overlaps the read (a few
+    // tries: they are short; past them, a read that may count one thread
+    // twice or not at all beats waiting on threads that keep starting)
     let mut out = Vec::new();
     for _ in 0..64 {
-        let done = EXITS_DONE.load(SeqCst);
-        if EXITS_BEGUN.load(SeqCst) != done {
+        let done = TRANSITIONS_DONE.load(SeqCst);
+        if TRANSITIONS_BEGUN.load(SeqCst) != done {
             std::thread::yield_now();
             continue;
         }
         out = read_groups();
-        if EXITS_BEGUN.load(SeqCst) == done {
+        if TRANSITIONS_BEGUN.load(SeqCst) == done {
             return out;
         }
     }

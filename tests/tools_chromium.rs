@@ -559,12 +559,26 @@ fn demo_scopes_on_the_landing_page_link_to_their_flamegraphs() {
         href.as_str(),
         Some("/debug/pprof/heap.svg?thread=request-worker")
     );
-    d.go(&format!(
-        "{base}/debug/pprof/heap.svg?thread=request-worker"
-    ));
+    // the request workers keep nothing in use: their allocated bytes (the
+    // allocated/s cell's link) show their handler
+    let href = d.script(
+        "var a=document.querySelector(\"#threadgroups a[href*='thread=request-worker'][href*='alloc_space']\");\
+         return a?a.getAttribute('href'):'';",
+    );
+    let href = href.as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        href,
+        "/debug/pprof/heap.svg?sample=alloc_space&thread=request-worker"
+    );
+    d.go(&format!("{base}{href}"));
     d.wait_for(
-        "return document.getElementById('frames')!==null;",
+        "return document.getElementById('frames')!==null&&typeof search==='function';",
         "the request workers' flamegraph",
+    );
+    d.script("search('handle_request'); return null;");
+    d.wait_for(
+        "var m=document.getElementById('matched');return m&&m.textContent.indexOf('Matched')>=0?m.textContent:'';",
+        "handle_request in the request workers' flamegraph",
     );
     drop(d);
     drop(demo);

@@ -347,6 +347,9 @@ fn attach() -> (&'static Block, bool) {
         return (&ORPHAN, true);
     }
     STATE.with(|s| s.set(ACQUIRING));
+    // readers of the thread groups read again if they overlap this (a
+    // reused block shows its old owner's counts until its new baseline)
+    let _starting = crate::threads::Transition::begin();
     let b = registry::acquire_block();
     if b.is_null() {
         STATE.with(|s| s.set(FRESH));
@@ -398,7 +401,7 @@ pub(super) fn release_current() {
         with_small(|s| b.fold_local(s));
         // the thread's group keeps its counts (readers of the groups read
         // again if they overlap this)
-        let _exiting = crate::threads::Exiting::begin();
+        let _exiting = crate::threads::Transition::begin();
         crate::threads::retire(b.group_or_resolve(true), b.totals_since_acquired());
         registry::release(b);
     }
