@@ -162,6 +162,10 @@ pub(crate) struct Block {
     pub(crate) tid: AtomicU32,
     /// The owner's thread group, plus one (0: not resolved yet).
     pub(crate) group: AtomicU32,
+    /// When the owner attached the block (`CLOCK_MONOTONIC` ns): a reader
+    /// caches the group it reads from `/proc` only once the thread is a
+    /// second old (named by then).
+    pub(crate) attached_ns: AtomicU64,
     /// Allocations and bytes booked to each scope at the owners' scope
     /// switches (for [`ORPHAN`]: every event, with atomic RMWs). What the
     /// block counted beyond their sum belongs to `scope_cur`.
@@ -437,9 +441,10 @@ impl Block {
     }
 
     /// The owner's thread group (see `crate::threads`), resolved the first
-    /// time it is asked for: by the owner itself (`owner`: from its kernel
-    /// name, no allocation, cached in the block), or by a reader (from
-    /// `/proc`, not cached: the owner may not be named yet).
+    /// time it is asked for and cached in the block: by the owner itself
+    /// (`owner`: from its kernel name, no allocation), or by a reader (from
+    /// `/proc`; cached only once the thread is a second old, so that a
+    /// thread read before it was named is read again).
     pub(crate) fn group_or_resolve(&self, owner: bool) -> u32 {
         match self.group.load(Relaxed) {
             0 => {
@@ -449,7 +454,14 @@ impl Block {
                     self.group.store(g + 1, Relaxed);
                     g
                 } else {
-                    crate::threads::group_of_task(tid)
+                    let g = crate::threads::group_of_task(tid);
+                    let age = crate::sys::monotonic_ns()
+                        .saturating_sub(self.attached_ns.load(Relaxed));
+                    if age >= 1_000_000_000 {
+                        // the owner may have resolved it meanwhile: keep its
+                        let _ = self.group.compare_exchange(0, g + 1, Relaxed, Relaxed);
+                    }
+                    g
                 }
             }
             g => g - 1,
@@ -541,6 +553,7 @@ impl Block {
             scope_cur: AtomicU32::new(0),
             tid: AtomicU32::new(0),
             group: AtomicU32::new(0),
+            attached_ns: AtomicU64::new(0),
             scopes: [const { ScopeSlot::new() }; SCOPE_SLOTS],
         }
     }

@@ -365,6 +365,7 @@ fn attach() -> (&'static Block, bool) {
             .set(c.bytes_epoch.get().wrapping_sub(c.countdown.get()));
     });
     block.tid.store(crate::sys::gettid(), Relaxed);
+    block.attached_ns.store(crate::sys::monotonic_ns(), Relaxed);
     block.group.store(0, Relaxed);
     // Count in the thread-local counters only if the exit hook will fold
     // them back before they go away; otherwise everything is counted in the
