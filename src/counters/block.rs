@@ -455,8 +455,8 @@ impl Block {
                     g
                 } else {
                     let g = crate::threads::group_of_task(tid);
-                    let age = crate::sys::monotonic_ns()
-                        .saturating_sub(self.attached_ns.load(Relaxed));
+                    let age =
+                        crate::sys::monotonic_ns().saturating_sub(self.attached_ns.load(Relaxed));
                     if age >= 1_000_000_000 {
                         // the owner may have resolved it meanwhile: keep its
                         let _ = self.group.compare_exchange(0, g + 1, Relaxed, Relaxed);
