@@ -9,10 +9,9 @@
 mod http;
 
 use std::io::Read;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use allocscope::server::{self, Config, ServerHandle};
+use allocscope::server::ServerHandle;
 use http::{get, have_tool};
 use pprof::protos::{Message, Profile};
 
@@ -20,14 +19,8 @@ use pprof::protos::{Message, Profile};
 static A: allocscope::AllocScope = allocscope::AllocScope::system();
 
 fn start() -> ServerHandle {
-    server::start(
-        Config::default()
-            .addr("127.0.0.1:0".parse().unwrap())
-            .log_interval(Duration::ZERO)
-            // 64 KiB blocks are all but surely sampled
-            .sample_interval(4096),
-    )
-    .expect("start")
+    // 64 KiB blocks are all but surely sampled
+    http::start_sampling(4096)
 }
 
 /// 4 MiB in 128 KiB blocks, kept: allocated before the window (not the
@@ -88,19 +81,7 @@ fn wait_for_window(a: std::net::SocketAddr, lead: Duration) {
 }
 
 fn go_pprof_top(url: &str, tmp: &std::path::Path) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof", "-top", url])
-        .env("PPROF_TMPDIR", tmp)
-        .env("HOME", tmp)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {url}: {stderr}\n{stdout}"
-    );
-    stdout
+    http::go_pprof(&["-top"], url, tmp)
 }
 
 /// All delta requests in one test: one delta runs at a time per process.

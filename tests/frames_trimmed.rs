@@ -10,7 +10,6 @@
 mod http;
 
 use std::hint::black_box;
-use std::process::Command;
 use std::time::Duration;
 
 use allocscope::profile::{Frames, HeapProfile, Symbols, ALLOCATION_MACHINERY};
@@ -79,19 +78,7 @@ fn is_std_alloc_frame(name: &str) -> bool {
 }
 
 fn go_pprof_top(url: &str, tmp: &std::path::Path) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof", "-top", url])
-        .env("PPROF_TMPDIR", tmp)
-        .env("HOME", tmp)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {url}: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    http::go_pprof(&["-top"], url, tmp)
 }
 
 /// The function of the first row of a `-top` listing.

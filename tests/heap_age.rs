@@ -6,14 +6,13 @@
 //! landing page's list).
 mod http;
 
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use allocscope::profile::{HeapProfile, SampleType};
 use allocscope::sampling;
-use allocscope::server::{self, Config, ServerHandle};
-use http::{get, have_tool};
+use allocscope::server::{Config, ServerHandle};
+use http::{get, go_pprof, have_tool};
 
 #[global_allocator]
 static A: allocscope::AllocScope = allocscope::AllocScope::system();
@@ -22,13 +21,7 @@ static A: allocscope::AllocScope = allocscope::AllocScope::system();
 static SAMPLER: Mutex<()> = Mutex::new(());
 
 fn start() -> ServerHandle {
-    server::start(
-        Config::default()
-            .addr("127.0.0.1:0".parse().unwrap())
-            .log_interval(Duration::ZERO)
-            .sample_interval(4096),
-    )
-    .expect("start")
+    http::start_sampling(4096)
 }
 
 /// Allocates `n` 4 KiB blocks and keeps them: the old leak.
@@ -73,24 +66,6 @@ fn keep_4k(i: usize, kept: &mut Vec<Vec<u8>>) {
 
 fn has_frame(b: &allocscope::profile::Bucket, name: &str) -> bool {
     b.frames().iter().any(|f| f.name().contains(name))
-}
-
-fn go_pprof(args: &[&str], url: &str, tmp: &std::path::Path) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(url)
-        .env("PPROF_TMPDIR", tmp)
-        .env("HOME", tmp)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} {url}: {stderr}\n{stdout}"
-    );
-    stdout
 }
 
 #[test]

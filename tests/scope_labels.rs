@@ -11,14 +11,13 @@
 mod http;
 
 use std::io::Read;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use allocscope::profile::{Bucket, HeapProfile, PprofKind, SampleType};
 use allocscope::scope::Scope;
-use allocscope::server::{self, Config, ServerHandle};
-use http::{get, have_tool};
+use allocscope::server::ServerHandle;
+use http::{get, go_pprof, have_tool};
 use pprof::protos::{Message, Profile};
 
 #[global_allocator]
@@ -34,13 +33,7 @@ const CHECKOUT_FN: &str = "scope_labels::checkout_cart";
 const SEARCH_FN: &str = "scope_labels::search_index";
 
 fn start() -> ServerHandle {
-    server::start(
-        Config::default()
-            .addr("127.0.0.1:0".parse().unwrap())
-            .log_interval(Duration::ZERO)
-            .sample_interval(4096),
-    )
-    .expect("start")
+    http::start_sampling(4096)
 }
 
 /// Allocates `n` 4 KiB carts and keeps them (a body unlike
@@ -146,24 +139,6 @@ fn summary(samples: &[(Vec<String>, String, String, i64)]) -> Vec<String> {
             format!("{leaf} [{scope}, {thread}]")
         })
         .collect()
-}
-
-fn go_pprof(args: &[&str], url: &str, tmp: &std::path::Path) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(url)
-        .env("PPROF_TMPDIR", tmp)
-        .env("HOME", tmp)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} {url}: {stderr}\n{stdout}"
-    );
-    stdout
 }
 
 /// The block of `go tool pprof -tags` output for tag `key`.

@@ -8,8 +8,6 @@
 //! groups and the scope registry are process-wide.
 mod http;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use allocscope::scope::Scope;
@@ -47,27 +45,7 @@ fn value(text: &str, line_prefix: &str) -> f64 {
 }
 
 fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "promtool failed: {said}");
-    assert!(said.trim().is_empty(), "promtool reports: {said}");
+    http::promtool_check(text)
 }
 
 #[test]

@@ -4,8 +4,6 @@
 //! `ALLOCSCOPE_REQUIRE_TOOLS=1`.
 mod http;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use allocscope::server::{self, Config, ServerHandle};
@@ -24,27 +22,7 @@ fn start() -> ServerHandle {
 }
 
 fn check_metrics(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "promtool failed: {said}");
-    assert!(said.trim().is_empty(), "promtool reports: {said}");
+    http::promtool_check(text)
 }
 
 #[test]
@@ -74,18 +52,7 @@ fn go_pprof_top(url: &str, tmp: &std::path::Path) -> String {
 }
 
 fn go_pprof(view: &str, url: &str, tmp: &std::path::Path) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof", view, url])
-        .env("PPROF_TMPDIR", tmp)
-        .env("HOME", tmp)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {url}: {stderr}\n{stdout}"
-    );
+    let (stdout, stderr) = http::go_pprof_output(&[view], url, tmp);
     assert!(
         !stderr.contains("symbolize") || !stderr.to_lowercase().contains("fail"),
         "symbolization trouble: {stderr}"

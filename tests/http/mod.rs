@@ -136,3 +136,68 @@ pub fn have_tool(tool: &str, probe: &[&str]) -> bool {
     }
     ok
 }
+
+/// Runs `go tool pprof ARGS URL` (with its caches in `tmp`) and returns its
+/// stdout and stderr; fails the test if it fails.
+pub fn go_pprof_output(args: &[&str], url: &str, tmp: &std::path::Path) -> (String, String) {
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(url)
+        .env("PPROF_TMPDIR", tmp)
+        .env("HOME", tmp)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} {url}: {stderr}\n{stdout}"
+    );
+    (stdout, stderr)
+}
+
+/// [`go_pprof_output`]'s stdout.
+pub fn go_pprof(args: &[&str], url: &str, tmp: &std::path::Path) -> String {
+    go_pprof_output(args, url, tmp).0
+}
+
+/// An exporter on a free loopback port, without the periodic log line,
+/// sampling every `interval` bytes.
+#[cfg(feature = "server")]
+pub fn start_sampling(interval: u64) -> allocscope::server::ServerHandle {
+    allocscope::server::start(
+        allocscope::server::Config::default()
+            .addr("127.0.0.1:0".parse().unwrap())
+            .log_interval(Duration::ZERO)
+            .sample_interval(interval),
+    )
+    .expect("start")
+}
+
+/// Runs `promtool check metrics` on a scrape: fails the test unless it
+/// passes without a word.
+pub fn promtool_check(text: &str) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool failed: {said}");
+    assert!(said.trim().is_empty(), "promtool reports: {said}");
+}
