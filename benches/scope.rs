@@ -21,55 +21,28 @@
 //! (docs/measurements.md, "Scopes").
 use std::future::Future;
 use std::hint::black_box;
-use std::pin::{pin, Pin};
-use std::task::{Context, Poll, Waker};
+use std::pin::pin;
+use std::task::{Context, Waker};
+
+#[path = "support/clock.rs"]
+mod clock;
+#[path = "support/futures.rs"]
+mod futures;
 
 use allocscope::scope::{InScope, Scope};
 use allocscope::AllocScope;
+use clock::thread_cpu_ns;
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use futures::{AlwaysReady, Spin};
 
 #[global_allocator]
 static ALLOC: AllocScope = AllocScope::system();
 
 static S: Scope = Scope::new("bench");
 
-/// Ready on every poll (unlike `std::future::Ready`, it may be polled again).
-struct AlwaysReady(u64);
-
-impl Future for AlwaysReady {
-    type Output = u64;
-
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u64> {
-        Poll::Ready(black_box(self.0))
-    }
-}
-
-/// Never ready: counts its polls and wakes itself each time.
-struct Spin(u64);
-
-impl Future for Spin {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0 += 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
 /// The calling thread's CPU time, in nanoseconds.
 struct ThreadCpu;
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 impl Measurement for ThreadCpu {
     type Intermediate = u64;

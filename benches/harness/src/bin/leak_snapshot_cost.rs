@@ -10,23 +10,18 @@
 //! Times are the calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`),
 //! median and max over the snapshots after the first (which symbolises);
 //! wall time per snapshot likewise (the host is idle meanwhile).
+#[path = "../../../support/clock.rs"]
+mod clock;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use allocscope::profile::{HeapProfile, LeakTracker};
 
+use clock::thread_cpu_ns;
+
 #[global_allocator]
 static A: allocscope::AllocScope = allocscope::AllocScope::system();
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 type Site = fn(usize, usize, &mut Vec<Box<[u8]>>);
 

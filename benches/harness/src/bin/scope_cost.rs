@@ -27,40 +27,20 @@
 //! ```
 use std::future::Future;
 use std::hint::black_box;
-use std::pin::{pin, Pin};
-use std::task::{Context, Poll, Waker};
+use std::pin::pin;
+use std::task::{Context, Waker};
+
+#[path = "../../../support/futures.rs"]
+mod futures;
 
 use allocscope::scope::{InScope, Scope};
 use allocscope::AllocScope;
+use futures::{AlwaysReady, Spin};
 
 #[global_allocator]
 static ALLOC: AllocScope = AllocScope::system();
 
 static S: Scope = Scope::new("scope_cost");
-
-/// Ready on every poll.
-struct AlwaysReady(u64);
-
-impl Future for AlwaysReady {
-    type Output = u64;
-
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u64> {
-        Poll::Ready(black_box(self.0))
-    }
-}
-
-/// Never ready: counts its polls and wakes itself each time.
-struct Spin(u64);
-
-impl Future for Spin {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0 += 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 #[inline(never)]
 fn empty(n: u64) {

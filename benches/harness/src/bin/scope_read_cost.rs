@@ -8,23 +8,18 @@
 //! (`CLOCK_THREAD_CPUTIME_ID`), median and max over 201 reads each, the
 //! three interleaved: while the threads are under a second old (a reader
 //! reads each one's group from `/proc`), and after (cached in its block).
+#[path = "../../../support/clock.rs"]
+mod clock;
+
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 
 use allocscope::scope::Scope;
 
+use clock::thread_cpu_ns;
+
 #[global_allocator]
 static A: allocscope::AllocScope = allocscope::AllocScope::system();
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn main() {
     let threads: usize = std::env::args()
