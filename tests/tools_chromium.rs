@@ -349,6 +349,44 @@ fn landing_page_numbers_form_and_flamegraph_search_in_chromium() {
     drop(kept);
 }
 
+/// The demo binary in a process of its own on a free port, killed when
+/// dropped.
+struct Demo(Child);
+
+impl Demo {
+    /// Starts the demo with `env` (besides its address and no log line) and
+    /// waits until it listens; returns it and its base URL.
+    fn start(env: &[(&str, &str)]) -> (Demo, String) {
+        let port = free_port();
+        let demo = Demo(
+            Command::new(env!("CARGO_BIN_EXE_allocscope-demo"))
+                .env("ALLOCSCOPE_ADDR", format!("127.0.0.1:{port}"))
+                .env("ALLOCSCOPE_LOG_INTERVAL", "0")
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the demo"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (demo, format!("http://127.0.0.1:{port}"))
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The demo, run as a user runs it (its own process, its own settings
 /// through the environment), with leak snapshots every second: its
 /// `leak_a_little` becomes the top leak suspect on the landing page, and
@@ -359,38 +397,14 @@ fn demo_leak_is_the_top_suspect_on_the_landing_page() {
     if !have("/usr/bin/chromium") || !have("/usr/bin/chromedriver") {
         return;
     }
-    struct Demo(Child);
-    impl Drop for Demo {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let port = free_port();
-    let demo = Demo(
-        Command::new(env!("CARGO_BIN_EXE_allocscope-demo"))
-            .env("ALLOCSCOPE_ADDR", format!("127.0.0.1:{port}"))
-            .env("ALLOCSCOPE_LOG_INTERVAL", "0")
-            // one snapshot a second, judged over the last 10, and the
-            // demo's 64 KiB a second sampled at every leak
-            .env("ALLOCSCOPE_LEAK_SNAPSHOT_INTERVAL", "1s")
-            .env("ALLOCSCOPE_LEAK_SNAPSHOTS", "10")
-            .env("ALLOCSCOPE_SAMPLE_INTERVAL", "16KiB")
-            .env("ALLOCSCOPE_DEMO_SECONDS", "180")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the demo"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // one snapshot a second, judged over the last 10, and the demo's
+    // 64 KiB a second sampled at every leak
+    let (demo, base) = Demo::start(&[
+        ("ALLOCSCOPE_LEAK_SNAPSHOT_INTERVAL", "1s"),
+        ("ALLOCSCOPE_LEAK_SNAPSHOTS", "10"),
+        ("ALLOCSCOPE_SAMPLE_INTERVAL", "16KiB"),
+        ("ALLOCSCOPE_DEMO_SECONDS", "180"),
+    ]);
     let d = Driver::start();
     let t = Instant::now();
     let top = loop {
@@ -439,35 +453,11 @@ fn demo_scopes_on_the_landing_page_link_to_their_flamegraphs() {
     if !have("/usr/bin/chromium") || !have("/usr/bin/chromedriver") {
         return;
     }
-    struct Demo(Child);
-    impl Drop for Demo {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let port = free_port();
-    let demo = Demo(
-        Command::new(env!("CARGO_BIN_EXE_allocscope-demo"))
-            .env("ALLOCSCOPE_ADDR", format!("127.0.0.1:{port}"))
-            .env("ALLOCSCOPE_LOG_INTERVAL", "0")
-            // the demo's 64 KiB leak of each second sampled every time
-            .env("ALLOCSCOPE_SAMPLE_INTERVAL", "16KiB")
-            .env("ALLOCSCOPE_DEMO_SECONDS", "120")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the demo"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // the demo's 64 KiB leak of each second sampled every time
+    let (demo, base) = Demo::start(&[
+        ("ALLOCSCOPE_SAMPLE_INTERVAL", "16KiB"),
+        ("ALLOCSCOPE_DEMO_SECONDS", "120"),
+    ]);
     let d = Driver::start();
     let wanted = ["handle_request", "api", "cache", "leak", "allocscope"];
     let t = Instant::now();
