@@ -191,7 +191,7 @@ fn count_realloc_owned(old: usize, new: usize, n: u64) {
     // SAFETY: a non-zero limit means `block` is this thread's own block;
     // blocks are never freed.
     let b = unsafe { &*b };
-    CURRENT.with(|c| c.scope_allocs.set(c.scope_allocs.get().wrapping_add(n)));
+    count_scope_alloc(n);
     bump::<false>(&b.reallocs, n);
     if old < SMALL_SLOTS {
         with_small(|s| bump::<false>(&s.frees[old], n));
@@ -265,8 +265,9 @@ pub(crate) fn uncount_bytes(size: usize) {
     })
 }
 
-/// Counts one allocation of this thread (with its own block) for its scope
-/// switches: the paths off the fast path that count in the block.
+/// Adds `n` (1, or -1 as a wrapping `u64`) allocations of this thread (with
+/// its own block) for its scope switches: every path that counts in the
+/// block but the fast path's own increment (`small_alloc_in_flight`).
 #[inline]
 pub(crate) fn count_scope_alloc(n: u64) {
     CURRENT.with(|c| c.scope_allocs.set(c.scope_allocs.get().wrapping_add(n)));
@@ -321,7 +322,7 @@ pub(crate) fn undo_small_alloc() {
             c.store(c.load(Relaxed).wrapping_sub(1), Relaxed);
         }
     });
-    CURRENT.with(|c| c.scope_allocs.set(c.scope_allocs.get().wrapping_sub(1)));
+    count_scope_alloc(u64::MAX); // -1
     uncount_bytes(size);
     count_failure_owned();
 }

@@ -194,6 +194,15 @@ pub enum PprofKind {
 }
 
 impl PprofKind {
+    /// The profile's name, as Go's `net/http/pprof` serves it: `heap` or
+    /// `allocs`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PprofKind::Heap => "heap",
+            PprofKind::Allocs => "allocs",
+        }
+    }
+
     /// The sample type `go tool pprof` shows unless told otherwise.
     pub const fn default_sample_type(self) -> SampleType {
         match self {

@@ -144,10 +144,7 @@ impl HeapProfile {
             let _ = writeln!(
                 out,
                 "# allocscope {} profile: sampled counts, {}; {} buckets",
-                match kind {
-                    PprofKind::Heap => "heap",
-                    PprofKind::Allocs => "allocs",
-                },
+                kind.name(),
                 super::sampling_note(self.interval),
                 recs.len()
             );

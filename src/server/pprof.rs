@@ -380,6 +380,41 @@ pub(crate) fn label_filter(q: &[(String, String)]) -> Result<LabelFilter, Reply>
     })
 }
 
+/// The parameters `heap`, `allocs` and `heap.svg` share: which samples
+/// (`scope`, `thread`, `min_age`) and how their frames are read
+/// (`lines`, `raw`).
+#[derive(Clone, Debug)]
+pub(crate) struct ProfileQuery {
+    pub filter: LabelFilter,
+    pub min_age: Option<Duration>,
+    pub symbols: Symbols,
+    pub frames: Frames,
+}
+
+impl ProfileQuery {
+    /// A heap profile captured as the query asks: its frames, then only
+    /// its samples.
+    pub(crate) fn capture(&self) -> HeapProfile {
+        let p = self
+            .filter
+            .apply(HeapProfile::capture_frames(self.symbols, self.frames));
+        match self.min_age {
+            Some(age) => p.min_age(age),
+            None => p,
+        }
+    }
+}
+
+/// Parses [`ProfileQuery`]'s parameters; a 400 naming the first bad one.
+pub(crate) fn profile_query(q: &[(String, String)]) -> Result<ProfileQuery, Reply> {
+    Ok(ProfileQuery {
+        filter: label_filter(q)?,
+        min_age: min_age_param(q)?,
+        symbols: lines_param(q)?,
+        frames: frames_param(q)?,
+    })
+}
+
 /// Whether `gc=N` asks for a collection cycle before the heap profile: as
 /// in Go's handler, any `N > 0` does (and only for `/debug/pprof/heap`).
 /// Pure (the fuzz target `query` calls it).
@@ -438,24 +473,12 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
         Ok(t) => t,
         Err(r) => return r,
     };
-    let filter = match label_filter(q) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let min_age = match min_age_param(q) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let symbols = match lines_param(q) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let frames = match frames_param(q) {
-        Ok(f) => f,
+    let pq = match profile_query(q) {
+        Ok(p) => p,
         Err(r) => return r,
     };
     match delta_seconds(q) {
-        Ok(Some(_)) if min_age.is_some() => {
+        Ok(Some(_)) if pq.min_age.is_some() => {
             return Reply::error(
                 400,
                 "min_age does not apply to a delta profile (seconds=N): a delta shows what \
@@ -463,9 +486,7 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
                  the other",
             )
         }
-        Ok(Some(seconds)) => {
-            return heap_delta(state, kind, seconds, symbols, frames, filter).await
-        }
+        Ok(Some(seconds)) => return heap_delta(state, kind, seconds, pq).await,
         Ok(None) => {}
         Err(r) => return r,
     }
@@ -473,19 +494,13 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
         Ok(g) => g && kind == PprofKind::Heap,
         Err(r) => return r,
     };
-    let name = match kind {
-        PprofKind::Heap => "heap",
-        PprofKind::Allocs => "allocs",
-    };
+    let name = kind.name();
     let what = format!("the {name} profile");
     let r = render(state.render_timeout, &what, move || {
         if gc {
             crate::gc::collect();
         }
-        let mut p = filter.apply(HeapProfile::capture_frames(symbols, frames));
-        if let Some(age) = min_age {
-            p = p.min_age(age);
-        }
+        let p = pq.capture();
         Ok(if text {
             Err(p.to_text(kind))
         } else {
@@ -511,14 +526,7 @@ pub(crate) async fn heap(state: &State, kind: PprofKind, q: &[(String, String)])
 /// turn included); the window itself is not a render, so a delta longer
 /// than `render_timeout` is never cut by it. Shutdown abandons the window
 /// (503). `gc` is ignored, as in Go.
-async fn heap_delta(
-    state: &State,
-    kind: PprofKind,
-    seconds: u64,
-    symbols: Symbols,
-    frames: Frames,
-    filter: LabelFilter,
-) -> Reply {
+async fn heap_delta(state: &State, kind: PprofKind, seconds: u64, pq: ProfileQuery) -> Reply {
     let Some(turn) = DeltaTurn::take() else {
         return Reply::error(
             409,
@@ -526,16 +534,13 @@ async fn heap_delta(
              when it finishes",
         );
     };
-    let name = match kind {
-        PprofKind::Heap => "heap",
-        PprofKind::Allocs => "allocs",
-    };
+    let name = kind.name();
     let first = render(
         state.render_timeout,
         &format!("the first {name} profile of the delta"),
         {
-            let filter = filter.clone();
-            move || Ok(filter.apply(HeapProfile::capture_frames(symbols, frames)))
+            let pq = pq.clone();
+            move || Ok(pq.capture())
         },
     )
     .await;
@@ -558,8 +563,7 @@ async fn heap_delta(
         &format!("the second {name} profile of the delta"),
         move || {
             let _turn = turn;
-            let after = filter.apply(HeapProfile::capture_frames(symbols, frames));
-            Ok(after.delta_pprof(&before, kind))
+            Ok(pq.capture().delta_pprof(&before, kind))
         },
     )
     .await;
@@ -631,50 +635,38 @@ pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let filter = match label_filter(q) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let min_age = match min_age_param(q) {
-        Ok(m) => m,
+    let pq = match profile_query(q) {
+        Ok(p) => p,
         Err(r) => return r,
     };
     let temporary = temporary_param(q);
-    if temporary && (diff || min_age.is_some()) {
+    if temporary && (diff || pq.min_age.is_some()) {
         return Reply::error(
             400,
             "sample=temporary shows blocks already freed: neither diff=baseline nor min_age \
              applies to it",
         );
     }
-    if diff && min_age.is_some() {
+    if diff && pq.min_age.is_some() {
         return Reply::error(
             400,
             "min_age does not apply to diff=baseline: ask for one or the other",
         );
     }
-    let symbols = match lines_param(q) {
-        Ok(Symbols::Lines) if diff => {
-            return Reply::error(
-                400,
-                "lines=1 does not apply to diff=baseline: a diff compares stacks by function \
-                 names; leave out lines",
-            )
-        }
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let frames = match frames_param(q) {
-        Ok(Frames::Raw) if diff => {
-            return Reply::error(
-                400,
-                "raw=1 does not apply to diff=baseline: the baseline is saved with std's \
-                 allocation frames trimmed, and a diff compares stacks alike; leave out raw",
-            )
-        }
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+    if diff && pq.symbols == Symbols::Lines {
+        return Reply::error(
+            400,
+            "lines=1 does not apply to diff=baseline: a diff compares stacks by function \
+             names; leave out lines",
+        );
+    }
+    if diff && pq.frames == Frames::Raw {
+        return Reply::error(
+            400,
+            "raw=1 does not apply to diff=baseline: the baseline is saved with std's \
+             allocation frames trimmed, and a diff compares stacks alike; leave out raw",
+        );
+    }
     let baseline = match diff {
         false => None,
         true => match state.baseline() {
@@ -689,12 +681,11 @@ pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
         },
     };
     let r = render(state.render_timeout, "the heap flamegraph", move || {
-        let mut now = filter.apply(HeapProfile::capture_frames(symbols, frames));
+        let mut now = pq.capture();
         let mut svg = Vec::with_capacity(64 * 1024);
         let mut opts = FlamegraphOptions::default();
-        let mut subtitle: Vec<String> = filter.describe().into_iter().collect();
-        if let Some(age) = min_age {
-            now = now.min_age(age);
+        let mut subtitle: Vec<String> = pq.filter.describe().into_iter().collect();
+        if let Some(age) = pq.min_age {
             subtitle.push(format!("in use for {age:?} or more"));
         }
         if !subtitle.is_empty() {
@@ -710,7 +701,7 @@ pub(crate) async fn heap_svg(state: &State, q: &[(String, String)]) -> Reply {
         }
         match baseline {
             Some(b) => now
-                .diff(filter.apply_to(&b).as_ref().unwrap_or(&b))
+                .diff(pq.filter.apply_to(&b).as_ref().unwrap_or(&b))
                 .flamegraph(sample, &opts, &mut svg),
             None => now.flamegraph(sample, &opts, &mut svg),
         }
