@@ -267,79 +267,83 @@ pub struct GroupStats {
 /// thread's counters (and `/proc` for a thread whose group is not known
 /// yet). See the [module docs](self) for what the groups mean.
 pub fn stats() -> Vec<GroupStats> {
-    // read again while a thread's start or exit overlaps the read (a few
-    // tries: they are short; past them, a read that may count one thread
-    // twice or not at all beats waiting on threads that keep starting)
-    let mut out = Vec::new();
-    for _ in 0..64 {
+    // Read again while a thread's start or exit overlaps the read. The read
+    // itself is short (fixed arrays, no allocation); under constant thread
+    // churn the reader backs off to sleeps, and only after a second of
+    // overlapping reads does it settle for one that may count a thread
+    // twice or not at all.
+    let start = std::time::Instant::now();
+    let mut tries = 0u32;
+    let counts = loop {
         let done = TRANSITIONS_DONE.load(SeqCst);
-        if TRANSITIONS_BEGUN.load(SeqCst) != done {
+        if TRANSITIONS_BEGUN.load(SeqCst) == done {
+            let counts = read_counts();
+            if TRANSITIONS_BEGUN.load(SeqCst) == done {
+                break counts;
+            }
+        }
+        if start.elapsed() > std::time::Duration::from_secs(1) {
+            break read_counts();
+        }
+        tries += 1;
+        if tries < 64 {
             std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    };
+    let mut out: Vec<GroupStats> = Vec::new();
+    for (id, c) in counts.iter().enumerate() {
+        let [a, ab, d, fb, live] = *c;
+        if a == 0 && d == 0 && live == 0 {
             continue;
         }
-        out = read_groups();
-        if TRANSITIONS_BEGUN.load(SeqCst) == done {
-            return out;
-        }
-    }
-    if out.is_empty() {
-        out = read_groups();
-    }
-    out
-}
-
-fn read_groups() -> Vec<GroupStats> {
-    let mut out: Vec<GroupStats> = Vec::new();
-    let mut add = |id: u32, a: u64, ab: u64, d: u64, fb: u64, live: u64| {
-        let name = name_of(id);
-        let i = match out.iter().position(|g| g.name == name) {
-            Some(i) => i,
+        // two groups claimed for one name at once are merged here
+        let name = name_of(id as u32);
+        let g = match out.iter().position(|g| g.name == name) {
+            Some(i) => &mut out[i],
             None => {
                 out.push(GroupStats {
                     name,
                     ..GroupStats::default()
                 });
-                out.len() - 1
+                out.last_mut().expect("just pushed")
             }
         };
-        let g = &mut out[i];
         g.allocations = g.allocations.wrapping_add(a);
         g.allocated_bytes = g.allocated_bytes.wrapping_add(ab);
         g.deallocations = g.deallocations.wrapping_add(d);
         g.freed_bytes = g.freed_bytes.wrapping_add(fb);
         g.live_threads += live;
-    };
-    for (id, g) in GROUPS.iter().enumerate() {
-        if id < MAX_GROUPS && g.state.load(Acquire) != 2 {
-            continue;
-        }
-        let (a, ab, d, fb) = (
-            g.allocations.load(Relaxed),
-            g.allocated_bytes.load(Relaxed),
-            g.deallocations.load(Relaxed),
-            g.freed_bytes.load(Relaxed),
-        );
-        if id == MAX_GROUPS && a == 0 && d == 0 {
-            continue;
-        }
-        add(id as u32, a, ab, d, fb, 0);
     }
-    counters::for_each_live_thread(|t| {
-        add(
-            t.group,
-            t.allocations,
-            t.allocated_bytes,
-            t.deallocations,
-            t.freed_bytes,
-            1,
-        )
-    });
     out.sort_by(|a, b| {
         b.allocated_bytes
             .cmp(&a.allocated_bytes)
             .then_with(|| a.name.cmp(&b.name))
     });
     out
+}
+
+/// Every group's counts by id (exited threads' and live ones', and live
+/// threads), into a fixed array: no allocation, so the read is short.
+fn read_counts() -> [[u64; 5]; MAX_GROUPS + 1] {
+    let mut c = [[0u64; 5]; MAX_GROUPS + 1];
+    for (slot, g) in c.iter_mut().zip(&GROUPS) {
+        slot[0] = g.allocations.load(Relaxed);
+        slot[1] = g.allocated_bytes.load(Relaxed);
+        slot[2] = g.deallocations.load(Relaxed);
+        slot[3] = g.freed_bytes.load(Relaxed);
+    }
+    counters::for_each_live_thread(|t| {
+        if let Some(slot) = c.get_mut(t.group as usize) {
+            slot[0] = slot[0].wrapping_add(t.allocations);
+            slot[1] = slot[1].wrapping_add(t.allocated_bytes);
+            slot[2] = slot[2].wrapping_add(t.deallocations);
+            slot[3] = slot[3].wrapping_add(t.freed_bytes);
+            slot[4] += 1;
+        }
+    });
+    c
 }
 
 #[cfg(test)]
